@@ -1,0 +1,95 @@
+"""Builds and installs mxnet_bnq.
+
+The C++ library in src_cpp/ is compiled against the headers and lib_api.cc
+that the installed MXNet wheel ships and against oneDNN 3.x from PyPI, and is
+installed as mxnet_bnq/lib/libmxnet_bnq.so.  Build inside the environment that
+will run it (`pip install --no-build-isolation .`), so that the library
+matches that MXNet; `make install` does this.
+
+Environment:
+  MXNET_BNQ_SANITIZE=1   build with AddressSanitizer and UBSan (make asan).
+  MXNET_BNQ_DEBUG=1      build with -O0 -g.
+"""
+import glob
+import os
+import subprocess
+import sys
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+LIBRARY = os.path.join('mxnet_bnq', 'lib', 'libmxnet_bnq.so')
+
+
+def _mxnet_dir():
+    try:
+        import mxnet  # pylint: disable=import-outside-toplevel
+    except ImportError as err:
+        sys.exit("mxnet_bnq builds against the installed MXNet; install it first: "
+                 "pip install mxnet==1.9.1 'numpy<1.24' (%s)" % err)
+    root = os.path.dirname(mxnet.__file__)
+    if not os.path.isfile(os.path.join(root, 'include', 'mxnet', 'lib_api.h')):
+        sys.exit('%s has no include/mxnet/lib_api.h: mxnet_bnq needs the MXNet 1.9.1 pip wheel'
+                 % root)
+    return root
+
+
+def _onednn_dirs():
+    include = os.path.join(sys.prefix, 'include')
+    lib = os.path.join(sys.prefix, 'lib')
+    if not os.path.isfile(os.path.join(include, 'oneapi', 'dnnl', 'dnnl.hpp')) or \
+            not glob.glob(os.path.join(lib, 'libdnnl.so*')):
+        sys.exit('oneDNN headers/library not found under %s; install them first: '
+                 'pip install onednn-devel-cpu-gomp==2023.2.0 onednn-cpu-gomp==2023.2.0'
+                 % sys.prefix)
+    return include, lib
+
+
+def compile_library(output):
+    """Compiles src_cpp/*.cc with MXNet's lib_api.cc into `output`."""
+    mx_root = _mxnet_dir()
+    dnnl_include, dnnl_lib = _onednn_dirs()
+    flags = ['-O0', '-g'] if os.environ.get('MXNET_BNQ_DEBUG') == '1' else ['-O2']
+    if os.environ.get('MXNET_BNQ_SANITIZE') == '1':
+        flags = ['-O1', '-g', '-fno-omit-frame-pointer',
+                 '-fsanitize=address,undefined', '-fno-sanitize-recover=undefined']
+    sources = sorted(glob.glob(os.path.join(HERE, 'src_cpp', '*.cc')))
+    sources.append(os.path.join(mx_root, 'src', 'lib_api.cc'))
+    os.makedirs(os.path.dirname(output), exist_ok=True)
+    command = (['g++', '-shared', '-fPIC', '-std=c++17', '-Wall'] + flags +
+               # oneDNN 3.x first: the wheel's include/mkldnn holds MXNet's oneDNN 2.4.
+               ['-I' + dnnl_include, '-I' + os.path.join(mx_root, 'include')] +
+               sources + ['-o', output, '-L' + dnnl_lib, '-ldnnl',
+                          # oneDNN of the environment the package is installed in:
+                          # <prefix>/lib/python3.X/site-packages/mxnet_bnq/lib -> <prefix>/lib
+                          '-Wl,-rpath,$ORIGIN/../../../..', '-Wl,-rpath,' + dnnl_lib,
+                          # libmxnet exports weak oneDNN 2.4 symbols; bind ours to ours.
+                          '-Wl,-Bsymbolic'])
+    if os.environ.get('MXNET_BNQ_SANITIZE') != '1':
+        command.append('-Wl,-z,defs')
+    print(' '.join(command))
+    subprocess.check_call(command)
+
+
+class BuildPyWithLibrary(build_py):
+    """build_py that also compiles the C++ library into the package."""
+
+    def run(self):
+        super().run()
+        compile_library(os.path.join(self.build_lib, LIBRARY))
+
+
+setup(
+    name='mxnet_bnq',
+    version='0.1.0',
+    description='Fast, accurate int8/uint8 quantized BatchNorm for MXNet 1.9.1 (CPU, oneDNN)',
+    long_description=open(os.path.join(HERE, 'README.md')).read(),
+    long_description_content_type='text/markdown',
+    license='Apache-2.0',
+    packages=['mxnet_bnq'],
+    python_requires='>=3.8',
+    install_requires=['mxnet==1.9.1', 'numpy<1.24', 'onednn-cpu-gomp==2023.2.0'],
+    cmdclass={'build_py': BuildPyWithLibrary},
+    zip_safe=False,
+)

@@ -1,0 +1,266 @@
+// Registers the quantized BatchNorm ops with MXNet's library API:
+//
+//   _contrib_quantized_batch_norm       int8/uint8 in, int8 out.  Overrides
+//                                       MXNet's own op of that name, with the
+//                                       same inputs, outputs and attributes.
+//   _contrib_quantized_batch_norm_relu  the same followed by ReLU, uint8 out.
+//
+// Inputs: data, gamma, beta, moving_mean, moving_var, min_data, max_data.
+// Outputs: output, min_output, max_output.
+#include <cmath>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "batch_norm_attrs.h"
+#include "mxnet/lib_api.h"
+#include "scale_shift_folding.h"
+#include "scale_shift_kernel.h"
+
+using namespace mxnet::ext;  // NOLINT
+
+namespace bnq {
+namespace {
+
+constexpr int kNumInputs = 7;
+constexpr int kNumOutputs = 3;
+enum Input { kData, kGamma, kBeta, kMovingMean, kMovingVar, kMinData, kMaxData };
+const char* const kInputNames[kNumInputs] = {"data",       "gamma",    "beta",    "moving_mean",
+                                             "moving_var", "min_data", "max_data"};
+
+MXReturnValue Fail(const std::string& op, const std::string& message) {
+  MX_ERROR_MSG << op << ": " << message;
+  return MX_FAIL;
+}
+
+template <typename Shape>
+std::string ShapeString(const Shape& shape) {
+  std::ostringstream os;
+  os << "(";
+  for (size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
+  os << (shape.size() == 1 ? ",)" : ")");
+  return os.str();
+}
+
+bool ToQuantType(int dtype, QuantType* type) {
+  if (dtype == kInt8) { *type = QuantType::kInt8; return true; }
+  if (dtype == kUint8) { *type = QuantType::kUint8; return true; }
+  return false;
+}
+
+const char* DTypeName(int dtype) {
+  switch (dtype) {
+    case kFloat32: return "float32";
+    case kFloat64: return "float64";
+    case kFloat16: return "float16";
+    case kUint8: return "uint8";
+    case kInt32: return "int32";
+    case kInt8: return "int8";
+    case kInt64: return "int64";
+    default: return "unknown";
+  }
+}
+
+const float* Floats(const MXTensor& t) { return static_cast<const float*>(t.data_ptr); }
+
+// Everything that differs between the two ops.
+struct OpTraits {
+  const char* name;
+  bool relu;
+  QuantType out_type;
+};
+constexpr OpTraits kBatchNorm{"_contrib_quantized_batch_norm", false, QuantType::kInt8};
+constexpr OpTraits kBatchNormRelu{"_contrib_quantized_batch_norm_relu", true, QuantType::kUint8};
+
+template <const OpTraits& T>
+MXReturnValue ParseAttrs(const std::unordered_map<std::string, std::string>& attrs,
+                         int* num_in, int* num_out) {
+  BatchNormAttrs parsed;
+  std::string error;
+  if (!ParseBatchNormAttrs(attrs, &parsed, &error)) return Fail(T.name, error);
+  *num_in = kNumInputs;
+  *num_out = kNumOutputs;
+  return MX_SUCCESS;
+}
+
+template <const OpTraits& T>
+MXReturnValue InferType(const std::unordered_map<std::string, std::string>& attrs,
+                        std::vector<int>* in_types, std::vector<int>* out_types) {
+  const int data_type = in_types->at(kData);
+  QuantType unused;
+  if (data_type >= 0 && !ToQuantType(data_type, &unused)) {
+    return Fail(T.name, std::string("data must be int8 or uint8, got ") + DTypeName(data_type));
+  }
+  for (int i = kGamma; i < kNumInputs; ++i) {
+    int& t = in_types->at(i);
+    if (t >= 0 && t != kFloat32) {
+      return Fail(T.name, std::string(kInputNames[i]) + " must be float32, got " + DTypeName(t));
+    }
+    t = kFloat32;
+  }
+  out_types->at(0) = T.out_type == QuantType::kInt8 ? kInt8 : kUint8;
+  out_types->at(1) = kFloat32;
+  out_types->at(2) = kFloat32;
+  return MX_SUCCESS;
+}
+
+template <const OpTraits& T>
+MXReturnValue InferSType(const std::unordered_map<std::string, std::string>& attrs,
+                         std::vector<int>* in_stypes, std::vector<int>* out_stypes) {
+  for (int& s : *in_stypes) {
+    if (s >= 0 && s != kDefaultStorage) return Fail(T.name, "only dense inputs are supported");
+    s = kDefaultStorage;
+  }
+  for (int& s : *out_stypes) s = kDefaultStorage;
+  return MX_SUCCESS;
+}
+
+template <const OpTraits& T>
+MXReturnValue InferShape(const std::unordered_map<std::string, std::string>& attrs,
+                         std::vector<std::vector<unsigned int>>* in_shapes,
+                         std::vector<std::vector<unsigned int>>* out_shapes) {
+  BatchNormAttrs parsed;
+  std::string error;
+  if (!ParseBatchNormAttrs(attrs, &parsed, &error)) return Fail(T.name, error);
+  const std::vector<unsigned int> data_shape = in_shapes->at(kData);
+  if (data_shape.empty()) {
+    return Fail(T.name, "data must have at least one dimension (or its shape is unknown)");
+  }
+  int axis = 0;
+  if (!ResolveAxis(parsed.axis, static_cast<int>(data_shape.size()), &axis)) {
+    return Fail(T.name, "axis " + std::to_string(parsed.axis) + " is out of range for data of shape " +
+                            ShapeString(data_shape));
+  }
+  const std::vector<unsigned int> channel_shape{data_shape[axis]};
+  const std::vector<unsigned int> scalar_shape{1};
+  for (int i = kGamma; i < kNumInputs; ++i) {
+    const auto& expected = i < kMinData ? channel_shape : scalar_shape;
+    auto& shape = in_shapes->at(i);
+    if (!shape.empty() && shape != expected) {
+      return Fail(T.name, std::string(kInputNames[i]) + " has shape " + ShapeString(shape) +
+                              ", expected " + ShapeString(expected) + " for data of shape " +
+                              ShapeString(data_shape) + " and axis " + std::to_string(parsed.axis));
+    }
+    shape = expected;
+  }
+  out_shapes->at(0) = data_shape;
+  out_shapes->at(1) = scalar_shape;
+  out_shapes->at(2) = scalar_shape;
+  return MX_SUCCESS;
+}
+
+// moving_mean and moving_var are auxiliary states, as in MXNet's BatchNorm.
+MXReturnValue MutateInputs(const std::unordered_map<std::string, std::string>& attrs,
+                           std::vector<int>* input_indices) {
+  input_indices->push_back(kMovingMean);
+  input_indices->push_back(kMovingVar);
+  return MX_SUCCESS;
+}
+
+// Checks the run-time tensors (imperative calls skip part of shape inference).
+bool CheckTensors(const std::vector<MXTensor>& in, const BatchNormAttrs& attrs, int* axis,
+                  std::string* error) {
+  const MXTensor& data = in[kData];
+  QuantType unused;
+  if (!ToQuantType(data.dtype, &unused)) {
+    *error = std::string("data must be int8 or uint8, got ") + DTypeName(data.dtype);
+    return false;
+  }
+  if (data.shape.empty()) {
+    *error = "data must have at least one dimension, got a 0-d tensor";
+    return false;
+  }
+  if (data.size() == 0) {
+    *error = "data of shape " + ShapeString(data.shape) + " is empty";
+    return false;
+  }
+  if (!ResolveAxis(attrs.axis, static_cast<int>(data.shape.size()), axis)) {
+    *error = "axis " + std::to_string(attrs.axis) + " is out of range for data of shape " +
+             ShapeString(data.shape);
+    return false;
+  }
+  for (int i = kGamma; i < kNumInputs; ++i) {
+    const int64_t expected = i < kMinData ? data.shape[*axis] : 1;
+    if (in[i].dtype != kFloat32 || in[i].shape.size() != 1 || in[i].shape[0] != expected) {
+      *error = std::string(kInputNames[i]) + " must be float32 of shape (" +
+               std::to_string(expected) + ",), got " + DTypeName(in[i].dtype) + " of shape " +
+               ShapeString(in[i].shape);
+      return false;
+    }
+  }
+  return true;
+}
+
+// One primitive cache for the process.  The ops cannot be stateful: MXNet's
+// own _contrib_quantized_batch_norm registers an FComputeEx, which MXNet
+// dispatches to before any stateful compute, so an override must register a
+// plain forward function (that replaces the FComputeEx).
+ScaleShiftKernel& SharedKernel() {
+  static ScaleShiftKernel* kernel = new ScaleShiftKernel();  // never destroyed: used until exit
+  return *kernel;
+}
+
+MXReturnValue Compute(const OpTraits& traits, const BatchNormAttrs& attrs,
+                      const std::vector<MXTensor>& in, std::vector<MXTensor>* out) {
+  if (in.size() != kNumInputs || out->size() != kNumOutputs) {
+    return Fail(traits.name, "expects 7 inputs and 3 outputs");
+  }
+  std::string error;
+  int axis = 0;
+  if (!CheckTensors(in, attrs, &axis, &error)) return Fail(traits.name, error);
+  const MXTensor& data = in[kData];
+
+  ScaleShiftShape shape{1, data.shape[axis], 1, QuantType::kInt8, traits.out_type};
+  ToQuantType(data.dtype, &shape.src_type);
+  for (int d = 0; d < axis; ++d) shape.outer *= data.shape[d];
+  for (size_t d = axis + 1; d < data.shape.size(); ++d) shape.inner *= data.shape[d];
+
+  const ChannelParams params{Floats(in[kGamma]), Floats(in[kBeta]), Floats(in[kMovingMean]),
+                             Floats(in[kMovingVar]), shape.channels};
+  FoldedScaleShift folded;
+  if (!FoldScaleShift(attrs, params, *Floats(in[kMinData]), *Floats(in[kMaxData]),
+                      shape.src_type, traits.out_type, traits.relu, &folded, &error)) {
+    return Fail(traits.name, error);
+  }
+  SharedKernel().Run(shape, data.data_ptr, folded.scale.data(), folded.shift.data(),
+                     (*out)[0].data_ptr);
+  *(*out)[1].data<float>() = folded.min_output;
+  *(*out)[2].data<float>() = folded.max_output;
+  return MX_SUCCESS;
+}
+
+template <const OpTraits& T>
+MXReturnValue Forward(const std::unordered_map<std::string, std::string>& attrs,
+                      std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
+                      const OpResource& res) {
+  BatchNormAttrs parsed;
+  std::string error;
+  if (!ParseBatchNormAttrs(attrs, &parsed, &error)) return Fail(T.name, error);
+  // No exception may cross into MXNet.
+  try {
+    return Compute(T, parsed, *inputs, outputs);
+  } catch (const dnnl::error& e) {
+    return Fail(T.name, std::string("oneDNN error: ") + e.what());
+  } catch (const std::exception& e) {
+    return Fail(T.name, e.what());
+  }
+}
+
+}  // namespace
+}  // namespace bnq
+
+REGISTER_OP(_contrib_quantized_batch_norm)
+    .setParseAttrs(bnq::ParseAttrs<bnq::kBatchNorm>)
+    .setInferType(bnq::InferType<bnq::kBatchNorm>)
+    .setInferSType(bnq::InferSType<bnq::kBatchNorm>)
+    .setInferShape(bnq::InferShape<bnq::kBatchNorm>)
+    .setMutateInputs(bnq::MutateInputs)
+    .setForward(bnq::Forward<bnq::kBatchNorm>, "cpu");
+
+REGISTER_OP(_contrib_quantized_batch_norm_relu)
+    .setParseAttrs(bnq::ParseAttrs<bnq::kBatchNormRelu>)
+    .setInferType(bnq::InferType<bnq::kBatchNormRelu>)
+    .setInferSType(bnq::InferSType<bnq::kBatchNormRelu>)
+    .setInferShape(bnq::InferShape<bnq::kBatchNormRelu>)
+    .setMutateInputs(bnq::MutateInputs)
+    .setForward(bnq::Forward<bnq::kBatchNormRelu>, "cpu");

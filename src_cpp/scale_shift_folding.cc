@@ -1,0 +1,111 @@
+#include "scale_shift_folding.h"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+namespace bnq {
+namespace {
+
+// Keeps q * scale + shift finite in float32 for |q| <= 255 (a range so tiny
+// that the factor overflows saturates instead of producing inf or NaN).
+constexpr double kMaxFactor = 1e35;
+
+float ClampToFactor(double v) {
+  return static_cast<float>(std::max(-kMaxFactor, std::min(kMaxFactor, v)));
+}
+
+std::string ChannelError(const char* what, int64_t c, double value) {
+  std::ostringstream os;
+  os << what << " of channel " << c << " is " << value;
+  return os.str();
+}
+
+}  // namespace
+
+const char* QuantTypeName(QuantType t) { return t == QuantType::kInt8 ? "int8" : "uint8"; }
+
+float QuantizedRange(QuantType t) { return t == QuantType::kInt8 ? 127.5f : 255.5f; }
+
+bool FoldScaleShift(const BatchNormAttrs& attrs, const ChannelParams& params,
+                    float min_data, float max_data, QuantType in_type,
+                    QuantType out_type, bool relu, FoldedScaleShift* folded,
+                    std::string* error) {
+  if (!std::isfinite(min_data) || !std::isfinite(max_data)) {
+    *error = "min_data/max_data must be finite, got [" + std::to_string(min_data) + ", " +
+             std::to_string(max_data) + "]";
+    return false;
+  }
+  if (min_data > max_data) {
+    *error = "min_data (" + std::to_string(min_data) + ") is greater than max_data (" +
+             std::to_string(max_data) + ")";
+    return false;
+  }
+  if (relu && out_type != QuantType::kUint8) {
+    *error = "a fused ReLU needs uint8 output";
+    return false;
+  }
+
+  // Real BatchNorm as y = a[c] * x + b[c], in double.
+  const int64_t channels = params.channels;
+  std::vector<double> a(channels), b(channels);
+  for (int64_t c = 0; c < channels; ++c) {
+    const double gamma = attrs.fix_gamma ? 1.0 : params.gamma[c];
+    const double var_eps = static_cast<double>(params.moving_var[c]) + attrs.eps;
+    if (!std::isfinite(gamma)) { *error = ChannelError("gamma", c, gamma); return false; }
+    if (!std::isfinite(params.beta[c])) { *error = ChannelError("beta", c, params.beta[c]); return false; }
+    if (!std::isfinite(params.moving_mean[c])) {
+      *error = ChannelError("moving_mean", c, params.moving_mean[c]);
+      return false;
+    }
+    if (!(var_eps > 0) || !std::isfinite(var_eps)) {
+      *error = ChannelError("moving_var + eps (must be positive and finite)", c, var_eps);
+      return false;
+    }
+    a[c] = gamma / std::sqrt(var_eps);
+    b[c] = params.beta[c] - params.moving_mean[c] * a[c];
+  }
+
+  // Input: real = q * step_in, q within the type's integer limits.
+  const double range_in = std::max(std::fabs(min_data), std::fabs(max_data));
+  const double step_in = range_in / QuantizedRange(in_type);
+
+  // Output range: calibrated, or the extreme values the op can produce.
+  double range_out;
+  if (attrs.has_calib_range) {
+    folded->min_output = relu ? 0.f : attrs.min_calib_range;
+    folded->max_output = attrs.max_calib_range;
+    range_out = relu ? std::max(0.f, attrs.max_calib_range)
+                     : std::max(std::fabs(attrs.min_calib_range), std::fabs(attrs.max_calib_range));
+    if (relu) folded->max_output = static_cast<float>(range_out);
+  } else {
+    const double q_lo = in_type == QuantType::kInt8 ? -128.0 : 0.0;
+    const double q_hi = in_type == QuantType::kInt8 ? 127.0 : 255.0;
+    double lo = 0.0, hi = 0.0;
+    for (int64_t c = 0; c < channels; ++c) {
+      const double y1 = a[c] * q_lo * step_in + b[c];
+      const double y2 = a[c] * q_hi * step_in + b[c];
+      lo = std::min(lo, std::min(y1, y2));
+      hi = std::max(hi, std::max(y1, y2));
+    }
+    range_out = relu ? hi : std::max(std::fabs(lo), hi);
+    if (!std::isfinite(range_out) || range_out > 3.0e38) {
+      *error = "derived output range overflows float32";
+      return false;
+    }
+    folded->min_output = relu ? 0.f : static_cast<float>(-range_out);
+    folded->max_output = static_cast<float>(range_out);
+  }
+
+  // q_out = y / step_out; a zero output range maps everything to 0.
+  const double levels_per_unit = range_out > 0 ? QuantizedRange(out_type) / range_out : 0.0;
+  folded->scale.resize(channels);
+  folded->shift.resize(channels);
+  for (int64_t c = 0; c < channels; ++c) {
+    folded->scale[c] = ClampToFactor(a[c] * step_in * levels_per_unit);
+    folded->shift[c] = ClampToFactor(b[c] * levels_per_unit);
+  }
+  return true;
+}
+
+}  // namespace bnq

@@ -1,0 +1,54 @@
+// The arithmetic of a quantized BatchNorm: folds the BatchNorm parameters and
+// the input/output quantization ranges into one per-channel affine map on the
+// quantized values,
+//
+//     q_out = saturate(round(q_in * scale[c] + shift[c]))
+//
+// using MXNet's quantization conventions: a tensor of type int8 with range
+// [min, max] holds real values q * max(|min|, |max|) / 127.5, a uint8 tensor
+// q * max(|min|, |max|) / 255.5 (src/operator/quantization/quantization_utils.h).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "batch_norm_attrs.h"
+
+namespace bnq {
+
+enum class QuantType { kInt8, kUint8 };
+
+const char* QuantTypeName(QuantType t);
+
+// Number of quantization levels per unit of range in MXNet's convention.
+float QuantizedRange(QuantType t);
+
+// Per-channel BatchNorm parameters (float32 arrays of `channels` elements).
+struct ChannelParams {
+  const float* gamma;
+  const float* beta;
+  const float* moving_mean;
+  const float* moving_var;
+  int64_t channels;
+};
+
+struct FoldedScaleShift {
+  std::vector<float> scale;
+  std::vector<float> shift;
+  // Real range of the quantized output, as written to min_output/max_output.
+  float min_output = 0.f;
+  float max_output = 0.f;
+};
+
+// Folds BatchNorm parameters and ranges.  With `relu` the real output is
+// max(y, 0) and `out_type` must be uint8.  Without a calibrated range in
+// `attrs` the output range is derived from the input range: the tightest
+// range that holds every value the op can produce.
+// Returns false and sets `error` for invalid parameters or ranges.
+bool FoldScaleShift(const BatchNormAttrs& attrs, const ChannelParams& params,
+                    float min_data, float max_data, QuantType in_type,
+                    QuantType out_type, bool relu, FoldedScaleShift* folded,
+                    std::string* error);
+
+}  // namespace bnq

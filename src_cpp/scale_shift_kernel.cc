@@ -1,0 +1,79 @@
+#include "scale_shift_kernel.h"
+
+namespace bnq {
+namespace {
+
+using dt = dnnl::memory::data_type;
+using tag = dnnl::memory::format_tag;
+
+dt ToDnnl(QuantType t) { return t == QuantType::kInt8 ? dt::s8 : dt::u8; }
+
+// Channels-last data (inner == 1) is described in 2-D so that oneDNN sees a
+// plain per-column broadcast.
+dnnl::memory::dims DataDims(const ScaleShiftShape& s) {
+  if (s.inner == 1) return {s.outer, s.channels};
+  return {s.outer, s.channels, s.inner};
+}
+
+dnnl::memory::dims ChannelDims(const ScaleShiftShape& s) {
+  if (s.inner == 1) return {1, s.channels};
+  return {1, s.channels, 1};
+}
+
+tag PlainTag(const ScaleShiftShape& s) { return s.inner == 1 ? tag::ab : tag::abc; }
+
+}  // namespace
+
+ScaleShiftKernel::ScaleShiftKernel() : engine_(dnnl::engine::kind::cpu, 0) {}
+
+dnnl::binary ScaleShiftKernel::GetPrimitive(const ScaleShiftShape& shape) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (auto it = cache_.begin(); it != cache_.end(); ++it) {
+    if (it->first == shape) {
+      cache_.splice(cache_.begin(), cache_, it);
+      return cache_.front().second;
+    }
+  }
+  const auto plain = PlainTag(shape);
+  const dnnl::memory::desc src_md(DataDims(shape), ToDnnl(shape.src_type), plain);
+  const dnnl::memory::desc channel_md(ChannelDims(shape), dt::f32, plain);
+  const dnnl::memory::desc dst_md(DataDims(shape), ToDnnl(shape.dst_type), plain);
+
+  dnnl::post_ops ops;
+  ops.append_binary(dnnl::algorithm::binary_add, channel_md);
+  dnnl::primitive_attr attr;
+  attr.set_post_ops(ops);
+  const dnnl::binary::primitive_desc pd(engine_, dnnl::algorithm::binary_mul, src_md,
+                                        channel_md, dst_md, attr);
+  cache_.emplace_front(shape, dnnl::binary(pd));
+  if (cache_.size() > kCacheCapacity) cache_.pop_back();
+  return cache_.front().second;
+}
+
+void ScaleShiftKernel::Run(const ScaleShiftShape& shape, const void* src,
+                           const float* scale, const float* shift, void* dst) {
+  dnnl::binary prim = GetPrimitive(shape);
+  const auto plain = PlainTag(shape);
+  // oneDNN takes non-const handles; src, scale and shift are only read.
+  dnnl::memory src_mem({DataDims(shape), ToDnnl(shape.src_type), plain}, engine_,
+                       const_cast<void*>(src));
+  dnnl::memory scale_mem({ChannelDims(shape), dt::f32, plain}, engine_,
+                         const_cast<float*>(scale));
+  dnnl::memory shift_mem({ChannelDims(shape), dt::f32, plain}, engine_,
+                         const_cast<float*>(shift));
+  dnnl::memory dst_mem({DataDims(shape), ToDnnl(shape.dst_type), plain}, engine_, dst);
+
+  dnnl::stream stream(engine_);
+  prim.execute(stream, {{DNNL_ARG_SRC_0, src_mem},
+                        {DNNL_ARG_SRC_1, scale_mem},
+                        {DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, shift_mem},
+                        {DNNL_ARG_DST, dst_mem}});
+  stream.wait();
+}
+
+size_t ScaleShiftKernel::cached_primitives() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return cache_.size();
+}
+
+}  // namespace bnq

@@ -1,0 +1,59 @@
+// The compute kernel: a per-channel affine map on int8/uint8 data,
+//
+//     dst[o, c, i] = saturate(round(src[o, c, i] * scale[c] + shift[c]))
+//
+// as one oneDNN `binary` primitive (multiply by scale) with a `binary` add
+// post-op (shift), on plain row-major data viewed as (outer, channels, inner).
+// oneDNN runs it multi-threaded at close to memory speed on plain layouts,
+// unlike its s8 batch_normalization primitive.  Rounding is to nearest even,
+// saturating to the destination type.
+//
+// Primitives depend only on the view and the data types, so they are cached
+// (bounded, least recently used first out).  Run() is thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <list>
+#include <mutex>
+#include <utility>
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include "scale_shift_folding.h"
+
+namespace bnq {
+
+struct ScaleShiftShape {
+  int64_t outer;
+  int64_t channels;
+  int64_t inner;
+  QuantType src_type;
+  QuantType dst_type;
+
+  bool operator==(const ScaleShiftShape& o) const {
+    return outer == o.outer && channels == o.channels && inner == o.inner &&
+           src_type == o.src_type && dst_type == o.dst_type;
+  }
+};
+
+class ScaleShiftKernel {
+ public:
+  static constexpr size_t kCacheCapacity = 8;
+
+  ScaleShiftKernel();
+
+  // Throws dnnl::error on a oneDNN failure.
+  void Run(const ScaleShiftShape& shape, const void* src, const float* scale,
+           const float* shift, void* dst);
+
+  size_t cached_primitives() const;
+
+ private:
+  dnnl::binary GetPrimitive(const ScaleShiftShape& shape);
+
+  dnnl::engine engine_;
+  mutable std::mutex mutex_;
+  std::list<std::pair<ScaleShiftShape, dnnl::binary>> cache_;  // front = most recent
+};
+
+}  // namespace bnq
