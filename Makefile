@@ -20,6 +20,7 @@ venv: $(VENV)/.installed-deps
 # Build against the MXNet and oneDNN of .venv, so no build isolation.
 install: venv
 	$(PIP) install --no-build-isolation --no-deps --force-reinstall .
+	$(PY) setup.py -q build_library   # the same library in the checkout, for scripts run from here
 
 test: install
 	$(VENV)/bin/pytest tests $(PYTEST_ARGS)

@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 
-from setuptools import setup
+from setuptools import Command, setup
 from setuptools.command.build_py import build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -72,6 +72,22 @@ def compile_library(output):
     subprocess.check_call(command)
 
 
+class BuildLibraryInPlace(Command):
+    """`python setup.py build_library`: compiles the library into the source
+    tree, so that the package also works when imported from a checkout."""
+    description = 'compile the C++ library into mxnet_bnq/lib/'
+    user_options = []
+
+    def initialize_options(self):
+        pass
+
+    def finalize_options(self):
+        pass
+
+    def run(self):  # pylint: disable=no-self-use
+        compile_library(os.path.join(HERE, LIBRARY))
+
+
 class BuildPyWithLibrary(build_py):
     """build_py that also compiles the C++ library into the package."""
 
@@ -90,6 +106,6 @@ setup(
     packages=['mxnet_bnq'],
     python_requires='>=3.8',
     install_requires=['mxnet==1.9.1', 'numpy<1.24', 'onednn-cpu-gomp==2023.2.0'],
-    cmdclass={'build_py': BuildPyWithLibrary},
+    cmdclass={'build_py': BuildPyWithLibrary, 'build_library': BuildLibraryInPlace},
     zip_safe=False,
 )

@@ -22,7 +22,8 @@ bool ParseDouble(const std::string& text, double* value) {
   char* end = nullptr;
   errno = 0;
   const double v = std::strtod(s.c_str(), &end);
-  if (end != s.c_str() + s.size() || errno == ERANGE) return false;
+  if (end != s.c_str() + s.size()) return false;
+  if (errno == ERANGE && std::fabs(v) == HUGE_VAL) return false;  // underflow to denormal is fine
   *value = v;
   return true;
 }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "batch_norm_attrs.h"
+#include "error_reporting.h"
 #include "mxnet/lib_api.h"
 #include "scale_shift_folding.h"
 #include "scale_shift_kernel.h"
@@ -29,7 +30,7 @@ const char* const kInputNames[kNumInputs] = {"data",       "gamma",    "beta",  
                                              "moving_var", "min_data", "max_data"};
 
 MXReturnValue Fail(const std::string& op, const std::string& message) {
-  MX_ERROR_MSG << op << ": " << message;
+  ReportError(op, message);
   return MX_FAIL;
 }
 

@@ -1,0 +1,49 @@
+"""Helpers to build quantized BatchNorm inputs and call the ops imperatively."""
+import mxnet as mx
+import numpy as np
+
+import quant_reference as ref
+
+
+def make_case(rng, shape, axis=1, in_dtype='int8', data_range=4.0, channel_params=None):
+    """Random quantized data plus BatchNorm parameters for `shape`."""
+    channels = shape[axis % len(shape)]
+    lo, hi = ref.LIMITS[in_dtype]
+    q = rng.integers(lo, hi + 1, size=shape).astype(in_dtype)
+    min_data = 0.0 if in_dtype == 'uint8' else -data_range
+    if channel_params is None:
+        channel_params = dict(
+            gamma=rng.uniform(0.2, 2.0, channels).astype(np.float32),
+            beta=rng.normal(0, 1, channels).astype(np.float32),
+            mean=rng.normal(0, 1, channels).astype(np.float32),
+            var=rng.uniform(0.05, 3.0, channels).astype(np.float32))
+    return dict(q=q, min_data=min_data, max_data=data_range, **channel_params)
+
+
+def run_op(case, relu=False, **attrs):
+    """Calls the plugin op; returns numpy (q_out, min_out, max_out)."""
+    op = mx.nd.contrib.quantized_batch_norm_relu if relu else mx.nd.contrib.quantized_batch_norm
+    args = [mx.nd.array(case['q'], dtype=case['q'].dtype)]
+    args += [mx.nd.array(case[k], dtype='float32') for k in ('gamma', 'beta', 'mean', 'var')]
+    args += [mx.nd.array([case['min_data']]), mx.nd.array([case['max_data']])]
+    out = op(*args, **{k: str(v) for k, v in attrs.items()})
+    return out[0].asnumpy(), float(out[1].asscalar()), float(out[2].asscalar())
+
+
+def run_reference(case, relu=False, **attrs):
+    params = dict(ref.BN_DEFAULTS)
+    params.update(attrs)
+    return ref.quantized_batch_norm(case['q'], case['gamma'], case['beta'], case['mean'],
+                                    case['var'], case['min_data'], case['max_data'], relu=relu,
+                                    **params)
+
+
+def assert_within_one_step(actual, expected, max_off_by_one_fraction=0.01):
+    """At most one step off anywhere, and off by one only at rare rounding ties."""
+    assert actual.dtype == expected.dtype, (actual.dtype, expected.dtype)
+    assert actual.shape == expected.shape
+    diff = np.abs(actual.astype(np.int32) - expected.astype(np.int32))
+    assert diff.max(initial=0) <= 1, 'max difference %d steps' % diff.max()
+    allowed = max(1, int(max_off_by_one_fraction * diff.size))
+    assert np.count_nonzero(diff) <= allowed, '%d of %d values off by one' % (
+        np.count_nonzero(diff), diff.size)

@@ -1,0 +1,77 @@
+"""Independent numpy reference of the quantized BatchNorm arithmetic.
+
+Written from MXNet's conventions, not from the library's code: dequantize the
+input, apply BatchNorm in float64, quantize the result.  A tensor of type
+int8 with range [min, max] holds q * max(|min|, |max|) / 127.5, a uint8 one
+q * max(|min|, |max|) / 255.5 (MXNet's quantization_utils.h).
+"""
+import numpy as np
+
+QUANTIZED_RANGE = {'int8': 127.5, 'uint8': 255.5}
+LIMITS = {'int8': (-128, 127), 'uint8': (0, 255)}
+BN_DEFAULTS = dict(eps=1e-3, fix_gamma=True, axis=1)
+
+
+def step(dtype, min_range, max_range):
+    """Real value of one quantization step."""
+    return max(abs(min_range), abs(max_range)) / QUANTIZED_RANGE[dtype]
+
+
+def quantize(x, dtype, min_range, max_range):
+    lo, hi = LIMITS[dtype]
+    s = step(dtype, min_range, max_range)
+    if s == 0:
+        return np.zeros(x.shape, dtype)
+    return np.clip(np.rint(np.asarray(x, np.float64) / s), lo, hi).astype(dtype)
+
+
+def dequantize(q, min_range, max_range):
+    return q.astype(np.float64) * step(str(q.dtype), min_range, max_range)
+
+
+def channel_view(v, ndim, axis):
+    shape = [1] * ndim
+    shape[axis] = -1
+    return np.asarray(v, np.float64).reshape(shape)
+
+
+def batch_norm(x, gamma, beta, mean, var, eps, fix_gamma, axis):
+    """Inference BatchNorm in float64 with MXNet's parameter meaning."""
+    axis = axis % x.ndim
+    if fix_gamma:
+        gamma = np.ones_like(gamma)
+    inv_std = 1.0 / np.sqrt(np.asarray(var, np.float64) + eps)
+    return ((x - channel_view(mean, x.ndim, axis)) * channel_view(inv_std * gamma, x.ndim, axis)
+            + channel_view(beta, x.ndim, axis))
+
+
+def derived_output_range(in_dtype, min_data, max_data, gamma, beta, mean, var, eps, fix_gamma,
+                         relu):
+    """Output range without calibration: BatchNorm of the extreme input values."""
+    lo, hi = LIMITS[in_dtype]
+    extremes = np.array([lo, hi], np.float64) * step(in_dtype, min_data, max_data)
+    ys = batch_norm(np.repeat(extremes[:, None], len(mean), axis=1), gamma, beta, mean, var, eps,
+                    fix_gamma, axis=1)
+    top = max(ys.max(), 0.0)
+    if relu:
+        return 0.0, top
+    bound = max(abs(min(ys.min(), 0.0)), top)
+    return -bound, bound
+
+
+def quantized_batch_norm(q, gamma, beta, mean, var, min_data, max_data, eps=1e-3, fix_gamma=True,
+                         axis=1, min_calib_range=None, max_calib_range=None, relu=False):
+    """Returns (q_out, min_output, max_output) as the ops must compute them."""
+    in_dtype = str(q.dtype)
+    y = batch_norm(dequantize(q, min_data, max_data), gamma, beta, mean, var, eps, fix_gamma, axis)
+    if min_calib_range is not None:
+        min_out, max_out = min_calib_range, max_calib_range
+        if relu:
+            min_out, max_out = 0.0, max(max_calib_range, 0.0)
+    else:
+        min_out, max_out = derived_output_range(in_dtype, min_data, max_data, gamma, beta, mean,
+                                                var, eps, fix_gamma, relu)
+    out_dtype = 'uint8' if relu else 'int8'
+    if relu:
+        y = np.maximum(y, 0.0)
+    return quantize(y, out_dtype, min_out, max_out), min_out, max_out

@@ -1,0 +1,140 @@
+"""The plugin ops against the independent numpy reference (quant_reference)."""
+import mxnet as mx
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import quant_reference as ref
+from bn_cases import assert_within_one_step, make_case, run_op, run_reference
+
+SHAPES_AND_AXES = [
+    ((7,), 0), ((5, 6), 1), ((5, 6), -1), ((3, 4, 9), 1), ((3, 4, 9), 2), ((3, 4, 9), 0),
+    ((2, 8, 5, 5), 1), ((2, 5, 5, 8), 3), ((2, 8, 5, 5), -3), ((2, 4, 3, 3, 3), 1),
+    ((2, 3, 3, 3, 4), 4),
+]
+
+
+@pytest.mark.parametrize('shape,axis', SHAPES_AND_AXES)
+@pytest.mark.parametrize('in_dtype', ['int8', 'uint8'])
+@pytest.mark.parametrize('relu', [False, True])
+def test_matches_reference_calibrated(rng, shape, axis, in_dtype, relu):
+    case = make_case(rng, shape, axis, in_dtype)
+    attrs = dict(axis=axis, eps=1e-5, fix_gamma=False, min_calib_range=-3.0, max_calib_range=5.0)
+    q, lo, hi = run_op(case, relu, **attrs)
+    q_ref, lo_ref, hi_ref = run_reference(case, relu, **attrs)
+    assert_within_one_step(q, q_ref)
+    assert (lo, hi) == pytest.approx((lo_ref, hi_ref))
+
+
+@pytest.mark.parametrize('shape,axis', SHAPES_AND_AXES[:6])
+@pytest.mark.parametrize('in_dtype', ['int8', 'uint8'])
+@pytest.mark.parametrize('relu', [False, True])
+def test_uncalibrated_range_is_derived(rng, shape, axis, in_dtype, relu):
+    """calib_mode='none': no calibrated range, the op derives one that holds every output."""
+    case = make_case(rng, shape, axis, in_dtype)
+    q, lo, hi = run_op(case, relu, axis=axis, fix_gamma=False)
+    q_ref, lo_ref, hi_ref = run_reference(case, relu, axis=axis, fix_gamma=False)
+    assert (lo, hi) == pytest.approx((lo_ref, hi_ref), rel=1e-5)
+    assert_within_one_step(q, q_ref)
+    # The derived range is never exceeded, so nothing saturates except the extreme itself.
+    y = ref.batch_norm(ref.dequantize(case['q'], case['min_data'], case['max_data']), case['gamma'],
+                       case['beta'], case['mean'], case['var'], 1e-3, False, axis)
+    assert y.max() <= hi * (1 + 1e-6) and (relu or y.min() >= lo * (1 + 1e-6))
+
+
+def test_mxnet_defaults_apply_when_attributes_are_absent(rng):
+    """No attributes: eps=1e-3, fix_gamma=True, axis=1, as MXNet's BatchNorm."""
+    case = make_case(rng, (2, 6, 4, 4))
+    q, lo, hi = run_op(case)
+    q_ref, lo_ref, hi_ref = run_reference(case, eps=1e-3, fix_gamma=True, axis=1)
+    assert_within_one_step(q, q_ref)
+    assert (lo, hi) == pytest.approx((lo_ref, hi_ref), rel=1e-5)
+
+
+@pytest.mark.parametrize('fix_gamma', [True, False])
+def test_fix_gamma_is_honoured(rng, fix_gamma):
+    case = make_case(rng, (2, 6, 4, 4))
+    case['gamma'] = np.full(6, 3.0, np.float32)
+    attrs = dict(fix_gamma=fix_gamma, min_calib_range=-8.0, max_calib_range=8.0)
+    q, _, _ = run_op(case, **attrs)
+    assert_within_one_step(q, run_reference(case, **attrs)[0])
+    other, _, _ = run_op(case, **dict(attrs, fix_gamma=not fix_gamma))
+    assert np.count_nonzero(q != other) > q.size // 2
+
+
+def test_uint8_input_keeps_full_precision(rng):
+    """All 256 uint8 codes map to distinct outputs when the BN scale allows it
+    (MXNet's own op squeezes them into 128 int8 codes first)."""
+    q = np.arange(256, dtype=np.uint8).reshape(1, 1, 16, 16)
+    case = dict(q=q, min_data=0.0, max_data=2.555, gamma=np.ones(1, np.float32),
+                beta=np.zeros(1, np.float32), mean=np.zeros(1, np.float32),
+                var=np.ones(1, np.float32))
+    out, _, _ = run_op(case, relu=True, fix_gamma=False, eps=0.0, min_calib_range=0.0,
+                       max_calib_range=2.555)
+    assert out.dtype == np.uint8
+    assert np.array_equal(out.ravel(), np.arange(256))
+
+
+def test_round_trip_matches_fp32_batch_norm_within_one_output_step(rng):
+    """dequantize(op(quantize_v2(x))) against MXNet's fp32 BatchNorm."""
+    x = rng.normal(0, 1.5, (4, 8, 6, 6)).astype(np.float32)
+    case = make_case(rng, (4, 8, 6, 6))
+    gamma, beta, mean, var = (mx.nd.array(case[k]) for k in ('gamma', 'beta', 'mean', 'var'))
+    qx, qmin, qmax = mx.nd.contrib.quantize_v2(mx.nd.array(x), out_type='int8',
+                                               min_calib_range=-5.0, max_calib_range=5.0)
+    out = mx.nd.contrib.quantized_batch_norm(qx, gamma, beta, mean, var, qmin, qmax, eps=1e-4,
+                                             fix_gamma=False, min_calib_range=-6.0,
+                                             max_calib_range=6.0)
+    y_q = mx.nd.contrib.dequantize(*out).asnumpy()
+    x_dq = mx.nd.contrib.dequantize(qx, qmin, qmax)
+    y_fp32 = mx.nd.BatchNorm(x_dq, gamma, beta, mean, var, eps=1e-4, fix_gamma=False,
+                             use_global_stats=True).asnumpy()
+    out_step = 6.0 / 127.5
+    inside = np.abs(y_fp32) < 6.0
+    assert np.abs(y_q - y_fp32)[inside].max() <= out_step * 0.5 + 1e-4
+    assert np.abs(y_q - np.clip(y_fp32, -6.0, 6.0)).max() <= out_step
+
+
+def test_zero_ranges_give_a_defined_result(rng):
+    case = make_case(rng, (2, 3, 4, 4))
+    case['min_data'] = case['max_data'] = 0.0
+    q, lo, hi = run_op(case, fix_gamma=False, min_calib_range=0.0, max_calib_range=0.0)
+    assert not q.any() and lo == hi == 0.0
+    q, lo, hi = run_op(case, relu=True, fix_gamma=False, min_calib_range=-1.0, max_calib_range=-0.5)
+    assert not q.any() and (lo, hi) == (0.0, 0.0)
+
+
+def test_repeated_calls_reuse_cached_primitives_and_stay_exact(rng):
+    case = make_case(rng, (3, 5, 7, 7))
+    first = run_op(case, min_calib_range=-2, max_calib_range=2)[0]
+    for shape in [(1, 5, 3, 3), (2, 5, 2, 2), (3, 5, 7, 7)] * 5:
+        run_op(make_case(rng, shape, channel_params={k: case[k] for k in
+                                                     ('gamma', 'beta', 'mean', 'var')}))
+    assert np.array_equal(run_op(case, min_calib_range=-2, max_calib_range=2)[0], first)
+
+
+@st.composite
+def op_cases(draw):
+    ndim = draw(st.integers(1, 5))
+    shape = tuple(draw(st.lists(st.integers(1, 6), min_size=ndim, max_size=ndim)))
+    axis = draw(st.integers(-ndim, ndim - 1))
+    in_dtype = draw(st.sampled_from(['int8', 'uint8']))
+    seed = draw(st.integers(0, 2**32 - 1))
+    data_range = draw(st.sampled_from([1e-3, 0.5, 4.0, 300.0]))
+    attrs = dict(axis=axis, eps=draw(st.sampled_from([1e-5, 1e-3, 0.1, 1.0])),
+                 fix_gamma=draw(st.booleans()))
+    if draw(st.booleans()):
+        lo = draw(st.floats(-50, 0))
+        attrs.update(min_calib_range=lo, max_calib_range=draw(st.floats(0.01, 50)))
+    relu = draw(st.booleans())
+    return shape, axis, in_dtype, seed, data_range, attrs, relu
+
+
+@given(op_cases())
+def test_property_matches_reference(params):
+    shape, axis, in_dtype, seed, data_range, attrs, relu = params
+    case = make_case(np.random.default_rng(seed), shape, axis, in_dtype, data_range)
+    q, lo, hi = run_op(case, relu, **attrs)
+    q_ref, lo_ref, hi_ref = run_reference(case, relu, **attrs)
+    assert_within_one_step(q, q_ref)
+    assert (lo, hi) == pytest.approx((lo_ref, hi_ref), rel=1e-5, abs=1e-6)
