@@ -1,0 +1,68 @@
+"""Small fp32 symbols whose BatchNorm MXNet cannot fold into a convolution,
+with random parameters, and helpers to quantize and run them."""
+import logging
+
+import mxnet as mx
+import numpy as np
+
+
+def _conv(x, name, num_filter, kernel=3):
+    pad = kernel // 2
+    return mx.sym.Convolution(x, num_filter=num_filter, kernel=(kernel, kernel),
+                              pad=(pad, pad), name=name)
+
+
+def bn_after_add():
+    """conv + conv -> BN -> ReLU -> conv: the BN gets int8 from a conv+sum."""
+    data = mx.sym.var('data')
+    s = _conv(data, 'conv_a', 8) + _conv(data, 'conv_b', 8)
+    bn = mx.sym.BatchNorm(s, fix_gamma=False, eps=1e-5, name='bn')
+    r = mx.sym.Activation(bn, act_type='relu', name='relu')
+    return mx.sym.Flatten(_conv(r, 'conv_c', 4, kernel=1), name='flat')
+
+
+def bn_after_pool():
+    """conv -> ReLU -> pool -> BN -> ReLU -> conv: the BN gets uint8."""
+    data = mx.sym.var('data')
+    r0 = mx.sym.Activation(_conv(data, 'conv_a', 8), act_type='relu', name='relu0')
+    p = mx.sym.Pooling(r0, kernel=(2, 2), stride=(2, 2), pool_type='max', name='pool')
+    bn = mx.sym.BatchNorm(p, fix_gamma=False, eps=1e-5, name='bn')
+    r = mx.sym.Activation(bn, act_type='relu', name='relu')
+    return mx.sym.Flatten(_conv(r, 'conv_c', 4, kernel=1), name='flat')
+
+
+def random_params(sym, data_shape, seed=0):
+    rng = np.random.default_rng(seed)
+    arg_shapes, _, aux_shapes = sym.infer_shape(data=data_shape)
+    args = {name: mx.nd.array(rng.normal(0, 0.3, shape))
+            for name, shape in zip(sym.list_arguments(), arg_shapes) if name != 'data'}
+    aux = {}
+    for name, shape in zip(sym.list_auxiliary_states(), aux_shapes):
+        values = rng.normal(0, 1, shape) if name.endswith('mean') else rng.uniform(0.5, 2, shape)
+        aux[name] = mx.nd.array(values)
+    return args, aux
+
+
+def quantize_mxnet(sym, args, aux, calib_data, calib_mode='naive', **kwargs):
+    """MXNet's own flow (the plugin's op replaces MXNet's where loaded)."""
+    return mx.contrib.quantization.quantize_model_mkldnn(
+        sym, args, aux, ctx=mx.cpu(), calib_mode=calib_mode,
+        calib_data=mx.io.NDArrayIter(calib_data, batch_size=len(calib_data)),
+        num_calib_examples=len(calib_data), label_names=None,
+        logger=logging.getLogger('quantize'), **kwargs)
+
+
+def forward(sym, args, aux, x):
+    """Runs `sym` through a bound executor; returns all outputs as numpy."""
+    names = set(sym.list_arguments())
+    bound_args = {k: v for k, v in args.items() if k in names}
+    bound_args['data'] = mx.nd.array(x)
+    aux_names = set(sym.list_auxiliary_states())
+    exe = sym.bind(mx.cpu(), args=bound_args, grad_req='null',
+                   aux_states={k: v for k, v in aux.items() if k in aux_names})
+    return [o.asnumpy() for o in exe.forward(is_train=False)]
+
+
+def sqnr_db(reference, approximation):
+    noise = np.sum((reference - approximation) ** 2)
+    return float(10 * np.log10(np.sum(reference ** 2) / max(noise, 1e-30)))

@@ -1,0 +1,73 @@
+"""The plugin op inside real quantized graphs made by MXNet's own flow."""
+import json
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+import quant_reference as ref
+import small_nets
+from bn_cases import assert_within_one_step
+
+DATA_SHAPE = (8, 4, 8, 8)
+
+
+def quantized_graph(net, seed=0):
+    sym = net()
+    args, aux = small_nets.random_params(sym, DATA_SHAPE, seed)
+    calib = np.random.default_rng(seed + 1).normal(0, 1, (32,) + DATA_SHAPE[1:]).astype('f')
+    qsym, qargs, qaux = small_nets.quantize_mxnet(sym, args, aux, calib)
+    return sym, args, aux, qsym, qargs, qaux
+
+
+def bn_node(qsym):
+    nodes = json.loads(qsym.tojson())['nodes']
+    found = [n for n in nodes if n['op'] == '_contrib_quantized_batch_norm']
+    assert len(found) == 1, [n['op'] for n in nodes]
+    return found[0], nodes
+
+
+@pytest.mark.parametrize('net,in_dtype', [(small_nets.bn_after_add, 'int8'),
+                                          (small_nets.bn_after_pool, 'uint8')])
+def test_op_fed_by_quantized_producer_matches_reference(net, in_dtype):
+    sym, args, aux, qsym, qargs, qaux = quantized_graph(net)
+    node, _ = bn_node(qsym)
+    internals = qsym.get_internals()
+    bn_outputs = [internals[node['name'] + s] for s in ('_output', '_min_output', '_max_output')]
+    children = bn_outputs[0].get_children()  # data, gamma, beta, mean, var, min_data, max_data
+    probe = mx.sym.Group([children[0], children[5], children[6]] + bn_outputs)
+    x = np.random.default_rng(7).normal(0, 1, DATA_SHAPE).astype('f')
+    q_in, min_in, max_in, q_out, min_out, max_out = small_nets.forward(probe, qargs, qaux, x)
+    assert str(q_in.dtype) == in_dtype and q_out.dtype == np.int8
+
+    attrs = node['attrs']
+    expected, lo, hi = ref.quantized_batch_norm(
+        q_in, qargs['bn_gamma'].asnumpy(), qargs['bn_beta'].asnumpy(),
+        qaux['bn_moving_mean'].asnumpy(), qaux['bn_moving_var'].asnumpy(), float(min_in[0]),
+        float(max_in[0]), eps=float(attrs['eps']), fix_gamma=attrs['fix_gamma'] == 'True',
+        min_calib_range=float(attrs['min_calib_range']),
+        max_calib_range=float(attrs['max_calib_range']))
+    assert_within_one_step(q_out, expected)
+    assert (float(min_out[0]), float(max_out[0])) == pytest.approx((lo, hi))
+
+
+@pytest.mark.parametrize('net', [small_nets.bn_after_add, small_nets.bn_after_pool])
+def test_quantized_graph_follows_fp32(net):
+    sym, args, aux, qsym, qargs, qaux = quantized_graph(net)
+    x = np.random.default_rng(3).normal(0, 1, DATA_SHAPE).astype('f')
+    (fp32,) = small_nets.forward(sym, args, aux, x)
+    (int8,) = small_nets.forward(qsym, qargs, qaux, x)
+    assert small_nets.sqnr_db(fp32, int8) > 20
+
+
+def test_saved_quantized_model_reloads_with_identical_output(tmp_path):
+    _, _, _, qsym, qargs, qaux = quantized_graph(small_nets.bn_after_add)
+    x = np.random.default_rng(5).normal(0, 1, DATA_SHAPE).astype('f')
+    (before,) = small_nets.forward(qsym, qargs, qaux, x)
+    prefix = str(tmp_path / 'model-quantized')
+    qsym.save(prefix + '-symbol.json')
+    mx.nd.save(prefix + '-0000.params', dict([('arg:' + k, v) for k, v in qargs.items()] +
+                                             [('aux:' + k, v) for k, v in qaux.items()]))
+    sym2, args2, aux2 = mx.model.load_checkpoint(prefix, 0)
+    (after,) = small_nets.forward(sym2, args2, aux2, x)
+    assert np.array_equal(before, after)
