@@ -125,7 +125,11 @@ MXReturnValue InferShape(const std::unordered_map<std::string, std::string>& att
   if (!ParseBatchNormAttrs(attrs, &parsed, &error)) return Fail(T.name, error);
   const std::vector<unsigned int> data_shape = in_shapes->at(kData);
   if (data_shape.empty()) {
-    return Fail(T.name, "data must have at least one dimension (or its shape is unknown)");
+    // The library API cannot report "not inferred yet": say what to give.
+    return Fail(T.name,
+                "data must have at least one dimension, or its shape is unknown (give input "
+                "shapes, e.g. Symbol.optimize_for(..., shape_dict={'data': shape}) or "
+                "skip_infer=True)");
   }
   int axis = 0;
   if (!ResolveAxis(parsed.axis, static_cast<int>(data_shape.size()), &axis)) {

@@ -1,0 +1,190 @@
+// The BNQ_QUANTIZE graph pass: runs on a symbol that MXNet's quantization flow
+// produced (Symbol.optimize_for("BNQ_QUANTIZE", args, aux, **options)) and
+//
+//  1. quantizes a BatchNorm left fp32 between a dequantize and a quantize:
+//       dequantize -> BatchNorm -> quantize_v2   =>   quantized_batch_norm
+//  2. quantizes a BatchNorm on an fp32 tensor (e.g. the network input) that
+//     feeds only a quantize:
+//       x -> BatchNorm -> quantize_v2   =>   x -> quantize_v2 -> quantized_batch_norm
+//  3. fuses a quantized BatchNorm with the quantized ReLU that follows it:
+//       quantized_batch_norm -> quantized_act(relu)  =>  quantized_batch_norm_relu (uint8)
+//
+// Every rewritten node gets a hidden "__bnq_rewrite__" attribute naming the
+// rewrite, for reports.  Replaced nodes are left unreachable; MXNet drops
+// them when it loads the pass's result.
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "error_reporting.h"
+#include "graph_edit.h"
+#include "mxnet/lib_api.h"
+#include "pass_options.h"
+
+namespace bnq {
+namespace {
+
+constexpr char kPassName[] = "BNQ_QUANTIZE";
+constexpr char kRewriteAttr[] = "__bnq_rewrite__";
+constexpr char kBatchNorm[] = "BatchNorm";
+constexpr char kQuantizedBatchNorm[] = "_contrib_quantized_batch_norm";
+constexpr char kQuantizedBatchNormRelu[] = "_contrib_quantized_batch_norm_relu";
+constexpr char kQuantize[] = "_contrib_quantize_v2";
+constexpr char kDequantize[] = "_contrib_dequantize";
+constexpr char kQuantizedAct[] = "_contrib_quantized_act";
+
+std::string Attr(const Node* node, const std::string& key, const std::string& fallback = "") {
+  auto it = node->attrs.find(key);
+  return it == node->attrs.end() ? fallback : it->second;
+}
+
+bool IsExcluded(const PassOptions& options, const Node* node) {
+  return options.excluded_sym_names.count(node->name) > 0 ||
+         options.excluded_op_names.count(node->op) > 0;
+}
+
+// The single consumer of output 0 of `node` if it is the only use of any of
+// the node's outputs, else nullptr.
+Node* SoleConsumer(const Graph* graph, const Node* node, int num_outputs) {
+  if (UseCount(graph, node, 0) != 1 || IsGraphOutput(graph, node, 0)) return nullptr;
+  for (int i = 1; i < num_outputs; ++i) {
+    if (UseCount(graph, node, i) != 0) return nullptr;
+  }
+  return ConsumersOf(node, 0)[0].node;
+}
+
+// An fp32 BatchNorm whose only use is a quantize_v2; returns that quantize.
+Node* QuantizeAfterFp32BatchNorm(const Graph* graph, const PassOptions& options, Node* bn) {
+  if (bn->op != kBatchNorm || IsExcluded(options, bn) || bn->inputs.size() != 5) return nullptr;
+  const std::string mean_var = Attr(bn, "output_mean_var", "False");
+  if (mean_var == "True" || mean_var == "true" || mean_var == "1") return nullptr;
+  Node* quantize = SoleConsumer(graph, bn, 3);
+  return quantize != nullptr && quantize->op == kQuantize ? quantize : nullptr;
+}
+
+// Turns fp32 `bn` into a quantized BatchNorm reading (data, min, max) from
+// the three outputs of `source`, taking over the uses of `quantize`.
+void QuantizeBatchNorm(Graph* graph, Node* bn, const NodeEntry data, const NodeEntry min,
+                       const NodeEntry max, Node* quantize, const char* rewrite) {
+  SetInput(bn, 0, data.node, data.entry);
+  SetInput(bn, 5, min.node, min.entry);
+  SetInput(bn, 6, max.node, max.entry);
+  bn->op = kQuantizedBatchNorm;
+  for (const char* key : {"min_calib_range", "max_calib_range"}) {
+    const std::string value = Attr(quantize, key);
+    if (!value.empty()) bn->attrs[key] = value;
+  }
+  bn->attrs[kRewriteAttr] = rewrite;
+  for (int i = 0; i < 3; ++i) RedirectUses(graph, quantize, i, bn, i);
+}
+
+// Rewrite 1.
+int QuantizeBetweenDequantizeAndQuantize(Graph* graph, const PassOptions& options) {
+  int count = 0;
+  for (Node* bn : NodesInOrder(graph)) {
+    Node* quantize = QuantizeAfterFp32BatchNorm(graph, options, bn);
+    if (quantize == nullptr) continue;
+    Node* dequantize = bn->inputs[0].node;
+    if (dequantize->op != kDequantize || bn->inputs[0].entry != 0 ||
+        UseCount(graph, dequantize, 0) != 1) {
+      continue;
+    }
+    const std::vector<NodeEntry> q = dequantize->inputs;  // copy: data, min, max
+    QuantizeBatchNorm(graph, bn, q[0], q[1], q[2], quantize, "quantized_fp32_bn");
+    ++count;
+  }
+  return count;
+}
+
+std::string FloatString(float v) {
+  char buf[32];
+  snprintf(buf, sizeof(buf), "%.9g", v);
+  return buf;
+}
+
+// Rewrite 2.
+int QuantizeBeforeFp32BatchNorm(Graph* graph, const PassOptions& options) {
+  int count = 0;
+  for (Node* bn : NodesInOrder(graph)) {
+    Node* quantize = QuantizeAfterFp32BatchNorm(graph, options, bn);
+    if (quantize == nullptr || bn->inputs[0].node->op == kDequantize) continue;
+    Node* input_quantize = graph->addNode(bn->name + "_data_quantize", kQuantize);
+    auto range = options.bn_input_calib_ranges.find(bn->name);
+    std::string out_type = options.quantized_dtype;
+    if (range != options.bn_input_calib_ranges.end()) {
+      input_quantize->attrs["min_calib_range"] = FloatString(range->second.first);
+      input_quantize->attrs["max_calib_range"] = FloatString(range->second.second);
+      // uint8 cannot hold a negative input: fall back to int8 there.
+      if (out_type == "auto" || (out_type == "uint8" && range->second.first < 0)) {
+        out_type = range->second.first >= 0 ? "uint8" : "int8";
+      }
+    } else if (out_type == "uint8") {
+      out_type = "auto";  // the input's sign is known only at run time
+    }
+    input_quantize->attrs["out_type"] = out_type;
+    const NodeEntry data = bn->inputs[0];
+    SetInput(input_quantize, 0, data.node, data.entry);
+    QuantizeBatchNorm(graph, bn, {input_quantize, 0}, {input_quantize, 1}, {input_quantize, 2},
+                      quantize, "quantized_fp32_input_bn");
+    ++count;
+  }
+  return count;
+}
+
+// Rewrite 3.
+int FuseBatchNormRelu(Graph* graph, const PassOptions& options) {
+  int count = 0;
+  for (Node* bn : NodesInOrder(graph)) {
+    if (bn->op != kQuantizedBatchNorm || IsExcluded(options, bn)) continue;
+    Node* act = SoleConsumer(graph, bn, 1);
+    if (act == nullptr || act->op != kQuantizedAct || Attr(act, "act_type") != "relu" ||
+        IsExcluded(options, act) || act->inputs.size() != 3) {
+      continue;
+    }
+    bool reads_bn_outputs = true;
+    for (int i = 0; i < 3; ++i) {
+      reads_bn_outputs &= act->inputs[i].node == bn && act->inputs[i].entry == i &&
+                          UseCount(graph, bn, i) == 1;
+    }
+    if (!reads_bn_outputs) continue;
+    bn->op = kQuantizedBatchNormRelu;
+    auto range = options.relu_calib_ranges.find(act->name);
+    if (range != options.relu_calib_ranges.end()) {
+      bn->attrs["min_calib_range"] = FloatString(range->second.first);
+      bn->attrs["max_calib_range"] = FloatString(range->second.second);
+    }
+    // Without a post-ReLU range, the op uses [0, max_calib_range] of the
+    // pre-ReLU calibration, or derives its range at run time.
+    const std::string before = Attr(bn, kRewriteAttr);
+    bn->attrs[kRewriteAttr] = before.empty() ? "fused_relu" : before + "+fused_relu";
+    for (int i = 0; i < 3; ++i) RedirectUses(graph, act, i, bn, i);
+    ++count;
+  }
+  return count;
+}
+
+mxnet::ext::MXReturnValue QuantizeBatchNormPass(
+    Graph* graph, const std::unordered_map<std::string, std::string>& raw_options) {
+  PassOptions options;
+  std::string error;
+  if (!ParsePassOptions(raw_options, &options, &error)) {
+    ReportError(kPassName, error);
+    return mxnet::ext::MX_FAIL;
+  }
+  try {
+    if (options.quantize_fp32_bn) {
+      QuantizeBetweenDequantizeAndQuantize(graph, options);
+      QuantizeBeforeFp32BatchNorm(graph, options);
+    }
+    if (options.fuse_relu) FuseBatchNormRelu(graph, options);
+  } catch (const std::exception& e) {
+    ReportError(kPassName, e.what());
+    return mxnet::ext::MX_FAIL;
+  }
+  return mxnet::ext::MX_SUCCESS;
+}
+
+}  // namespace
+}  // namespace bnq
+
+REGISTER_PASS(BNQ_QUANTIZE).setBody(bnq::QuantizeBatchNormPass);
