@@ -1,9 +1,30 @@
 """mxnet_bnq: a fast, accurate int8/uint8 quantized BatchNorm for MXNet 1.9.1 (CPU).
 
     import mxnet_bnq
-    mxnet_bnq.load()   # registers _contrib_quantized_batch_norm(_relu) in MXNet
+    mxnet_bnq.load()   # registers the ops and the BNQ_QUANTIZE pass in MXNet
+    qsym, qargs, qaux = mxnet_bnq.quantize_model_mkldnn(sym, args, aux, ...)
+
+Importing the package does not import MXNet: ``load()`` reports a missing or
+unsuitable MXNet with a clear :class:`PluginLoadError`.
 """
+import importlib
+
 from .library import PluginLoadError, is_loaded, library_path, load
 
 __version__ = '0.1.0'
-__all__ = ['PluginLoadError', 'is_loaded', 'library_path', 'load', '__version__']
+
+# Attributes that need MXNet, imported on first use (PEP 562).
+_LAZY = {
+    'quantize_model': 'quantization', 'quantize_model_mkldnn': 'quantization',
+    'quantize_net': 'quantization', 'rewrite_quantized_symbol': 'quantization',
+    'BN_MODES': 'quantization', 'PASS_NAME': 'quantization',
+}
+
+__all__ = ['PluginLoadError', 'is_loaded', 'library_path', 'load', '__version__'] + sorted(_LAZY)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        load()
+        return getattr(importlib.import_module('.' + _LAZY[name], __name__), name)
+    raise AttributeError('module %r has no attribute %r' % (__name__, name))

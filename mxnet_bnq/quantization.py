@@ -1,0 +1,254 @@
+"""Drop-in replacements for MXNet's quantization entry points.
+
+They run MXNet's own flow (MKLDNN_QUANTIZE fusion, the quantize pass,
+calibration, MXNet's post-quantization fusion) and then the plugin's
+BNQ_QUANTIZE graph pass, which quantizes every BatchNorm that could not be
+folded into a convolution and fuses quantized BatchNorm + ReLU into one op
+with uint8 output.  The only additions to MXNet's flow are the statistics
+that pass needs, collected in the same calibration run: the post-ReLU range of
+each BatchNorm+ReLU pair and the input range of each BatchNorm that MXNet left
+in fp32.
+"""
+import json
+import logging
+import os
+import tempfile
+
+import mxnet as mx
+from mxnet.contrib import quantization as mxq
+
+from .library import load
+
+__all__ = ['quantize_model', 'quantize_model_mkldnn', 'quantize_net', 'rewrite_quantized_symbol',
+           'BN_MODES', 'PASS_NAME']
+
+PASS_NAME = 'BNQ_QUANTIZE'
+# int8: the plugin quantizes every standalone BatchNorm (the default);
+# fp32: standalone BatchNorms stay fp32 (MXNet's flow with BatchNorm excluded);
+# native: MXNet's flow unchanged (MXNet's own quantized BatchNorm op; run the
+#         result in a process without the plugin to get MXNet's numerics).
+BN_MODES = ('int8', 'fp32', 'native')
+CALIB_MODES = ('none', 'naive', 'entropy')
+# Name MXNet's quantize pass gives the quantized twin of an fp32 node.
+QUANTIZED_PREFIX = 'quantized_'
+
+
+def _check_arguments(excluded_sym_names, excluded_op_names, calib_mode, calib_data,
+                     quantized_dtype, bn_mode):
+    for name, value in (('excluded_sym_names', excluded_sym_names),
+                        ('excluded_op_names', excluded_op_names)):
+        if value is not None and not isinstance(value, list):
+            raise ValueError('%s must be a list of strings, got %s' % (name, type(value).__name__))
+    if calib_mode is not None and calib_mode not in CALIB_MODES:
+        raise ValueError('unknown calib_mode %r, expected one of %s' % (calib_mode, CALIB_MODES))
+    if calib_mode not in (None, 'none') and not isinstance(calib_data, mx.io.DataIter):
+        raise ValueError('calib_data must be an mx.io.DataIter when calib_mode=%r, got %s'
+                         % (calib_mode, type(calib_data).__name__))
+    if quantized_dtype not in ('int8', 'uint8', 'auto'):
+        raise ValueError("unknown quantized_dtype %r, expected 'int8', 'uint8' or 'auto'"
+                         % quantized_dtype)
+    if bn_mode not in BN_MODES:
+        raise ValueError('unknown bn_mode %r, expected one of %s' % (bn_mode, BN_MODES))
+
+
+def _nodes(sym):
+    return json.loads(sym.tojson())['nodes']
+
+
+def _statistics_wanted(qsym):
+    """fp32 outputs whose ranges the BNQ_QUANTIZE pass can use, by purpose:
+    {'relu': {fp32 relu output: quantized act node}, 'bn_input': {monitor name: BN node}}."""
+    nodes = _nodes(qsym)
+    relu, bn_input = {}, {}
+    for node in nodes:
+        if node['op'] == '_contrib_quantized_act' and \
+                node.get('attrs', {}).get('act_type') == 'relu' and \
+                nodes[node['inputs'][0][0]]['op'] == '_contrib_quantized_batch_norm' and \
+                node['name'].startswith(QUANTIZED_PREFIX):
+            relu[node['name'][len(QUANTIZED_PREFIX):] + '_output'] = node['name']
+        elif node['op'] == 'BatchNorm':
+            # MXNet's monitor names an op's input "<node>_<input name>".
+            bn_input[node['name'] + '_data'] = node['name']
+    return {'relu': relu, 'bn_input': bn_input}
+
+
+def _collect_statistics(sym, arg_params, aux_params, data_names, label_names, ctx, calib_mode,
+                        calib_data, num_calib_examples, layers, logger):
+    """One calibration run of the fp32 model over `layers`; returns {name: (min, max)}
+    as MXNet computes thresholds for `calib_mode` (entropy: per-layer KL optimum)."""
+    mod = mx.mod.Module(symbol=sym, data_names=data_names, label_names=label_names, context=ctx)
+    label_shapes = calib_data.provide_label if calib_data.provide_label else None
+    mod.bind(for_training=False, data_shapes=calib_data.provide_data, label_shapes=label_shapes)
+    mod.set_params(arg_params, aux_params)
+    calib_data.reset()
+    if calib_mode == 'entropy':
+        collector = mxq._LayerHistogramCollector(include_layer=set(layers), logger=logger)
+    else:
+        collector = mxq._LayerOutputMinMaxCollector(quantized_dtype='auto',
+                                                    include_layer=set(layers), logger=logger)
+    num = mxq._collect_layer_statistics(mod, calib_data, collector, num_calib_examples, logger)
+    if logger:
+        logger.info('Collected statistics of %d layers from %d examples', len(layers), num)
+    if calib_mode == 'naive':
+        return collector.min_max_dict
+    return collector.hist_dict
+
+
+def _thresholds(stats, names, calib_mode, quantized_dtype):
+    picked = {k: stats[k] for k in names if k in stats}
+    if calib_mode == 'naive':
+        return picked
+    return mxq._get_optimal_thresholds(picked, quantized_dtype)
+
+
+def _format_ranges(ranges):
+    return ';'.join('%s=%.9g:%.9g' % (name, lo, hi) for name, (lo, hi) in sorted(ranges.items()))
+
+
+def rewrite_quantized_symbol(qsym, qarg_params, aux_params, relu_calib_ranges=None,
+                             bn_input_calib_ranges=None, excluded_sym_names=None,
+                             excluded_op_names=None, quantized_dtype='auto'):
+    """Runs the plugin's BNQ_QUANTIZE pass on a quantized symbol.
+
+    The same as ``qsym.optimize_for('BNQ_QUANTIZE', qarg_params, aux_params,
+    skip_infer=True, **options)``; the ranges map node names to (min, max)."""
+    load()
+    options = dict(quantized_dtype=quantized_dtype,
+                   relu_calib_ranges=_format_ranges(relu_calib_ranges or {}),
+                   bn_input_calib_ranges=_format_ranges(bn_input_calib_ranges or {}),
+                   excluded_sym_names=';'.join(excluded_sym_names or []),
+                   excluded_op_names=';'.join(excluded_op_names or []))
+    return qsym.optimize_for(PASS_NAME, qarg_params, aux_params, skip_infer=True, **options)
+
+
+def _quantize(sym, arg_params, aux_params, data_names, label_names, ctx, excluded_sym_names,
+              excluded_op_names, calib_mode, calib_data, num_calib_examples, quantized_dtype,
+              quantize_mode, quantize_granularity, logger, bn_mode, mkldnn):
+    _check_arguments(excluded_sym_names, excluded_op_names, calib_mode, calib_data,
+                     quantized_dtype, bn_mode)
+    if not isinstance(ctx, mx.Context) or ctx.device_type != 'cpu':
+        raise ValueError('mxnet_bnq quantizes for a single CPU context, got %s' % (ctx,))
+    if not isinstance(sym, mx.sym.Symbol):
+        raise ValueError('sym must be an mx.sym.Symbol, got %s' % type(sym).__name__)
+    load()
+    excluded_sym_names = list(excluded_sym_names or [])
+    excluded_op_names = list(excluded_op_names or [])
+    mxnet_excluded_ops = excluded_op_names + (['BatchNorm'] if bn_mode == 'fp32' else [])
+    if logger:
+        os.environ['MXNET_QUANTIZATION_VERBOSE'] = '1'
+        logger.info('Quantizing symbol (standalone BatchNorm: %s)', bn_mode)
+    if mkldnn:
+        sym = sym.get_backend_symbol('MKLDNN_QUANTIZE')
+    qsym, calib_layers = mxq._quantize_symbol(
+        sym, ctx, excluded_symbols=excluded_sym_names, excluded_operators=mxnet_excluded_ops,
+        offline_params=list(arg_params.keys()), quantized_dtype=quantized_dtype,
+        quantize_mode=quantize_mode, quantize_granularity=quantize_granularity)
+    wanted = _statistics_wanted(qsym) if bn_mode == 'int8' else {'relu': {}, 'bn_input': {}}
+
+    th_dict, relu_ranges, input_ranges = {}, {}, {}
+    if calib_mode not in (None, 'none'):
+        layers = set(calib_layers) | set(wanted['relu']) | set(wanted['bn_input'])
+        stats = _collect_statistics(sym, arg_params, aux_params, data_names, label_names, ctx,
+                                    calib_mode, calib_data, num_calib_examples, layers, logger)
+        # MXNet 1.9.1 gives layers with non-negative outputs (conv+ReLU, which emit
+        # uint8) a symmetric entropy range when quantized_dtype='int8', and the
+        # next convolution then refuses its input; 'auto' gives them (0, th).
+        th_dict = _thresholds(stats, calib_layers, calib_mode,
+                              'auto' if quantized_dtype == 'int8' else quantized_dtype)
+        # The fused op's output is uint8: calibrate the post-ReLU values as uint8.
+        relu_ranges = {wanted['relu'][k]: v for k, v in
+                       _thresholds(stats, wanted['relu'], calib_mode, 'uint8').items()}
+        input_ranges = {wanted['bn_input'][k]: v for k, v in
+                        _thresholds(stats, wanted['bn_input'], calib_mode,
+                                    quantized_dtype).items()}
+        qsym = mxq._calibrate_quantized_sym(qsym, th_dict)
+    if logger:
+        logger.info('Quantizing parameters')
+    qarg_params = mxq._quantize_params(qsym, arg_params, th_dict)
+    if mkldnn:
+        qsym = qsym.get_backend_symbol('MKLDNN_QUANTIZE')
+    if bn_mode == 'int8':
+        qsym = rewrite_quantized_symbol(qsym, qarg_params, aux_params, relu_ranges, input_ranges,
+                                        excluded_sym_names, excluded_op_names, quantized_dtype)
+    return qsym, qarg_params, aux_params
+
+
+def quantize_model(sym, arg_params, aux_params, data_names=('data',),
+                   label_names=('softmax_label',), ctx=mx.cpu(), excluded_sym_names=None,
+                   excluded_op_names=None, calib_mode='entropy', calib_data=None,
+                   num_calib_examples=None, quantized_dtype='int8', quantize_mode='smart',
+                   quantize_granularity='tensor-wise', logger=None, bn_mode='int8'):
+    """``mx.contrib.quantization.quantize_model`` plus the plugin's BatchNorm rewrite.
+
+    Same arguments, defaults and return value ``(qsym, qarg_params, aux_params)``;
+    ``bn_mode`` is one of :data:`BN_MODES`."""
+    return _quantize(sym, arg_params, aux_params, data_names, label_names, ctx,
+                     excluded_sym_names, excluded_op_names, calib_mode, calib_data,
+                     num_calib_examples, quantized_dtype, quantize_mode, quantize_granularity,
+                     logger, bn_mode, mkldnn=False)
+
+
+def quantize_model_mkldnn(sym, arg_params, aux_params, data_names=('data',),
+                          label_names=('softmax_label',), ctx=mx.cpu(), excluded_sym_names=None,
+                          excluded_op_names=None, calib_mode='entropy', calib_data=None,
+                          num_calib_examples=None, quantized_dtype='int8', quantize_mode='smart',
+                          quantize_granularity='tensor-wise', logger=None, bn_mode='int8'):
+    """``mx.contrib.quantization.quantize_model_mkldnn`` plus the plugin's BatchNorm rewrite."""
+    return _quantize(sym, arg_params, aux_params, data_names, label_names, ctx,
+                     excluded_sym_names, excluded_op_names, calib_mode, calib_data,
+                     num_calib_examples, quantized_dtype, quantize_mode, quantize_granularity,
+                     logger, bn_mode, mkldnn=True)
+
+
+def _export_block(network, data_nd):
+    try:
+        network.hybridize()
+        network(*data_nd)
+        with tempfile.TemporaryDirectory() as tmp:
+            prefix = os.path.join(tmp, 'net')
+            network.export(prefix, epoch=0)
+            return mx.model.load_checkpoint(prefix, 0)
+    except Exception as err:  # pylint: disable=broad-except
+        raise ValueError('the Gluon block %s cannot be hybridized and exported, which '
+                         'quantization needs: %s' % (type(network).__name__, err)) from err
+
+
+def quantize_net(network, quantized_dtype='auto', quantize_mode='full',
+                 quantize_granularity='tensor-wise', exclude_layers=None,
+                 exclude_layers_match=None, exclude_operators=None, calib_data=None,
+                 data_shapes=None, calib_mode='none', num_calib_examples=None, ctx=mx.cpu(),
+                 logger=None, bn_mode='int8'):
+    """``mx.contrib.quantization.quantize_net_v2`` plus the plugin's BatchNorm rewrite.
+
+    Returns a ``SymbolBlock`` running the quantized model."""
+    if not isinstance(network, mx.gluon.HybridBlock):
+        raise ValueError('network must be a Gluon HybridBlock, got %s' % type(network).__name__)
+    if calib_data is not None and not isinstance(calib_data, mx.io.DataIter):
+        calib_data, shapes = mxq._as_data_iter(calib_data)
+        data_shapes = data_shapes or shapes
+    elif calib_data is not None:
+        data_shapes = data_shapes or calib_data.provide_data
+    if not data_shapes:
+        raise ValueError('data_shapes (or calib_data) is required to trace the network')
+    data_shapes = [s if isinstance(s, mx.io.DataDesc) else mx.io.DataDesc(*s)
+                   for s in data_shapes]
+    sym, args, auxs = _export_block(network, [mx.nd.zeros(s.shape) for s in data_shapes])
+    excluded = list(exclude_layers or [])
+    for pattern in exclude_layers_match or []:
+        excluded += [layer.name for layer in sym.get_internals() if pattern in layer.name]
+    data_names = [s.name for s in data_shapes]
+    qsym, qargs, qauxs = quantize_model_mkldnn(
+        sym, args, auxs, data_names=data_names, label_names=None, ctx=ctx,
+        excluded_sym_names=excluded, excluded_op_names=exclude_operators, calib_mode=calib_mode,
+        calib_data=calib_data, num_calib_examples=num_calib_examples,
+        quantized_dtype=quantized_dtype, quantize_mode=quantize_mode,
+        quantize_granularity=quantize_granularity, logger=logger, bn_mode=bn_mode)
+    net = mx.gluon.SymbolBlock(qsym, [mx.sym.var(n) for n in data_names])
+    params = net.collect_params()
+    for name, value in list(qargs.items()) + list(qauxs.items()):
+        if name in params:
+            params[name]._load_init(value, ctx, cast_dtype=True, dtype_source='saved')
+    return net
+
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
