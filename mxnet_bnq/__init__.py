@@ -18,6 +18,7 @@ _LAZY = {
     'quantize_model': 'quantization', 'quantize_model_mkldnn': 'quantization',
     'quantize_net': 'quantization', 'rewrite_quantized_symbol': 'quantization',
     'BN_MODES': 'quantization', 'PASS_NAME': 'quantization',
+    'report': 'layer_report', 'format_report': 'layer_report',
 }
 
 __all__ = ['PluginLoadError', 'is_loaded', 'library_path', 'load', '__version__'] + sorted(_LAZY)

@@ -51,6 +51,17 @@ def _check_arguments(excluded_sym_names, excluded_op_names, calib_mode, calib_da
         raise ValueError('unknown bn_mode %r, expected one of %s' % (bn_mode, BN_MODES))
 
 
+def _check_params(sym, arg_params, aux_params, data_names, label_names):
+    if not isinstance(arg_params, dict) or not isinstance(aux_params, dict):
+        raise ValueError('arg_params and aux_params must be dicts of name -> NDArray')
+    inputs = set(data_names or ()) | set(label_names or ())
+    missing = [n for n in sym.list_arguments() if n not in arg_params and n not in inputs]
+    missing += [n for n in sym.list_auxiliary_states() if n not in aux_params]
+    if missing:
+        raise ValueError('parameters missing for %s (data_names=%s, label_names=%s)'
+                         % (', '.join(missing), list(data_names or ()), list(label_names or ())))
+
+
 def _nodes(sym):
     return json.loads(sym.tojson())['nodes']
 
@@ -107,11 +118,15 @@ def _format_ranges(ranges):
 
 def rewrite_quantized_symbol(qsym, qarg_params, aux_params, relu_calib_ranges=None,
                              bn_input_calib_ranges=None, excluded_sym_names=None,
-                             excluded_op_names=None, quantized_dtype='auto'):
+                             excluded_op_names=None, quantized_dtype='auto', backend=PASS_NAME):
     """Runs the plugin's BNQ_QUANTIZE pass on a quantized symbol.
 
     The same as ``qsym.optimize_for('BNQ_QUANTIZE', qarg_params, aux_params,
-    skip_infer=True, **options)``; the ranges map node names to (min, max)."""
+    skip_infer=True, **options)``; the ranges map node names to (min, max).
+    Unlike optimize_for, which only logs an unknown backend name and returns
+    the symbol unchanged, an unknown `backend` is a ValueError."""
+    if backend != PASS_NAME:
+        raise ValueError('unknown backend %r: mxnet_bnq provides %r' % (backend, PASS_NAME))
     load()
     options = dict(quantized_dtype=quantized_dtype,
                    relu_calib_ranges=_format_ranges(relu_calib_ranges or {}),
@@ -130,7 +145,10 @@ def _quantize(sym, arg_params, aux_params, data_names, label_names, ctx, exclude
         raise ValueError('mxnet_bnq quantizes for a single CPU context, got %s' % (ctx,))
     if not isinstance(sym, mx.sym.Symbol):
         raise ValueError('sym must be an mx.sym.Symbol, got %s' % type(sym).__name__)
+    _check_params(sym, arg_params, aux_params, data_names, label_names)
     load()
+    if not any(n['op'] == 'BatchNorm' for n in _nodes(sym)) and logger:
+        logger.info('the model has no BatchNorm: this is MXNet\'s quantization flow unchanged')
     excluded_sym_names = list(excluded_sym_names or [])
     excluded_op_names = list(excluded_op_names or [])
     mxnet_excluded_ops = excluded_op_names + (['BatchNorm'] if bn_mode == 'fp32' else [])

@@ -8,10 +8,15 @@
 //       x -> BatchNorm -> quantize_v2   =>   x -> quantize_v2 -> quantized_batch_norm
 //  3. fuses a quantized BatchNorm with the quantized ReLU that follows it:
 //       quantized_batch_norm -> quantized_act(relu)  =>  quantized_batch_norm_relu (uint8)
+//  4. makes a uint8 quantize or requantize whose input may be negative (no
+//     calibrated range, or a negative one) emit int8.  With quantized_dtype=
+//     'uint8' MXNet emits them even for signed data: its convolution then
+//     refuses the input, or a requantize clips every negative value to 0.
 //
 // Every rewritten node gets a hidden "__bnq_rewrite__" attribute naming the
 // rewrite, for reports.  Replaced nodes are left unreachable; MXNet drops
 // them when it loads the pass's result.
+#include <cstdlib>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -31,6 +36,7 @@ constexpr char kQuantizedBatchNorm[] = "_contrib_quantized_batch_norm";
 constexpr char kQuantizedBatchNormRelu[] = "_contrib_quantized_batch_norm_relu";
 constexpr char kQuantize[] = "_contrib_quantize_v2";
 constexpr char kDequantize[] = "_contrib_dequantize";
+constexpr char kRequantize[] = "_contrib_requantize";
 constexpr char kQuantizedAct[] = "_contrib_quantized_act";
 
 std::string Attr(const Node* node, const std::string& key, const std::string& fallback = "") {
@@ -163,6 +169,23 @@ int FuseBatchNormRelu(Graph* graph, const PassOptions& options) {
   return count;
 }
 
+// Rewrite 4.
+int AvoidUint8ForSignedInput(Graph* graph) {
+  int count = 0;
+  for (Node* quantize : NodesInOrder(graph)) {
+    if ((quantize->op != kQuantize && quantize->op != kRequantize) ||
+        Attr(quantize, "out_type") != "uint8") {
+      continue;
+    }
+    const std::string lo = Attr(quantize, "min_calib_range");
+    if (!lo.empty() && std::strtod(lo.c_str(), nullptr) >= 0) continue;
+    quantize->attrs["out_type"] = "int8";
+    quantize->attrs[kRewriteAttr] = "int8_for_signed_input";
+    ++count;
+  }
+  return count;
+}
+
 mxnet::ext::MXReturnValue QuantizeBatchNormPass(
     Graph* graph, const std::unordered_map<std::string, std::string>& raw_options) {
   PassOptions options;
@@ -177,6 +200,7 @@ mxnet::ext::MXReturnValue QuantizeBatchNormPass(
       QuantizeBeforeFp32BatchNorm(graph, options);
     }
     if (options.fuse_relu) FuseBatchNormRelu(graph, options);
+    AvoidUint8ForSignedInput(graph);
   } catch (const std::exception& e) {
     ReportError(kPassName, e.what());
     return mxnet::ext::MX_FAIL;

@@ -1,0 +1,158 @@
+"""Per-layer report of what quantization did to each BatchNorm.
+
+For every BatchNorm of the fp32 model: folded into which convolution, quantized
+(int8), fused with its ReLU (uint8), or left fp32 and why; and, given sample
+data, the signal-to-quantization-noise ratio (dB) of its quantized output
+against the fp32 model, so that a user sees which layer loses accuracy.
+"""
+import json
+import os
+from contextlib import contextmanager
+
+import mxnet as mx
+import numpy as np
+
+__all__ = ['report', 'format_report', 'sqnr_db']
+
+QUANTIZED_PREFIX = 'quantized_'
+FATES = {
+    'BatchNorm': 'fp32',
+    '_contrib_quantized_batch_norm': 'int8',
+    '_contrib_quantized_batch_norm_relu': 'int8 BN+ReLU, uint8 out',
+}
+QUANTIZED_RANGE = {np.dtype('int8'): 127.5, np.dtype('uint8'): 255.5}
+
+
+def sqnr_db(reference, approximation):
+    """10 log10(signal power / noise power); inf when equal."""
+    reference = np.asarray(reference, np.float64)
+    noise = np.sum((reference - np.asarray(approximation, np.float64)) ** 2)
+    signal = np.sum(reference ** 2)
+    if noise == 0:
+        return float('inf')
+    return float(10 * np.log10(max(signal, 1e-300) / noise))
+
+
+def _nodes(sym):
+    return json.loads(sym.tojson())['nodes']
+
+
+def _subgraph_names(node):
+    names = set()
+    for sub in node.get('subgraphs', []):
+        for inner in sub['nodes']:
+            names.add(inner['name'])
+            names |= _subgraph_names(inner)
+    return names
+
+
+def _why_fp32(name, excluded_sym_names, excluded_op_names):
+    if name in (excluded_sym_names or []):
+        return 'excluded by name'
+    if 'BatchNorm' in (excluded_op_names or []):
+        return 'BatchNorm excluded'
+    return 'not quantized by the flow'
+
+
+def _fates(fp32_sym, qsym, excluded_sym_names, excluded_op_names):
+    qnodes = _nodes(qsym)
+    by_name = {n['name']: n for n in qnodes}
+    rows = []
+    for node in _nodes(fp32_sym):
+        if node['op'] != 'BatchNorm':
+            continue
+        name = node['name']
+        qnode = by_name.get(name) or by_name.get(QUANTIZED_PREFIX + name)
+        row = {'layer': name, 'node': None, 'fate': 'removed', 'detail': ''}
+        if qnode is not None and qnode['op'] in FATES:
+            row.update(node=qnode['name'], fate=FATES[qnode['op']],
+                       detail=qnode.get('attrs', {}).get('__bnq_rewrite__', ''))
+            if qnode['op'] == 'BatchNorm':
+                row['detail'] = _why_fp32(name, excluded_sym_names, excluded_op_names)
+        else:
+            for sg in qnodes:
+                if name in _subgraph_names(sg):
+                    row.update(fate='folded into ' + sg['op'], detail=sg['name'])
+                    break
+        rows.append(row)
+    return rows
+
+
+@contextmanager
+def _no_fp32_fusion():
+    """MXNet's fp32 MKLDNN fusion can be wrong (conv shared by BN and a
+    shortcut); the fp32 reference runs without it."""
+    old = os.environ.get('MXNET_SUBGRAPH_BACKEND')
+    os.environ['MXNET_SUBGRAPH_BACKEND'] = 'NONE'
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ['MXNET_SUBGRAPH_BACKEND']
+        else:
+            os.environ['MXNET_SUBGRAPH_BACKEND'] = old
+
+
+def _run(sym, outputs, args, aux, data, data_name):
+    """Values of the named internal outputs (a list of names) for one batch."""
+    internals = sym.get_internals()
+    names = internals.list_outputs()
+    group = mx.sym.Group([internals[names.index(o)] for o in outputs])
+    arg_names, aux_names = set(group.list_arguments()), set(group.list_auxiliary_states())
+    bound = {k: v for k, v in args.items() if k in arg_names}
+    bound[data_name] = mx.nd.array(data)
+    exe = group.bind(mx.cpu(), args=bound, grad_req='null',
+                     aux_states={k: v for k, v in aux.items() if k in aux_names})
+    return [o.asnumpy() for o in exe.forward(is_train=False)]
+
+
+def _output_triplet(names, node):
+    """Internal output names (data, min, max) of a quantized node."""
+    for first in (node + '_output', node + '_output0'):
+        if first in names:
+            i = names.index(first)
+            return names[i:i + 3]
+    raise ValueError('no outputs of %s in the quantized symbol' % node)
+
+
+def _dequantize(q, lo, hi):
+    return q.astype(np.float64) * max(abs(float(lo)), abs(float(hi))) / QUANTIZED_RANGE[q.dtype]
+
+
+def report(fp32_sym, qsym, arg_params=None, aux_params=None, qarg_params=None, qaux_params=None,
+           data=None, data_name='data', excluded_sym_names=None, excluded_op_names=None):
+    """List of dicts, one per BatchNorm of `fp32_sym`: layer, node (in `qsym`),
+    fate, detail and, when `data` (one batch, numpy) and all params are given,
+    sqnr_db of that layer's quantized output against fp32 (None where the
+    layer has no quantized output of its own); the last row is the model output."""
+    rows = _fates(fp32_sym, qsym, excluded_sym_names, excluded_op_names)
+    for row in rows:
+        row['sqnr_db'] = None
+    if data is None or None in (arg_params, aux_params, qarg_params, qaux_params):
+        return rows
+    measured = [r for r in rows if r['fate'].startswith('int8')]
+    qnames = qsym.get_internals().list_outputs()
+    q_outputs = [n for r in measured for n in _output_triplet(qnames, r['node'])]
+    fp32_outputs = [r['layer'] + '_output' for r in measured]
+    with _no_fp32_fusion():
+        fp32_values = _run(fp32_sym, fp32_outputs + [fp32_sym.list_outputs()[0]], arg_params,
+                           aux_params, data, data_name)
+    q_values = _run(qsym, q_outputs + [qsym.list_outputs()[0]], qarg_params, qaux_params, data,
+                    data_name)
+    for i, row in enumerate(measured):
+        reference = fp32_values[i]
+        if row['fate'].endswith('uint8 out'):
+            reference = np.maximum(reference, 0)
+        row['sqnr_db'] = sqnr_db(reference, _dequantize(*q_values[3 * i:3 * i + 3]))
+    rows.append({'layer': '(model output)', 'node': qsym.list_outputs()[0], 'fate': '',
+                 'detail': '', 'sqnr_db': sqnr_db(fp32_values[-1], q_values[-1])})
+    return rows
+
+
+def format_report(rows):
+    """The report as a Markdown table."""
+    lines = ['| BatchNorm | fate | detail | SQNR dB |', '|---|---|---|---|']
+    for r in rows:
+        sqnr = '' if r['sqnr_db'] is None else '%.1f' % r['sqnr_db']
+        lines.append('| %s | %s | %s | %s |' % (r['layer'], r['fate'], r['detail'], sqnr))
+    return '\n'.join(lines)

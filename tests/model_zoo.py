@@ -1,0 +1,26 @@
+"""gluoncv models with random weights (no download), exported once per session."""
+import os
+
+import mxnet as mx
+
+# Small inputs keep the tests fast; the networks end in global pooling.
+INPUT_SHAPES = {
+    'resnet18_v2': (1, 3, 64, 64),
+    'resnet50_v2': (1, 3, 64, 64),
+    'cifar_resnet20_v2': (1, 3, 32, 32),
+    'mobilenetv2_1.0': (1, 3, 64, 64),
+}
+
+
+def export(name, directory, classes=10):
+    """(sym, args, aux) of gluoncv model `name`, initialized with a fixed seed."""
+    prefix = os.path.join(directory, name)
+    if not os.path.exists(prefix + '-symbol.json'):
+        from gluoncv.model_zoo import get_model  # pylint: disable=import-outside-toplevel
+        mx.random.seed(0)
+        net = get_model(name, pretrained=False, classes=classes)
+        net.initialize(mx.init.Xavier())
+        net.hybridize()
+        net(mx.nd.zeros(INPUT_SHAPES[name]))
+        net.export(prefix, epoch=0)
+    return mx.model.load_checkpoint(prefix, 0)

@@ -1,0 +1,215 @@
+"""mxnet_bnq.quantize_model(_mkldnn)/quantize_net: MXNet's flow + the BNQ_QUANTIZE rewrite."""
+import collections
+import json
+import logging
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+import mxnet_bnq
+import model_zoo
+import small_nets
+
+LOG = logging.getLogger('test')
+
+
+def ops(sym):
+    return collections.Counter(n['op'] for n in json.loads(sym.tojson())['nodes']
+                               if n['op'] != 'null')
+
+
+def node(sym, name):
+    return next(n for n in json.loads(sym.tojson())['nodes'] if n['name'] == name)
+
+
+def calib_iter(shape, n=8, seed=0):
+    x = np.random.default_rng(seed).uniform(0, 1, (n,) + tuple(shape[1:])).astype('f')
+    return mx.io.NDArrayIter(x, batch_size=n)
+
+
+@pytest.fixture(scope='module')
+def zoo(tmp_path_factory):
+    directory = tmp_path_factory.mktemp('zoo')
+    return lambda name: model_zoo.export(name, str(directory))
+
+
+@pytest.mark.parametrize('name', sorted(model_zoo.INPUT_SHAPES))
+def test_every_batchnorm_is_folded_or_quantized(zoo, name, tmp_path):
+    sym, args, aux = zoo(name)
+    shape = model_zoo.INPUT_SHAPES[name]
+    qsym, qargs, qaux = mxnet_bnq.quantize_model_mkldnn(
+        sym, args, aux, calib_mode='naive', calib_data=calib_iter(shape), label_names=None,
+        quantized_dtype='auto')
+    assert ops(qsym)['BatchNorm'] == 0 and ops(qsym)['_contrib_quantized_act'] == 0, ops(qsym)
+    rows = mxnet_bnq.report(sym, qsym)
+    assert rows and all(r['fate'].startswith(('folded', 'int8')) for r in rows), rows
+    x = np.random.default_rng(1).uniform(0, 1, (2,) + shape[1:]).astype('f')
+    (before,) = small_nets.forward(qsym, qargs, qaux, x)
+    qsym.save(str(tmp_path / 'q-symbol.json'))
+    (after,) = small_nets.forward(mx.sym.load(str(tmp_path / 'q-symbol.json')), qargs, qaux, x)
+    assert np.array_equal(before, after) and np.isfinite(before).all()
+
+
+def test_rewrite_op_lists_before_and_after(zoo):
+    sym, args, aux = zoo('resnet18_v2')
+    shape = model_zoo.INPUT_SHAPES['resnet18_v2']
+    native, qargs, qaux = mxnet_bnq.quantize_model_mkldnn(
+        sym, args, aux, calib_mode='naive', calib_data=calib_iter(shape), label_names=None,
+        quantized_dtype='auto', bn_mode='native')
+    before = ops(native)
+    # MXNet leaves the input BatchNorm fp32 (smart mode) and emits BN -> act pairs.
+    assert before['BatchNorm'] == 1 and before['_contrib_quantized_batch_norm'] == 9
+    assert before['_contrib_quantized_act'] == 9
+    after = ops(mxnet_bnq.rewrite_quantized_symbol(native, qargs, qaux))
+    expected = dict(before)
+    expected.update({'BatchNorm': 0, '_contrib_quantized_act': 0,
+                     '_contrib_quantized_batch_norm_relu': 9, '_contrib_quantized_batch_norm': 1})
+    # The input BatchNorm's quantize moved before it: the count of quantize_v2 stays.
+    assert after == collections.Counter({k: v for k, v in expected.items() if v}), after
+    # The same through the documented optimize_for call.
+    direct = native.optimize_for('BNQ_QUANTIZE', qargs, qaux, skip_infer=True)
+    assert ops(direct) == after
+
+
+@pytest.mark.parametrize('calib_mode', ['none', 'naive', 'entropy'])
+@pytest.mark.parametrize('quantized_dtype', ['auto', 'int8', 'uint8'])
+def test_calib_modes_and_dtypes_run_and_follow_fp32(calib_mode, quantized_dtype):
+    sym = small_nets.bn_after_add()
+    shape = (8, 4, 8, 8)
+    args, aux = small_nets.random_params(sym, shape)
+    calib = np.random.default_rng(1).normal(0, 1, (32,) + shape[1:]).astype('f')
+    qsym, qargs, qaux = mxnet_bnq.quantize_model_mkldnn(
+        sym, args, aux, calib_mode=calib_mode, label_names=None,
+        calib_data=mx.io.NDArrayIter(calib, batch_size=8), quantized_dtype=quantized_dtype)
+    assert ops(qsym)['_contrib_quantized_batch_norm_relu'] == 1, ops(qsym)
+    x = np.random.default_rng(2).normal(0, 1, shape).astype('f')
+    (fp32,) = small_nets.forward(sym, args, aux, x)
+    (int8,) = small_nets.forward(qsym, qargs, qaux, x)
+    assert small_nets.sqnr_db(fp32, int8) > (15 if calib_mode == 'none' else 20)
+
+
+def test_fused_relu_range_is_calibrated_on_post_relu_values():
+    sym = small_nets.bn_after_pool()
+    shape = (8, 4, 8, 8)
+    args, aux = small_nets.random_params(sym, shape)
+    calib = np.random.default_rng(1).normal(0, 1, (16,) + shape[1:]).astype('f')
+    qsym, _, _ = mxnet_bnq.quantize_model_mkldnn(
+        sym, args, aux, calib_mode='naive', label_names=None,
+        calib_data=mx.io.NDArrayIter(calib, batch_size=8), quantized_dtype='auto')
+    fused = node(qsym, 'quantized_bn')
+    assert fused['op'] == '_contrib_quantized_batch_norm_relu'
+    relu = mx.sym.Group([sym.get_internals()['relu_output']])
+    (post_relu,) = small_nets.forward(relu, args, aux, calib)
+    assert float(fused['attrs']['min_calib_range']) == 0.0
+    assert float(fused['attrs']['max_calib_range']) == pytest.approx(post_relu.max(), rel=1e-5)
+
+
+def test_excluded_names_and_ops_stay_fp32():
+    sym = small_nets.bn_after_add()
+    shape = (8, 4, 8, 8)
+    args, aux = small_nets.random_params(sym, shape)
+    calib = mx.io.NDArrayIter(np.ones((8,) + shape[1:], 'f'), batch_size=8)
+    for kwargs in (dict(excluded_sym_names=['bn']), dict(excluded_op_names=['BatchNorm']),
+                   dict(bn_mode='fp32')):
+        qsym, _, _ = mxnet_bnq.quantize_model_mkldnn(sym, args, aux, calib_mode='naive',
+                                                     calib_data=calib, label_names=None,
+                                                     **kwargs)
+        assert node(qsym, 'bn')['op'] == 'BatchNorm', kwargs
+        assert mxnet_bnq.report(sym, qsym, **{k: v for k, v in kwargs.items()
+                                              if k != 'bn_mode'})[0]['fate'] == 'fp32'
+
+
+def test_quantize_model_without_mkldnn_fusion():
+    """The plain flow gets the same rewrite.  Its numbers are not checked against
+    fp32: MXNet 1.9.1's own non-MKLDNN flow is already far off (or fails) on a
+    CPU with oneDNN, with BatchNorm left fp32 as well; use quantize_model_mkldnn."""
+    sym = small_nets.bn_after_pool()
+    shape = (8, 4, 8, 8)
+    args, aux = small_nets.random_params(sym, shape)
+    calib = mx.io.NDArrayIter(np.random.rand(8, 4, 8, 8).astype('f'), batch_size=8)
+    kwargs = dict(calib_mode='naive', label_names=None, quantized_dtype='auto', calib_data=calib)
+    qsym, qargs, qaux = mxnet_bnq.quantize_model(sym, args, aux, **kwargs)
+    native, _, _ = mxnet_bnq.quantize_model(sym, args, aux, bn_mode='native', **kwargs)
+    expected = ops(native)
+    expected.update({'_contrib_quantized_batch_norm_relu': 1, '_contrib_quantized_batch_norm': -1,
+                     '_contrib_quantized_act': -1})
+    assert ops(qsym) == +expected
+    assert np.isfinite(small_nets.forward(qsym, qargs, qaux, np.random.rand(*shape))[0]).all()
+
+
+def test_quantize_net_returns_a_symbol_block_close_to_fp32(zoo):
+    from gluoncv.model_zoo import get_model
+    mx.random.seed(3)
+    net = get_model('resnet18_v2', pretrained=False, classes=10)
+    net.initialize(mx.init.Xavier())
+    x = mx.nd.array(np.random.default_rng(0).uniform(0, 1, (4, 3, 64, 64)))
+    fp32 = net(x).asnumpy()
+    qnet = mxnet_bnq.quantize_net(net, calib_mode='naive', quantized_dtype='auto',
+                                  calib_data=mx.io.NDArrayIter(x, batch_size=4))
+    assert isinstance(qnet, mx.gluon.SymbolBlock)
+    assert small_nets.sqnr_db(fp32, qnet(x).asnumpy()) > 15
+
+
+def test_report_lists_fates_and_sqnr(zoo):
+    sym, args, aux = zoo('resnet18_v2')
+    shape = model_zoo.INPUT_SHAPES['resnet18_v2']
+    qsym, qargs, qaux = mxnet_bnq.quantize_model_mkldnn(
+        sym, args, aux, calib_mode='naive', calib_data=calib_iter(shape), label_names=None,
+        quantized_dtype='auto')
+    x = np.random.default_rng(0).uniform(0, 1, (8,) + shape[1:]).astype('f')
+    rows = mxnet_bnq.report(sym, qsym, args, aux, qargs, qaux, data=x)
+    fates = collections.Counter(r['fate'] for r in rows[:-1])
+    assert fates == {'folded into _sg_mkldnn_conv': 9, 'int8 BN+ReLU, uint8 out': 9, 'int8': 1}
+    measured = [r for r in rows if r['sqnr_db'] is not None]
+    assert len(measured) == 11 and all(r['sqnr_db'] > 15 for r in measured), rows
+    table = mxnet_bnq.format_report(rows)
+    assert table.count('\n') == len(rows) + 1 and 'resnetv20_stage1_batchnorm0_fwd' in table
+
+
+class NotHybridizable(mx.gluon.HybridBlock):
+    def hybrid_forward(self, F, x):  # pylint: disable=arguments-differ
+        return x.asnumpy()  # needs concrete values
+
+
+@pytest.mark.parametrize('call,error,match', [
+    (lambda s, a, x: mxnet_bnq.rewrite_quantized_symbol(s, a, x, backend='BNQ_NO_SUCH_PASS'),
+     ValueError, "unknown backend 'BNQ_NO_SUCH_PASS'"),
+    (lambda s, a, x: s.optimize_for('BNQ_QUANTIZE', a, x, skip_infer=True, fuse_relu='maybe'),
+     mx.MXNetError, 'fuse_relu'),
+    (lambda s, a, x: s.optimize_for('BNQ_QUANTIZE', a, x, skip_infer=True,
+                                    relu_calib_ranges='bn=2:1'), mx.MXNetError, 'min <= max'),
+    (lambda s, a, x: mxnet_bnq.quantize_model_mkldnn(
+        s, {k: v for k, v in a.items() if k != 'bn_gamma'}, x, calib_mode='none',
+        label_names=None), ValueError, 'parameters missing for bn_gamma'),
+    (lambda s, a, x: mxnet_bnq.quantize_model_mkldnn(s, a, x, calib_mode='naive',
+                                                     label_names=None), ValueError,
+     'calib_data must be an mx.io.DataIter'),
+    (lambda s, a, x: mxnet_bnq.quantize_model_mkldnn(s, a, x, calib_mode='magic'), ValueError,
+     'unknown calib_mode'),
+    (lambda s, a, x: mxnet_bnq.quantize_model_mkldnn(s, a, x, calib_mode='none', quantized_dtype='int4'),
+     ValueError, 'quantized_dtype'),
+    (lambda s, a, x: mxnet_bnq.quantize_model_mkldnn(s, a, x, calib_mode='none', bn_mode='int4'), ValueError,
+     'bn_mode'),
+    (lambda s, a, x: mxnet_bnq.quantize_model_mkldnn(s, a, x, calib_mode='none', excluded_sym_names='bn'),
+     ValueError, 'excluded_sym_names must be a list'),
+    (lambda s, a, x: mxnet_bnq.quantize_net(NotHybridizable(), data_shapes=[('data', (1, 2))]),
+     ValueError, 'cannot be hybridized'),
+])
+def test_bad_input_gives_clear_errors(call, error, match):
+    sym = small_nets.bn_after_add()
+    args, aux = small_nets.random_params(sym, (8, 4, 8, 8))
+    with pytest.raises(error, match=match):
+        call(sym, args, aux)
+
+
+def test_symbol_without_batchnorm_is_quantized_as_mxnet_does():
+    data = mx.sym.var('data')
+    sym = mx.sym.Convolution(data, num_filter=4, kernel=(3, 3), name='conv')
+    args = {'conv_weight': mx.nd.ones((4, 3, 3, 3)), 'conv_bias': mx.nd.zeros(4)}
+    qsym, _, _ = mxnet_bnq.quantize_model_mkldnn(sym, args, {}, calib_mode='none',
+                                                 label_names=None)
+    native, _, _ = mx.contrib.quantization.quantize_model_mkldnn(sym, args, {},
+                                                                 calib_mode='none',
+                                                                 label_names=None)
+    assert ops(qsym) == ops(native)
