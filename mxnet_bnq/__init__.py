@@ -19,6 +19,7 @@ _LAZY = {
     'quantize_net': 'quantization', 'rewrite_quantized_symbol': 'quantization',
     'BN_MODES': 'quantization', 'PASS_NAME': 'quantization',
     'report': 'layer_report', 'format_report': 'layer_report',
+    'guard_shared_convolutions': 'fusion_guard', 'check_fusion': 'fusion_guard',
 }
 
 __all__ = ['PluginLoadError', 'is_loaded', 'library_path', 'load', '__version__'] + sorted(_LAZY)

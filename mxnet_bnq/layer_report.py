@@ -6,11 +6,11 @@ data, the signal-to-quantization-noise ratio (dB) of its quantized output
 against the fp32 model, so that a user sees which layer loses accuracy.
 """
 import json
-import os
-from contextlib import contextmanager
 
-import mxnet as mx
 import numpy as np
+
+from .fusion_guard import UNSHARED_SUFFIX
+from .graph_runner import internal_outputs, run_symbol, subgraph_backend
 
 __all__ = ['report', 'format_report', 'sqnr_db']
 
@@ -75,35 +75,15 @@ def _fates(fp32_sym, qsym, excluded_sym_names, excluded_op_names):
                     row.update(fate='folded into ' + sg['op'], detail=sg['name'])
                     break
         rows.append(row)
+    # Convolutions the fusion guard duplicated (see fusion_guard.py).
+    all_names = set(by_name)
+    for sg in qnodes:
+        all_names |= _subgraph_names(sg)
+    for name in sorted(n for n in all_names if n.endswith(UNSHARED_SUFFIX)):
+        rows.append({'layer': name[:-len(UNSHARED_SUFFIX)], 'node': name, 'fate': 'fusion guard',
+                     'detail': 'convolution duplicated: its BatchNorm is folded into one copy, '
+                               'its other consumers read the other'})
     return rows
-
-
-@contextmanager
-def _no_fp32_fusion():
-    """MXNet's fp32 MKLDNN fusion can be wrong (conv shared by BN and a
-    shortcut); the fp32 reference runs without it."""
-    old = os.environ.get('MXNET_SUBGRAPH_BACKEND')
-    os.environ['MXNET_SUBGRAPH_BACKEND'] = 'NONE'
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ['MXNET_SUBGRAPH_BACKEND']
-        else:
-            os.environ['MXNET_SUBGRAPH_BACKEND'] = old
-
-
-def _run(sym, outputs, args, aux, data, data_name):
-    """Values of the named internal outputs (a list of names) for one batch."""
-    internals = sym.get_internals()
-    names = internals.list_outputs()
-    group = mx.sym.Group([internals[names.index(o)] for o in outputs])
-    arg_names, aux_names = set(group.list_arguments()), set(group.list_auxiliary_states())
-    bound = {k: v for k, v in args.items() if k in arg_names}
-    bound[data_name] = mx.nd.array(data)
-    exe = group.bind(mx.cpu(), args=bound, grad_req='null',
-                     aux_states={k: v for k, v in aux.items() if k in aux_names})
-    return [o.asnumpy() for o in exe.forward(is_train=False)]
 
 
 def _output_triplet(names, node):
@@ -131,14 +111,18 @@ def report(fp32_sym, qsym, arg_params=None, aux_params=None, qarg_params=None, q
     if data is None or None in (arg_params, aux_params, qarg_params, qaux_params):
         return rows
     measured = [r for r in rows if r['fate'].startswith('int8')]
+    if not measured:
+        return rows
     qnames = qsym.get_internals().list_outputs()
     q_outputs = [n for r in measured for n in _output_triplet(qnames, r['node'])]
     fp32_outputs = [r['layer'] + '_output' for r in measured]
-    with _no_fp32_fusion():
-        fp32_values = _run(fp32_sym, fp32_outputs + [fp32_sym.list_outputs()[0]], arg_params,
-                           aux_params, data, data_name)
-    q_values = _run(qsym, q_outputs + [qsym.list_outputs()[0]], qarg_params, qaux_params, data,
-                    data_name)
+    # The fp32 reference runs without MXNet's fusion, which can be wrong (fusion_guard.py).
+    with subgraph_backend('NONE'):
+        fp32_values = run_symbol(
+            internal_outputs(fp32_sym, fp32_outputs + [fp32_sym.list_outputs()[0]]), arg_params,
+            aux_params, data, data_name)
+    q_values = run_symbol(internal_outputs(qsym, q_outputs + [qsym.list_outputs()[0]]),
+                          qarg_params, qaux_params, data, data_name)
     for i, row in enumerate(measured):
         reference = fp32_values[i]
         if row['fate'].endswith('uint8 out'):

@@ -17,6 +17,7 @@ import tempfile
 import mxnet as mx
 from mxnet.contrib import quantization as mxq
 
+from .fusion_guard import guard_shared_convolutions
 from .library import load
 
 __all__ = ['quantize_model', 'quantize_model_mkldnn', 'quantize_net', 'rewrite_quantized_symbol',
@@ -138,7 +139,7 @@ def rewrite_quantized_symbol(qsym, qarg_params, aux_params, relu_calib_ranges=No
 
 def _quantize(sym, arg_params, aux_params, data_names, label_names, ctx, excluded_sym_names,
               excluded_op_names, calib_mode, calib_data, num_calib_examples, quantized_dtype,
-              quantize_mode, quantize_granularity, logger, bn_mode, mkldnn):
+              quantize_mode, quantize_granularity, logger, bn_mode, mkldnn, fusion_guard):
     _check_arguments(excluded_sym_names, excluded_op_names, calib_mode, calib_data,
                      quantized_dtype, bn_mode)
     if not isinstance(ctx, mx.Context) or ctx.device_type != 'cpu':
@@ -155,6 +156,11 @@ def _quantize(sym, arg_params, aux_params, data_names, label_names, ctx, exclude
     if logger:
         os.environ['MXNET_QUANTIZATION_VERBOSE'] = '1'
         logger.info('Quantizing symbol (standalone BatchNorm: %s)', bn_mode)
+    if fusion_guard:
+        sym, changes = guard_shared_convolutions(sym)
+        if logger:
+            for change in changes:
+                logger.info('fusion guard: %s', change)
     if mkldnn:
         sym = sym.get_backend_symbol('MKLDNN_QUANTIZE')
     qsym, calib_layers = mxq._quantize_symbol(
@@ -195,27 +201,32 @@ def quantize_model(sym, arg_params, aux_params, data_names=('data',),
                    label_names=('softmax_label',), ctx=mx.cpu(), excluded_sym_names=None,
                    excluded_op_names=None, calib_mode='entropy', calib_data=None,
                    num_calib_examples=None, quantized_dtype='int8', quantize_mode='smart',
-                   quantize_granularity='tensor-wise', logger=None, bn_mode='int8'):
+                   quantize_granularity='tensor-wise', logger=None, bn_mode='int8',
+                   fusion_guard=True):
     """``mx.contrib.quantization.quantize_model`` plus the plugin's BatchNorm rewrite.
 
-    Same arguments, defaults and return value ``(qsym, qarg_params, aux_params)``;
-    ``bn_mode`` is one of :data:`BN_MODES`."""
+    Same arguments, defaults and return value ``(qsym, qarg_params, aux_params)``.
+    Extras: ``bn_mode``, one of :data:`BN_MODES`; ``fusion_guard`` applies
+    :func:`mxnet_bnq.guard_shared_convolutions` first (MXNet's fp32 fusion is
+    wrong for a convolution shared by a BatchNorm and another consumer)."""
     return _quantize(sym, arg_params, aux_params, data_names, label_names, ctx,
                      excluded_sym_names, excluded_op_names, calib_mode, calib_data,
                      num_calib_examples, quantized_dtype, quantize_mode, quantize_granularity,
-                     logger, bn_mode, mkldnn=False)
+                     logger, bn_mode, mkldnn=False, fusion_guard=fusion_guard)
 
 
 def quantize_model_mkldnn(sym, arg_params, aux_params, data_names=('data',),
                           label_names=('softmax_label',), ctx=mx.cpu(), excluded_sym_names=None,
                           excluded_op_names=None, calib_mode='entropy', calib_data=None,
                           num_calib_examples=None, quantized_dtype='int8', quantize_mode='smart',
-                          quantize_granularity='tensor-wise', logger=None, bn_mode='int8'):
-    """``mx.contrib.quantization.quantize_model_mkldnn`` plus the plugin's BatchNorm rewrite."""
+                          quantize_granularity='tensor-wise', logger=None, bn_mode='int8',
+                          fusion_guard=True):
+    """``mx.contrib.quantization.quantize_model_mkldnn`` plus the plugin's BatchNorm
+    rewrite; extras as :func:`quantize_model`."""
     return _quantize(sym, arg_params, aux_params, data_names, label_names, ctx,
                      excluded_sym_names, excluded_op_names, calib_mode, calib_data,
                      num_calib_examples, quantized_dtype, quantize_mode, quantize_granularity,
-                     logger, bn_mode, mkldnn=True)
+                     logger, bn_mode, mkldnn=True, fusion_guard=fusion_guard)
 
 
 def _export_block(network, data_nd):
@@ -235,7 +246,7 @@ def quantize_net(network, quantized_dtype='auto', quantize_mode='full',
                  quantize_granularity='tensor-wise', exclude_layers=None,
                  exclude_layers_match=None, exclude_operators=None, calib_data=None,
                  data_shapes=None, calib_mode='none', num_calib_examples=None, ctx=mx.cpu(),
-                 logger=None, bn_mode='int8'):
+                 logger=None, bn_mode='int8', fusion_guard=True):
     """``mx.contrib.quantization.quantize_net_v2`` plus the plugin's BatchNorm rewrite.
 
     Returns a ``SymbolBlock`` running the quantized model."""
@@ -260,7 +271,8 @@ def quantize_net(network, quantized_dtype='auto', quantize_mode='full',
         excluded_sym_names=excluded, excluded_op_names=exclude_operators, calib_mode=calib_mode,
         calib_data=calib_data, num_calib_examples=num_calib_examples,
         quantized_dtype=quantized_dtype, quantize_mode=quantize_mode,
-        quantize_granularity=quantize_granularity, logger=logger, bn_mode=bn_mode)
+        quantize_granularity=quantize_granularity, logger=logger, bn_mode=bn_mode,
+        fusion_guard=fusion_guard)
     net = mx.gluon.SymbolBlock(qsym, [mx.sym.var(n) for n in data_names])
     params = net.collect_params()
     for name, value in list(qargs.items()) + list(qauxs.items()):

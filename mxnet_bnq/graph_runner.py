@@ -1,0 +1,39 @@
+"""Running a symbol (or some of its internal outputs) on one batch, for the
+report and the fusion check."""
+import os
+from contextlib import contextmanager
+
+import mxnet as mx
+
+__all__ = ['run_symbol', 'internal_outputs', 'subgraph_backend']
+
+
+@contextmanager
+def subgraph_backend(name):
+    """Binds inside this context use MXNet subgraph backend `name` ('NONE': no fusion)."""
+    old = os.environ.get('MXNET_SUBGRAPH_BACKEND')
+    os.environ['MXNET_SUBGRAPH_BACKEND'] = name
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ['MXNET_SUBGRAPH_BACKEND']
+        else:
+            os.environ['MXNET_SUBGRAPH_BACKEND'] = old
+
+
+def internal_outputs(sym, names):
+    """A group of the internal outputs of `sym` called `names`."""
+    internals = sym.get_internals()
+    all_names = internals.list_outputs()
+    return mx.sym.Group([internals[all_names.index(n)] for n in names])
+
+
+def run_symbol(sym, arg_params, aux_params, data, data_name='data'):
+    """Outputs of `sym` (numpy) for one batch `data`; unused params are ignored."""
+    arg_names, aux_names = set(sym.list_arguments()), set(sym.list_auxiliary_states())
+    bound = {k: v for k, v in arg_params.items() if k in arg_names}
+    bound[data_name] = mx.nd.array(data)
+    exe = sym.bind(mx.cpu(), args=bound, grad_req='null',
+                   aux_states={k: v for k, v in aux_params.items() if k in aux_names})
+    return [o.asnumpy() for o in exe.forward(is_train=False)]
