@@ -7,7 +7,16 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q --disable-pip-version-check
 PYTEST_ARGS ?=
 
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
 .PHONY: venv install test demo bench asan clean
+
+# Real labelled images (Debian's dataset-fashion-mnist) for the demo and tests.
+$(FASHION_MNIST):
+	@echo "installing Debian's dataset-fashion-mnist"
+	$(SUDO) apt-get install -y -q dataset-fashion-mnist || \
+	  ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist)
 
 $(VENV)/.installed-deps: requirements.txt requirements-dev.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,11 +31,11 @@ install: venv
 	$(PIP) install --no-build-isolation --no-deps --force-reinstall .
 	$(PY) setup.py -q build_library   # the same library in the checkout, for scripts run from here
 
-test: install
+test: install $(FASHION_MNIST)
 	$(VENV)/bin/pytest tests $(PYTEST_ARGS)
 
-demo: install
-	$(PY) python/bench_op.py --quick
+demo: install $(FASHION_MNIST)
+	$(PY) python/demo.py
 
 bench: install
 	$(PY) python/bench_op.py

@@ -9,7 +9,7 @@ unsuitable MXNet with a clear :class:`PluginLoadError`.
 """
 import importlib
 
-from .library import PluginLoadError, is_loaded, library_path, load
+from .library import PluginLoadError, is_loaded, library_path, load, needs_plugin
 
 __version__ = '0.1.0'
 
@@ -22,7 +22,7 @@ _LAZY = {
     'guard_shared_convolutions': 'fusion_guard', 'check_fusion': 'fusion_guard',
 }
 
-__all__ = ['PluginLoadError', 'is_loaded', 'library_path', 'load', '__version__'] + sorted(_LAZY)
+__all__ = ['PluginLoadError', 'is_loaded', 'library_path', 'load', 'needs_plugin', '__version__'] + sorted(_LAZY)
 
 
 def __getattr__(name):

@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 
-__all__ = ['PluginLoadError', 'load', 'library_path', 'is_loaded',
+__all__ = ['PluginLoadError', 'load', 'library_path', 'is_loaded', 'needs_plugin',
            'REQUIRED_MXNET_VERSION', 'ONEDNN_PACKAGE']
 
 REQUIRED_MXNET_VERSION = '1.9.1'
@@ -21,6 +21,11 @@ LIBRARY_NAME = 'libmxnet_bnq.so'
 ONEDNN_SONAME = 'libdnnl.so.3'
 # An op only this library registers: present means the library is loaded.
 MARKER_OP = '_contrib_quantized_batch_norm_relu'
+
+# Ops only the plugin provides, and the attribute its graph pass puts on every
+# node that needs the plugin's numerics (MXNet's own op of the same name differs).
+PLUGIN_OPS = ('_contrib_quantized_batch_norm_relu',)
+PLUGIN_ATTR = '__bnq_plugin__'
 
 _LOG = logging.getLogger(__name__)
 _LOCK = threading.Lock()
@@ -88,6 +93,13 @@ def _load_onednn():
     raise PluginLoadError(
         'oneDNN 3.x (%s) is not found; install it with pip install %s==2023.2.0 (%s)'
         % (ONEDNN_SONAME, ONEDNN_PACKAGE, '; '.join(errors)))
+
+
+def needs_plugin(sym):
+    """True if the symbol (e.g. a saved quantized model) needs the plugin."""
+    import json  # pylint: disable=import-outside-toplevel
+    nodes = json.loads(sym.tojson())['nodes']
+    return any(n['op'] in PLUGIN_OPS or PLUGIN_ATTR in n.get('attrs', {}) for n in nodes)
 
 
 def is_loaded():

@@ -11,7 +11,12 @@ Each op is timed twice:
 MXNet's own op runs in a subprocess that never loads the plugin.
 
     python python/bench_op.py                 # all shapes, table + PNG in results/
-    python python/bench_op.py --quick         # one shape (the demo)
+    python python/bench_op.py --quick         # one shape
+    python python/bench_op.py --threads 1     # single-threaded
+
+All ops, MXNet's included, run with OMP_NUM_THREADS threads (default: all
+cores; MXNet's own default is half the logical cores, 1 on a 2-core machine),
+and the copy uses as many threads.
 """
 import argparse
 import json
@@ -245,8 +250,14 @@ def main():
     parser.add_argument('--quick', action='store_true', help='one shape, short budget')
     parser.add_argument('--budget', type=float, default=2.0, help='seconds per measurement')
     parser.add_argument('--out-dir', default='results')
+    parser.add_argument('--threads', type=int,
+                        default=int(os.environ.get('OMP_NUM_THREADS', os.cpu_count())),
+                        help='OpenMP threads of every op and of the copy')
     parser.add_argument('--native-json', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if 'mxnet' in sys.modules:
+        raise RuntimeError('set OMP_NUM_THREADS before MXNet is imported')
+    os.environ['OMP_NUM_THREADS'] = str(args.threads)  # inherited by the native subprocess
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s')
     if args.shapes:
         shapes = [tuple(int(d) for d in s.split('x')) for s in args.shapes]

@@ -144,14 +144,16 @@ def calib_indices(num_train, num_calib, seed):
 def write_rec(prefix, images, labels, png_compression=3):
     """Write ``prefix.rec`` / ``prefix.idx`` with one lossless PNG record per image.
 
-    images: uint8 (N, H, W); labels: integer (N,). Record i has id i and label
-    float(labels[i]). Returns the number of records written.
+    images: uint8 (N, H, W) grey or (N, H, W, 3) colour (OpenCV's BGR order);
+    labels: integer (N,). Record i has id i and label float(labels[i]).
+    Returns the number of records written.
     """
     import mxnet as mx
     images = np.asarray(images)
     labels = np.asarray(labels)
-    if images.dtype != np.uint8 or images.ndim != 3:
-        raise ValueError("images must be uint8 (N, H, W), got %s %s"
+    if images.dtype != np.uint8 or not (images.ndim == 3 or
+                                        (images.ndim == 4 and images.shape[3] == 3)):
+        raise ValueError("images must be uint8 (N, H, W) or (N, H, W, 3), got %s %s"
                          % (images.dtype, images.shape))
     if labels.shape != (images.shape[0],):
         raise ValueError("labels shape %s does not match %d images"

@@ -14,7 +14,9 @@
 //     refuses the input, or a requantize clips every negative value to 0.
 //
 // Every rewritten node gets a hidden "__bnq_rewrite__" attribute naming the
-// rewrite, for reports.  Replaced nodes are left unreachable; MXNet drops
+// rewrite, for reports, and every quantized BatchNorm a "__bnq_plugin__"
+// attribute: the model needs the plugin's numerics (tools check it before
+// running the model without the plugin, where MXNet's own op would run).  Replaced nodes are left unreachable; MXNet drops
 // them when it loads the pass's result.
 #include <cstdlib>
 #include <string>
@@ -31,6 +33,8 @@ namespace {
 
 constexpr char kPassName[] = "BNQ_QUANTIZE";
 constexpr char kRewriteAttr[] = "__bnq_rewrite__";
+constexpr char kPluginAttr[] = "__bnq_plugin__";
+constexpr char kPluginAttrVersion[] = "1";
 constexpr char kBatchNorm[] = "BatchNorm";
 constexpr char kQuantizedBatchNorm[] = "_contrib_quantized_batch_norm";
 constexpr char kQuantizedBatchNormRelu[] = "_contrib_quantized_batch_norm_relu";
@@ -186,6 +190,14 @@ int AvoidUint8ForSignedInput(Graph* graph) {
   return count;
 }
 
+void MarkPluginNodes(Graph* graph) {
+  for (Node* node : NodesInOrder(graph)) {
+    if (node->op == kQuantizedBatchNorm || node->op == kQuantizedBatchNormRelu) {
+      node->attrs[kPluginAttr] = kPluginAttrVersion;
+    }
+  }
+}
+
 mxnet::ext::MXReturnValue QuantizeBatchNormPass(
     Graph* graph, const std::unordered_map<std::string, std::string>& raw_options) {
   PassOptions options;
@@ -201,6 +213,7 @@ mxnet::ext::MXReturnValue QuantizeBatchNormPass(
     }
     if (options.fuse_relu) FuseBatchNormRelu(graph, options);
     AvoidUint8ForSignedInput(graph);
+    MarkPluginNodes(graph);
   } catch (const std::exception& e) {
     ReportError(kPassName, e.what());
     return mxnet::ext::MX_FAIL;

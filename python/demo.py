@@ -1,0 +1,125 @@
+#!/usr/bin/env python
+"""The main job (`make demo`): the accuracy table of MXNet PR #16003 reproduced
+on real data, with the committed Fashion-MNIST ResNet-20 v2.
+
+Columns as in the PR: FP32; fusion + fp32 BN; fusion + int8 BN with MXNet's own
+op; fusion + int8 BN with mxnet_bnq.  Each model is made and scored by the
+example scripts (each in its own process, so MXNet's own op really runs
+without the plugin), top-1/top-5 and images/s on the full 10k test set.
+Writes results/demo.md, results/demo.json and results/demo.png.
+"""
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import pack_fashion_mnist  # noqa: E402  pylint: disable=wrong-import-position
+
+MODEL = os.path.join(ROOT, 'example', 'models', 'fashion_resnet20_v2')
+COLUMNS = [('FP32', None), ('fusion + fp32 BN', 'fp32'),
+           ('fusion + int8 BN (MXNet op)', 'native'), ('fusion + int8 BN (mxnet_bnq)', 'int8')]
+LOG = logging.getLogger('demo')
+
+
+def run(script, args):
+    cmd = [sys.executable, os.path.join(ROOT, 'example', script)] + args
+    LOG.info('$ %s', ' '.join(cmd[1:]))
+    # MXNet's default is half the logical cores (1 thread on 2 cores): use them all.
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS',
+                                                          str(os.cpu_count())))
+    subprocess.run(cmd, check=True, cwd=ROOT, env=env)
+
+
+def quantize(bn_mode, opts):
+    run('imagenet_gen_qsym.py', [
+        '--model', MODEL, '--calib-dataset', os.path.join(opts.data_dir, 'calib.rec'),
+        '--image-shape', '1,28,28', '--rgb-mean', '0', '--rgb-std', '1',
+        '--batch-size', str(opts.batch_size), '--num-calib-batches', str(opts.calib_batches),
+        '--calib-mode', opts.calib_mode, '--quantized-dtype', 'auto', '--bn-mode', bn_mode,
+        '--output-dir', opts.model_dir, '--quiet'])
+    suffix = '-quantized-%dbatches-%s' % (opts.calib_batches, opts.calib_mode)
+    suffix += '' if bn_mode == 'int8' else '-bn' + bn_mode
+    return os.path.join(opts.model_dir, os.path.basename(MODEL) + suffix)
+
+
+def score(prefix, opts, out_json):
+    run('imagenet_inference.py', [
+        '--symbol-file', prefix + '-symbol.json', '--param-file', prefix + '-0000.params',
+        '--dataset', os.path.join(opts.data_dir, 'val.rec'), '--image-shape', '1,28,28',
+        '--rgb-mean', '0', '--rgb-std', '1', '--batch-size', str(opts.batch_size),
+        '--num-inference-batches', str(opts.num_batches), '--output-json', out_json, '--quiet'])
+    with open(out_json) as f:
+        return json.load(f)
+
+
+def markdown(rows):
+    lines = ['| model | top-1 | top-5 | images/s |', '|---|---|---|---|']
+    for r in rows:
+        lines.append('| %s | %.4f | %.4f | %.0f |' % (r['column'], r['top1'], r['top5'],
+                                                      r['images_per_second']))
+    return '\n'.join(lines)
+
+
+def chart(rows, path):
+    import matplotlib  # pylint: disable=import-outside-toplevel
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    names = [r['column'].replace(' (', '\n(') for r in rows]
+    ax1.bar(names, [100 * r['top1'] for r in rows], color='tab:blue')
+    low = min(100 * r['top1'] for r in rows)
+    ax1.set_ylim(max(0, low - 2), 100)
+    ax1.set_ylabel('top-1 %')
+    for i, r in enumerate(rows):
+        ax1.text(i, 100 * r['top1'], '%.2f' % (100 * r['top1']), ha='center', va='bottom')
+    ax2.bar(names, [r['images_per_second'] for r in rows], color='tab:orange')
+    ax2.set_ylabel('images/s (batch %d)' % rows[0]['batch_size'])
+    for ax in (ax1, ax2):
+        ax.tick_params(axis='x', labelsize=7)
+    fig.suptitle('Fashion-MNIST ResNet-20 v2, 10k test images, %s CPU threads'
+                 % os.environ.get('OMP_NUM_THREADS', os.cpu_count()))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--data-dir', default=os.path.join(ROOT, 'data', 'fashion_mnist'))
+    parser.add_argument('--model-dir', default=os.path.join(ROOT, 'model'))
+    parser.add_argument('--out-dir', default=os.path.join(ROOT, 'results'))
+    parser.add_argument('--calib-mode', default='naive', choices=['none', 'naive', 'entropy'])
+    parser.add_argument('--calib-batches', type=int, default=10)
+    parser.add_argument('--batch-size', type=int, default=100)
+    parser.add_argument('--num-batches', type=int, default=0, help='0: the whole test set')
+    opts = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s')
+    if not os.path.isfile(os.path.join(opts.data_dir, 'val.rec')):
+        LOG.info('packing Fashion-MNIST into %s', opts.data_dir)
+        pack_fashion_mnist.main(['--out-dir', opts.data_dir])
+    os.makedirs(opts.out_dir, exist_ok=True)
+    rows = []
+    for column, bn_mode in COLUMNS:
+        prefix = MODEL if bn_mode is None else quantize(bn_mode, opts)
+        result = score(prefix, opts, os.path.join(opts.out_dir, 'demo_%s.json' % (bn_mode or
+                                                                                  'fp32_model')))
+        result['column'] = column
+        rows.append(result)
+        LOG.info('%s: top-1 %.4f, top-5 %.4f, %.0f images/s', column, result['top1'],
+                 result['top5'], result['images_per_second'])
+    table = markdown(rows)
+    print(table)
+    with open(os.path.join(opts.out_dir, 'demo.md'), 'w') as f:
+        f.write(table + '\n')
+    with open(os.path.join(opts.out_dir, 'demo.json'), 'w') as f:
+        json.dump(rows, f, indent=1)
+    chart(rows, os.path.join(opts.out_dir, 'demo.png'))
+    LOG.info('wrote %s/demo.{md,json,png}', opts.out_dir)
+
+
+if __name__ == '__main__':
+    main()
