@@ -57,13 +57,16 @@ def is_quantized(sym):
 
 
 def load_model(symbol_file, param_file, logger):
-    sym = mx.sym.load(symbol_file)
+    with open(symbol_file) as f:
+        text = f.read()
+    plugin = mxnet_bnq.needs_plugin(text)
+    if plugin:  # before parsing: the plugin's ops must be registered first
+        logger.info('the model uses mxnet_bnq ops: loaded %s', mxnet_bnq.load())
+    sym = mx.sym.load_json(text)
     saved = mx.nd.load(param_file)
     arg_params = {k[4:]: v for k, v in saved.items() if k.startswith('arg:')}
     aux_params = {k[4:]: v for k, v in saved.items() if k.startswith('aux:')}
-    if mxnet_bnq.needs_plugin(sym):
-        logger.info('the model uses mxnet_bnq ops: loaded %s', mxnet_bnq.load())
-    elif not is_quantized(sym):
+    if not plugin and not is_quantized(sym):
         sym, changes = mxnet_bnq.guard_shared_convolutions(sym)
         for change in changes:
             logger.info('fusion guard: %s', change)

@@ -96,9 +96,14 @@ def _load_onednn():
 
 
 def needs_plugin(sym):
-    """True if the symbol (e.g. a saved quantized model) needs the plugin."""
+    """True if a symbol needs the plugin: an mx.sym.Symbol, or its JSON text
+    (check a saved model before mx.sym.load, which fails on unknown ops)."""
     import json  # pylint: disable=import-outside-toplevel
-    nodes = json.loads(sym.tojson())['nodes']
+    text = sym if isinstance(sym, str) else sym.tojson()
+    try:
+        nodes = json.loads(text)['nodes']
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError('not a symbol JSON: %s' % err) from err
     return any(n['op'] in PLUGIN_OPS or PLUGIN_ATTR in n.get('attrs', {}) for n in nodes)
 
 

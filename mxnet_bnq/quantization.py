@@ -89,7 +89,7 @@ def _collect_statistics(sym, arg_params, aux_params, data_names, label_names, ct
     """One calibration run of the fp32 model over `layers`; returns {name: (min, max)}
     as MXNet computes thresholds for `calib_mode` (entropy: per-layer KL optimum)."""
     mod = mx.mod.Module(symbol=sym, data_names=data_names, label_names=label_names, context=ctx)
-    label_shapes = calib_data.provide_label if calib_data.provide_label else None
+    label_shapes = calib_data.provide_label if calib_data.provide_label and label_names else None
     mod.bind(for_training=False, data_shapes=calib_data.provide_data, label_shapes=label_shapes)
     mod.set_params(arg_params, aux_params)
     calib_data.reset()

@@ -7,6 +7,7 @@
 //
 // Inputs: data, gamma, beta, moving_mean, moving_var, min_data, max_data.
 // Outputs: output, min_output, max_output.
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 #include <string>
@@ -116,6 +117,32 @@ MXReturnValue InferSType(const std::unordered_map<std::string, std::string>& att
   return MX_SUCCESS;
 }
 
+// MXNet hands partially known shapes with unknown dimensions as -1, which
+// the library API turns into this value.
+constexpr unsigned int kUnknownDim = static_cast<unsigned int>(-1);
+
+bool IsKnown(const std::vector<unsigned int>& shape) {
+  return !shape.empty() &&
+         std::find(shape.begin(), shape.end(), kUnknownDim) == shape.end();
+}
+
+// True if `shape` (possibly partially unknown) can be `expected`.
+bool Compatible(const std::vector<unsigned int>& shape, const std::vector<unsigned int>& expected) {
+  if (shape.empty()) return true;
+  if (shape.size() != expected.size()) return false;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (shape[i] != kUnknownDim && shape[i] != expected[i]) return false;
+  }
+  return true;
+}
+
+template <typename Shape>
+std::string DimsString(const Shape& shape) {
+  std::vector<long long> dims(shape.begin(), shape.end());
+  for (auto& d : dims) d = d == kUnknownDim ? -1 : d;
+  return ShapeString(dims);
+}
+
 template <const OpTraits& T>
 MXReturnValue InferShape(const std::unordered_map<std::string, std::string>& attrs,
                          std::vector<std::vector<unsigned int>>* in_shapes,
@@ -133,20 +160,21 @@ MXReturnValue InferShape(const std::unordered_map<std::string, std::string>& att
   }
   int axis = 0;
   if (!ResolveAxis(parsed.axis, static_cast<int>(data_shape.size()), &axis)) {
-    return Fail(T.name, "axis " + std::to_string(parsed.axis) + " is out of range for data of shape " +
-                            ShapeString(data_shape));
+    return Fail(T.name, "axis " + std::to_string(parsed.axis) +
+                            " is out of range for data of shape " + DimsString(data_shape));
   }
   const std::vector<unsigned int> channel_shape{data_shape[axis]};
   const std::vector<unsigned int> scalar_shape{1};
   for (int i = kGamma; i < kNumInputs; ++i) {
     const auto& expected = i < kMinData ? channel_shape : scalar_shape;
     auto& shape = in_shapes->at(i);
-    if (!shape.empty() && shape != expected) {
-      return Fail(T.name, std::string(kInputNames[i]) + " has shape " + ShapeString(shape) +
-                              ", expected " + ShapeString(expected) + " for data of shape " +
-                              ShapeString(data_shape) + " and axis " + std::to_string(parsed.axis));
+    if (!Compatible(shape, expected)) {
+      return Fail(T.name, std::string(kInputNames[i]) + " has shape " + DimsString(shape) +
+                              ", expected " + DimsString(expected) + " for data of shape " +
+                              DimsString(data_shape) + " and axis " +
+                              std::to_string(parsed.axis));
     }
-    shape = expected;
+    if (IsKnown(expected) || shape.empty()) shape = expected;
   }
   out_shapes->at(0) = data_shape;
   out_shapes->at(1) = scalar_shape;
