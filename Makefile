@@ -10,7 +10,10 @@ PYTEST_ARGS ?=
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv install test demo bench asan clean
+ASAN_LIB := build/asan/libmxnet_bnq.so
+SANITIZER_RUNTIME = $$(g++ -print-file-name=libasan.so) $$(g++ -print-file-name=libubsan.so)
+
+.PHONY: venv install test demo bench bench-e2e asan clean
 
 # Real labelled images (Debian's dataset-fashion-mnist) for the demo and tests.
 $(FASHION_MNIST):
@@ -39,6 +42,18 @@ demo: install $(FASHION_MNIST)
 
 bench: install
 	$(PY) python/bench_op.py
+
+bench-e2e: install
+	$(PY) python/bench_e2e.py
+
+# The library with AddressSanitizer + UBSan, and the op, graph and flow tests on it.
+# (detect_leaks=0: the Python interpreter and MXNet themselves leak at exit.)
+asan: install $(FASHION_MNIST)
+	MXNET_BNQ_SANITIZE=1 $(PY) -c "import setup; setup.compile_library('$(ASAN_LIB)')"
+	MXNET_BNQ_LIBRARY=$(ASAN_LIB) LD_PRELOAD="$(SANITIZER_RUNTIME)" \
+	  ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  $(VENV)/bin/pytest tests/test_op_reference.py tests/test_bad_input.py tests/test_graph.py \
+	  tests/test_quantization_flow.py tests/test_reliability.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf build *.egg-info results

@@ -96,16 +96,17 @@ class BuildPyWithLibrary(build_py):
         compile_library(os.path.join(self.build_lib, LIBRARY))
 
 
-setup(
-    name='mxnet_bnq',
-    version='0.1.0',
-    description='Fast, accurate int8/uint8 quantized BatchNorm for MXNet 1.9.1 (CPU, oneDNN)',
-    long_description=open(os.path.join(HERE, 'README.md')).read(),
-    long_description_content_type='text/markdown',
-    license='Apache-2.0',
-    packages=['mxnet_bnq'],
-    python_requires='>=3.8',
-    install_requires=['mxnet==1.9.1', 'numpy<1.24', 'onednn-cpu-gomp==2023.2.0'],
-    cmdclass={'build_py': BuildPyWithLibrary, 'build_library': BuildLibraryInPlace},
-    zip_safe=False,
-)
+if __name__ == '__main__':
+    setup(
+        name='mxnet_bnq',
+        version='0.1.0',
+        description='Fast, accurate int8/uint8 quantized BatchNorm for MXNet 1.9.1 (CPU, oneDNN)',
+        long_description=open(os.path.join(HERE, 'README.md')).read(),
+        long_description_content_type='text/markdown',
+        license='Apache-2.0',
+        packages=['mxnet_bnq'],
+        python_requires='>=3.8',
+        install_requires=['mxnet==1.9.1', 'numpy<1.24', 'onednn-cpu-gomp==2023.2.0'],
+        cmdclass={'build_py': BuildPyWithLibrary, 'build_library': BuildLibraryInPlace},
+        zip_safe=False,
+    )

@@ -59,11 +59,23 @@ def is_quantized(sym):
 def load_model(symbol_file, param_file, logger):
     with open(symbol_file) as f:
         text = f.read()
-    plugin = mxnet_bnq.needs_plugin(text)
+    try:
+        plugin = mxnet_bnq.needs_plugin(text)
+    except ValueError as err:
+        raise SystemExit('%s is not a valid symbol file (%s)' % (symbol_file, err))
     if plugin:  # before parsing: the plugin's ops must be registered first
-        logger.info('the model uses mxnet_bnq ops: loaded %s', mxnet_bnq.load())
-    sym = mx.sym.load_json(text)
-    saved = mx.nd.load(param_file)
+        try:
+            logger.info('the model uses mxnet_bnq ops: loaded %s', mxnet_bnq.load())
+        except mxnet_bnq.PluginLoadError as err:
+            raise SystemExit('%s was quantized with mxnet_bnq and needs its plugin, which cannot '
+                             'be loaded (MXNet\'s own op would compute different numbers): %s'
+                             % (symbol_file, err))
+    try:
+        sym = mx.sym.load_json(text)
+        saved = mx.nd.load(param_file)
+    except mx.MXNetError as err:
+        raise SystemExit('cannot load the model %s / %s: %s'
+                         % (symbol_file, param_file, str(err).strip().splitlines()[-1]))
     arg_params = {k[4:]: v for k, v in saved.items() if k.startswith('arg:')}
     aux_params = {k[4:]: v for k, v in saved.items() if k.startswith('aux:')}
     if not plugin and not is_quantized(sym):

@@ -37,7 +37,11 @@ class PluginLoadError(RuntimeError):
 
 
 def library_path():
-    """Absolute path of the compiled library shipped inside the package."""
+    """Absolute path of the library to load: $MXNET_BNQ_LIBRARY if set (e.g. a
+    sanitizer build, see `make asan`), else the one shipped inside the package."""
+    override = os.environ.get('MXNET_BNQ_LIBRARY')
+    if override:
+        return os.path.abspath(override)
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), 'lib', LIBRARY_NAME)
 
 

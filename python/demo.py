@@ -92,7 +92,7 @@ def main(argv=None):
     parser.add_argument('--data-dir', default=os.path.join(ROOT, 'data', 'fashion_mnist'))
     parser.add_argument('--model-dir', default=os.path.join(ROOT, 'model'))
     parser.add_argument('--out-dir', default=os.path.join(ROOT, 'results'))
-    parser.add_argument('--calib-mode', default='naive', choices=['none', 'naive', 'entropy'])
+    parser.add_argument('--calib-mode', default='entropy', choices=['none', 'naive', 'entropy'])
     parser.add_argument('--calib-batches', type=int, default=10)
     parser.add_argument('--batch-size', type=int, default=100)
     parser.add_argument('--num-batches', type=int, default=0, help='0: the whole test set')
