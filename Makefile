@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-ASAN_LIB := build/asan/libmxnet_bnq.so
+ASAN_LIB := $(CURDIR)/build/asan/libmxnet_bnq.so
 SANITIZER_RUNTIME = $$(g++ -print-file-name=libasan.so) $$(g++ -print-file-name=libubsan.so)
 
 .PHONY: venv install test demo bench bench-e2e asan clean

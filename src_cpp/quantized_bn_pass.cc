@@ -12,12 +12,18 @@
 //     calibrated range, or a negative one) emit int8.  With quantized_dtype=
 //     'uint8' MXNet emits them even for signed data: its convolution then
 //     refuses the input, or a requantize clips every negative value to 0.
+//  5. records the shapes of the BatchNorm parameters on their variables
+//     ("__shape__"), from the arrays handed to the pass.  MXNet 1.9.1's
+//     library-op shape inference overflows a heap buffer when some input
+//     shapes are unknown, as they are in simple_bind/Module.bind with only
+//     the data shape given; with these hints they are always known.
 //
 // Every rewritten node gets a hidden "__bnq_rewrite__" attribute naming the
 // rewrite, for reports, and every quantized BatchNorm a "__bnq_plugin__"
 // attribute: the model needs the plugin's numerics (tools check it before
-// running the model without the plugin, where MXNet's own op would run).  Replaced nodes are left unreachable; MXNet drops
-// them when it loads the pass's result.
+// running the model without the plugin, where MXNet's own op would run).
+// Replaced nodes are left unreachable; MXNet drops them when it loads the
+// pass's result.
 #include <cstdlib>
 #include <string>
 #include <unordered_map>
@@ -190,10 +196,20 @@ int AvoidUint8ForSignedInput(Graph* graph) {
   return count;
 }
 
+// Marks the plugin's nodes and gives their parameter variables shape hints (rewrite 5).
 void MarkPluginNodes(Graph* graph) {
   for (Node* node : NodesInOrder(graph)) {
-    if (node->op == kQuantizedBatchNorm || node->op == kQuantizedBatchNormRelu) {
-      node->attrs[kPluginAttr] = kPluginAttrVersion;
+    if (node->op != kQuantizedBatchNorm && node->op != kQuantizedBatchNormRelu) continue;
+    node->attrs[kPluginAttr] = kPluginAttrVersion;
+    for (size_t i = 1; i < 5 && i < node->inputs.size(); ++i) {
+      Node* param = node->inputs[i].node;
+      if (param->op != "null" || param->tensor == nullptr) continue;
+      std::string shape = "(";
+      for (size_t d = 0; d < param->tensor->shape.size(); ++d) {
+        shape += std::to_string(param->tensor->shape[d]) + ",";
+      }
+      if (param->tensor->shape.size() > 1) shape.pop_back();
+      param->attrs["__shape__"] = shape + ")";
     }
   }
 }
