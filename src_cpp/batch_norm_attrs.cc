@@ -1,60 +1,18 @@
 #include "batch_norm_attrs.h"
 
-#include <cerrno>
 #include <cmath>
-#include <cstdlib>
 #include <limits>
+
+#include "number_parsing.h"
 
 namespace bnq {
 namespace {
-
-std::string Trim(const std::string& s) {
-  const char* ws = " \t\n\r";
-  const size_t begin = s.find_first_not_of(ws);
-  if (begin == std::string::npos) return "";
-  const size_t end = s.find_last_not_of(ws);
-  return s.substr(begin, end - begin + 1);
-}
-
-bool ParseDouble(const std::string& text, double* value) {
-  const std::string s = Trim(text);
-  if (s.empty()) return false;
-  char* end = nullptr;
-  errno = 0;
-  const double v = std::strtod(s.c_str(), &end);
-  if (end != s.c_str() + s.size()) return false;
-  if (errno == ERANGE && std::fabs(v) == HUGE_VAL) return false;  // underflow to denormal is fine
-  *value = v;
-  return true;
-}
-
-bool ParseBool(const std::string& text, bool* value) {
-  std::string s = Trim(text);
-  for (char& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  if (s == "true" || s == "1") { *value = true; return true; }
-  if (s == "false" || s == "0") { *value = false; return true; }
-  return false;
-}
-
-bool ParseInt(const std::string& text, int* value) {
-  const std::string s = Trim(text);
-  if (s.empty()) return false;
-  char* end = nullptr;
-  errno = 0;
-  const long v = std::strtol(s.c_str(), &end, 10);
-  if (end != s.c_str() + s.size() || errno == ERANGE ||
-      v < std::numeric_limits<int>::min() || v > std::numeric_limits<int>::max()) {
-    return false;
-  }
-  *value = static_cast<int>(v);
-  return true;
-}
 
 // dmlc::optional<float> is written as "None" when unset.
 bool ParseOptionalFloat(const std::string& text, bool* present, float* value) {
   if (Trim(text) == "None") { *present = false; return true; }
   double v = 0;
-  if (!ParseDouble(text, &v) || !std::isfinite(v) ||
+  if (!ParseDecimal(text, &v) || !std::isfinite(v) ||
       std::fabs(v) > std::numeric_limits<float>::max()) {
     return false;
   }
@@ -79,9 +37,9 @@ bool ParseBatchNormAttrs(const std::unordered_map<std::string, std::string>& att
     const std::string& val = kv.second;
     bool ok = true;
     if (key == "eps") {
-      ok = ParseDouble(val, &parsed.eps) && std::isfinite(parsed.eps);
+      ok = ParseDecimal(val, &parsed.eps) && std::isfinite(parsed.eps);
     } else if (key == "momentum") {
-      ok = ParseDouble(val, &parsed.momentum) && std::isfinite(parsed.momentum);
+      ok = ParseDecimal(val, &parsed.momentum) && std::isfinite(parsed.momentum);
     } else if (key == "fix_gamma") {
       ok = ParseBool(val, &parsed.fix_gamma);
     } else if (key == "use_global_stats") {
@@ -89,7 +47,7 @@ bool ParseBatchNormAttrs(const std::unordered_map<std::string, std::string>& att
     } else if (key == "output_mean_var") {
       ok = ParseBool(val, &parsed.output_mean_var);
     } else if (key == "axis") {
-      ok = ParseInt(val, &parsed.axis);
+      ok = ParseInteger(val, &parsed.axis);
     } else if (key == "cudnn_off") {
       ok = ParseBool(val, &parsed.cudnn_off);
     } else if (key == "min_calib_range") {

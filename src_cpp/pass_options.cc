@@ -1,9 +1,10 @@
 #include "pass_options.h"
 
 #include <cmath>
-#include <cstdlib>
 #include <sstream>
 #include <vector>
+
+#include "number_parsing.h"
 
 namespace bnq {
 namespace {
@@ -19,10 +20,8 @@ std::vector<std::string> Split(const std::string& text, char sep) {
 }
 
 bool ParseFloat(const std::string& s, float* value) {
-  if (s.empty()) return false;
-  char* end = nullptr;
-  const double v = std::strtod(s.c_str(), &end);
-  if (end != s.c_str() + s.size() || !std::isfinite(v) || std::fabs(v) > 3.0e38) return false;
+  double v = 0;
+  if (!ParseDecimal(s, &v) || std::fabs(v) > 3.0e38) return false;
   *value = static_cast<float>(v);
   return true;
 }
@@ -47,8 +46,7 @@ bool ParseRanges(const std::string& key, const std::string& text,
 
 bool ParseFlag(const std::string& key, const std::string& text, bool* value,
                std::string* error) {
-  if (text == "true" || text == "True" || text == "1") { *value = true; return true; }
-  if (text == "false" || text == "False" || text == "0") { *value = false; return true; }
+  if (ParseBool(text, value)) return true;
   *error = "option " + key + ": expected true or false, got '" + text + "'";
   return false;
 }

@@ -30,6 +30,8 @@ def assert_clean_error(match, fn, *args, **kwargs):
     (dict(eps='abc'), "cannot parse attribute eps='abc'"),
     (dict(eps='1e-3x'), "cannot parse attribute eps"),
     (dict(eps='nan'), "cannot parse attribute eps"),
+    (dict(eps='0x10'), "cannot parse attribute eps='0x10'"),
+    (dict(eps='inf'), "cannot parse attribute eps"),
     (dict(axis='one'), "cannot parse attribute axis='one'"),
     (dict(axis='1.5'), "cannot parse attribute axis"),
     (dict(fix_gamma='maybe'), "cannot parse attribute fix_gamma='maybe'"),
