@@ -23,6 +23,8 @@ import sys
 import tempfile
 import time
 
+from results_io import save_results
+
 VARIANTS = ['fp32', 'fp32_bn', 'native', 'int8']
 NAMES = {'fp32': 'fp32', 'fp32_bn': 'int8, BN fp32', 'native': "int8, MXNet's BN",
          'int8': 'int8, mxnet_bnq'}
@@ -126,12 +128,8 @@ def main():
     for row in rows:
         lines.append('| %d | ' % row['batch'] + ' | '.join('%.1f' % row[v] for v in VARIANTS)
                      + ' |')
-    table = '\n'.join(lines)
     print('%s, %dx%d, %s threads' % (args.model, args.image, args.image, env['OMP_NUM_THREADS']))
-    print(table)
-    os.makedirs(args.out_dir, exist_ok=True)
-    with open(os.path.join(args.out_dir, 'bench_e2e.md'), 'w') as f:
-        f.write(table + '\n')
+    save_results(args.out_dir, 'bench_e2e', '\n'.join(lines), rows)
 
 
 if __name__ == '__main__':

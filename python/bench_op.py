@@ -30,6 +30,8 @@ import time
 
 import numpy as np
 
+from results_io import save_results
+
 SHAPES = [(64, 256, 56, 56), (32, 64, 112, 112), (128, 512, 28, 28), (1, 2048, 7, 7)]
 QUICK_SHAPES = [(32, 64, 112, 112)]
 DTYPES = ['int8', 'uint8']
@@ -273,15 +275,7 @@ def main():
     rows = measure_plugin(shapes, DTYPES, budget)
     for row, nat in zip(rows, native):
         row.update(nat)
-    os.makedirs(args.out_dir, exist_ok=True)
-    md = table(rows)
-    print(md)
-    with open(os.path.join(args.out_dir, 'bench_op.md'), 'w') as f:
-        f.write(md + '\n')
-    with open(os.path.join(args.out_dir, 'bench_op.json'), 'w') as f:
-        json.dump(rows, f, indent=1)
-    chart(rows, os.path.join(args.out_dir, 'bench_op.png'))
-    LOG.info('wrote %s/bench_op.{md,json,png}', args.out_dir)
+    save_results(args.out_dir, 'bench_op', table(rows), rows, chart)
 
 
 if __name__ == '__main__':

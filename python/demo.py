@@ -19,6 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import pack_fashion_mnist  # noqa: E402  pylint: disable=wrong-import-position
+from results_io import save_results  # noqa: E402  pylint: disable=wrong-import-position
 
 MODEL = os.path.join(ROOT, 'example', 'models', 'fashion_resnet20_v2')
 COLUMNS = [('FP32', None), ('fusion + fp32 BN', 'fp32'),
@@ -111,14 +112,7 @@ def main(argv=None):
         rows.append(result)
         LOG.info('%s: top-1 %.4f, top-5 %.4f, %.0f images/s', column, result['top1'],
                  result['top5'], result['images_per_second'])
-    table = markdown(rows)
-    print(table)
-    with open(os.path.join(opts.out_dir, 'demo.md'), 'w') as f:
-        f.write(table + '\n')
-    with open(os.path.join(opts.out_dir, 'demo.json'), 'w') as f:
-        json.dump(rows, f, indent=1)
-    chart(rows, os.path.join(opts.out_dir, 'demo.png'))
-    LOG.info('wrote %s/demo.{md,json,png}', opts.out_dir)
+    save_results(opts.out_dir, 'demo', markdown(rows), rows, chart)
 
 
 if __name__ == '__main__':

@@ -1,6 +1,5 @@
 """MXNet's fp32 fusion is wrong for a convolution shared by a BatchNorm and a
 shortcut (bare conv stem of pre-activation nets); our flow is immune."""
-import json
 
 import mxnet as mx
 import numpy as np

@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import mxnet_bnq
-import quant_reference as ref
 from bn_cases import assert_within_one_step, make_case, run_op, run_reference
 import small_nets
 
