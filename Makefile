@@ -13,7 +13,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ASAN_LIB := $(CURDIR)/build/asan/libmxnet_bnq.so
 SANITIZER_RUNTIME = $$(g++ -print-file-name=libasan.so) $$(g++ -print-file-name=libubsan.so)
 
-.PHONY: venv install test demo bench bench-e2e asan clean
+FUZZ_SECONDS ?= 60
+CLANGXX ?= clang++-14
+
+.PHONY: venv install test demo bench bench-e2e asan fuzz clean
 
 # Real labelled images (Debian's dataset-fashion-mnist) for the demo and tests.
 $(FASHION_MNIST):
@@ -54,6 +57,16 @@ asan: install $(FASHION_MNIST)
 	  ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  $(VENV)/bin/pytest tests/test_op_reference.py tests/test_bad_input.py tests/test_graph.py \
 	  tests/test_quantization_flow.py tests/test_reliability.py $(PYTEST_ARGS)
+
+# Coverage-guided fuzzing (libFuzzer, ASan, UBSan) of attribute parsing, scale/shift
+# folding and pass options; needs clang (apt-get install clang-14 libclang-rt-14-dev).
+fuzz:
+	mkdir -p build/fuzz-corpus
+	$(CLANGXX) -g -O1 -std=c++17 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	  src_cpp/fuzz/parsing_fuzzer.cc src_cpp/batch_norm_attrs.cc src_cpp/number_parsing.cc \
+	  src_cpp/scale_shift_folding.cc src_cpp/pass_options.cc -o build/parsing_fuzzer
+	build/parsing_fuzzer -max_total_time=$(FUZZ_SECONDS) -seed=1 -print_final_stats=1 \
+	  build/fuzz-corpus src_cpp/fuzz/corpus
 
 clean:
 	rm -rf build *.egg-info results

@@ -3,8 +3,10 @@
 The C++ library in src_cpp/ is compiled against the headers and lib_api.cc
 that the installed MXNet wheel ships and against oneDNN 3.x from PyPI, and is
 installed as mxnet_bnq/lib/libmxnet_bnq.so.  Build inside the environment that
-will run it (`pip install --no-build-isolation .`), so that the library
-matches that MXNet; `make install` does this.
+will run it (`pip install --no-build-isolation .`, as `make install` does),
+or let pip build in isolation (`pip install .`): pyproject.toml pins the same
+MXNet and oneDNN for the build, and the library finds the environment's
+oneDNN through its $ORIGIN-relative rpath.
 
 Environment:
   MXNET_BNQ_SANITIZE=1   build with AddressSanitizer and UBSan (make asan).
@@ -35,7 +37,26 @@ def _mxnet_dir():
     return root
 
 
+def _installed_file(distribution, name):
+    """Location of file `name` of an installed distribution (pip installs the
+    oneDNN wheels' files under <prefix>/include and <prefix>/lib, and in an
+    isolated build that prefix is pip's build environment)."""
+    import importlib.metadata  # pylint: disable=import-outside-toplevel
+    try:
+        for f in importlib.metadata.files(distribution) or []:
+            if str(f).endswith(name):
+                return str(f.locate())
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    return None
+
+
 def _onednn_dirs():
+    header = _installed_file('onednn-devel-cpu-gomp', os.path.join('oneapi', 'dnnl', 'dnnl.hpp'))
+    library = _installed_file('onednn-cpu-gomp', 'libdnnl.so.3')
+    if header and library:
+        return (os.path.dirname(os.path.dirname(os.path.dirname(header))),
+                os.path.dirname(library))
     include = os.path.join(sys.prefix, 'include')
     lib = os.path.join(sys.prefix, 'lib')
     if not os.path.isfile(os.path.join(include, 'oneapi', 'dnnl', 'dnnl.hpp')) or \

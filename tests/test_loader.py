@@ -102,3 +102,16 @@ def test_library_refuses_another_mxnet_version():
     assert lib.initialize(10901) == 1
     assert lib.initialize(10800) == 0
     assert lib.initialize(20000) == 0
+
+
+def test_library_path_with_spaces_and_unicode(tmp_path):
+    odd = tmp_path / 'dir with spaces' / 'ünïcödé 库'
+    odd.mkdir(parents=True)
+    target = odd / 'libmxnet_bnq.so'
+    target.write_bytes(open(mxnet_bnq.library_path(), 'rb').read())
+    rc, out, err = run_python('''
+        import os, mxnet_bnq
+        os.environ['MXNET_BNQ_LIBRARY'] = %r
+        print('OK', mxnet_bnq.load() == %r, mxnet_bnq.is_loaded())
+        ''' % (str(target), str(target)))
+    assert rc == 0 and 'OK True True' in out, out + err
