@@ -47,6 +47,9 @@ def build_parser():
     p.add_argument('--data-layer-type', default='float32', choices=['float32', 'int8', 'uint8'],
                    help='data type of the synthetic input of --benchmark')
     p.add_argument('--output-json', default=None, help='also write the results to this file')
+    p.add_argument('--save-outputs', default=None,
+                   help='save the model outputs of the scored images (.npy), e.g. to compare '
+                        'a quantized model with its fp32 model')
     common.add_bool_flag(p, 'quiet', False, 'suppress most of the log')
     return p
 
@@ -93,8 +96,9 @@ def bind(sym, arg_params, aux_params, data_shape, ctx, label_name):
     return mod
 
 
-def score(mod, data, num_skipped, num_batches, quiet):
-    """top-1, top-5, images, seconds of forward passes."""
+def score(mod, data, num_skipped, num_batches, quiet, outputs=None):
+    """top-1, top-5, images, seconds of forward passes; appends each batch's
+    outputs to the list `outputs` if given."""
     total = correct1 = correct5 = 0
     seconds = 0.0
     limit = num_batches if num_batches > 0 else None
@@ -109,6 +113,8 @@ def score(mod, data, num_skipped, num_batches, quiet):
             out = mod.get_outputs()[0].asnumpy()
             seconds += time.perf_counter() - start
             keep = out.shape[0] - batch.pad
+            if outputs is not None:
+                outputs.append(out[:keep])
             labels = batch.label[0].asnumpy()[:keep].astype(np.int64)
             top5 = np.argsort(-out[:keep], axis=1)[:, :5]
             correct1 += int(np.sum(top5[:, 0] == labels))
@@ -152,8 +158,11 @@ def main(argv=None):
     else:
         data = common.record_iter(args.dataset, args.image_shape, args.batch_size, args.rgb_mean,
                                   args.rgb_std, args.label_name, args.data_nthreads)
+        outputs = [] if args.save_outputs else None
         top1, top5, images, seconds = score(mod, data, args.num_skipped_batches,
-                                            args.num_inference_batches, args.quiet)
+                                            args.num_inference_batches, args.quiet, outputs)
+        if outputs is not None:
+            np.save(args.save_outputs, np.concatenate(outputs))
         result.update(top1=top1, top5=top5, images=images, seconds=seconds,
                       images_per_second=images / max(seconds, 1e-9))
         print('top-1 %.4f  top-5 %.4f  on %d images, %.1f images/s (batch size %d)'
