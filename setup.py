@@ -55,8 +55,8 @@ def _onednn_dirs():
     header = _installed_file('onednn-devel-cpu-gomp', os.path.join('oneapi', 'dnnl', 'dnnl.hpp'))
     library = _installed_file('onednn-cpu-gomp', 'libdnnl.so.3')
     if header and library:
-        return (os.path.dirname(os.path.dirname(os.path.dirname(header))),
-                os.path.dirname(library))
+        return (os.path.normpath(os.path.join(os.path.dirname(header), '..', '..')),
+                os.path.normpath(os.path.dirname(library)))
     include = os.path.join(sys.prefix, 'include')
     lib = os.path.join(sys.prefix, 'lib')
     if not os.path.isfile(os.path.join(include, 'oneapi', 'dnnl', 'dnnl.hpp')) or \

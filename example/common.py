@@ -9,8 +9,6 @@ import sys
 import mxnet as mx
 from tqdm import tqdm  # noqa: F401  (re-exported for the scripts)
 
-# The scripts run from anywhere; the package is installed, the repo's python/ is not needed.
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def str2bool(text):

@@ -91,6 +91,7 @@ def load_fp32_model(args, logger):
     if args.no_pretrained:
         logger.warning('%s has random weights (--no-pretrained): accuracy is meaningless',
                        args.model)
+        mx.random.seed(0)  # reproducible random weights
         net.initialize(mx.init.Xavier())
     net.hybridize()
     net(mx.nd.zeros((1,) + args.image_shape))

@@ -27,6 +27,5 @@ __all__ = ['PluginLoadError', 'is_loaded', 'library_path', 'load', 'needs_plugin
 
 def __getattr__(name):
     if name in _LAZY:
-        load()
         return getattr(importlib.import_module('.' + _LAZY[name], __name__), name)
     raise AttributeError('module %r has no attribute %r' % (__name__, name))

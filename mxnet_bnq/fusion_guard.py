@@ -85,7 +85,7 @@ def guard_shared_convolutions(sym):
     graph['heads'] = [remap(e, -1) for e in heads]
     graph['nodes'] = new_nodes
     graph['arg_nodes'] = [i for i, n in enumerate(new_nodes) if n['op'] == 'null']
-    graph['node_row_ptr'] = list(range(len(new_nodes) + 1))
+    graph.pop('node_row_ptr', None)  # recomputed by MXNet on load
     for change in changes:
         LOG.info('fusion guard: %s', change)
     return mx.sym.load_json(json.dumps(graph)), changes

@@ -11,6 +11,7 @@ import numpy as np
 
 from .fusion_guard import UNSHARED_SUFFIX
 from .graph_runner import internal_outputs, run_symbol, subgraph_backend
+from .library import load, needs_plugin
 
 __all__ = ['report', 'format_report', 'sqnr_db']
 
@@ -113,6 +114,8 @@ def report(fp32_sym, qsym, arg_params=None, aux_params=None, qarg_params=None, q
     measured = [r for r in rows if r['fate'].startswith('int8')]
     if not measured:
         return rows
+    if needs_plugin(qsym):
+        load()
     qnames = qsym.get_internals().list_outputs()
     q_outputs = [n for r in measured for n in _output_triplet(qnames, r['node'])]
     fp32_outputs = [r['layer'] + '_output' for r in measured]

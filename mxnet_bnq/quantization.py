@@ -147,7 +147,8 @@ def _quantize(sym, arg_params, aux_params, data_names, label_names, ctx, exclude
     if not isinstance(sym, mx.sym.Symbol):
         raise ValueError('sym must be an mx.sym.Symbol, got %s' % type(sym).__name__)
     _check_params(sym, arg_params, aux_params, data_names, label_names)
-    load()
+    if bn_mode == 'int8':  # 'native' must keep MXNet's own op in this process
+        load()
     if not any(n['op'] == 'BatchNorm' for n in _nodes(sym)) and logger:
         logger.info('the model has no BatchNorm: this is MXNet\'s quantization flow unchanged')
     excluded_sym_names = list(excluded_sym_names or [])

@@ -117,7 +117,8 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s')
     if not os.path.isfile(os.path.join(opts.data_dir, 'val.rec')):
         LOG.info('packing Fashion-MNIST into %s', opts.data_dir)
-        pack_fashion_mnist.main(['--out-dir', opts.data_dir])
+        if pack_fashion_mnist.main(['--out-dir', opts.data_dir]):
+            raise SystemExit('cannot pack Fashion-MNIST (apt-get install dataset-fashion-mnist)')
     os.makedirs(opts.out_dir, exist_ok=True)
     rows, reference = [], None
     for column, bn_mode in COLUMNS:

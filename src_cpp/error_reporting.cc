@@ -35,14 +35,14 @@ std::mutex& ErrorMutex() {
 void ReportError(const std::string& op, const std::string& message) {
   std::lock_guard<std::mutex> lock(ErrorMutex());
   mxnet::ext::MXerrorMsgs* errors = mxnet::ext::MXerrorMsgs::get();
-  if (messages_member != nullptr) {
-    MessageList& messages = errors->*messages_member;
-    for (std::stringstream* old : messages) delete old;
-    messages.clear();
+  std::stringstream* entry = nullptr;
+  if (messages_member != nullptr && !(errors->*messages_member).empty()) {
+    entry = (errors->*messages_member).front();
+  } else {
+    entry = &errors->add("", 0);
   }
-  std::stringstream& entry = errors->add("", 0);
-  entry.str("");  // drop add()'s "file[line]: " prefix
-  entry << op << ": " << message;
+  entry->str("");  // drop add()'s "file[line]: " prefix, or the previous error
+  *entry << op << ": " << message;
 }
 
 }  // namespace bnq

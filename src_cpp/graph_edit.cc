@@ -1,6 +1,8 @@
 #include "graph_edit.h"
 
 #include <algorithm>
+#include <stdexcept>
+#include <string>
 
 namespace bnq {
 
@@ -37,6 +39,10 @@ void RemoveConsumer(Node* producer, const Node* consumer, size_t index) {
 }  // namespace
 
 void SetInput(Node* consumer, size_t index, Node* producer, int entry) {
+  if (index > consumer->inputs.size()) {
+    throw std::out_of_range("SetInput: input " + std::to_string(index) + " of " +
+                            consumer->name + " would leave a hole");
+  }
   if (index < consumer->inputs.size()) {
     RemoveConsumer(consumer->inputs[index].node, consumer, index);
   } else {
@@ -44,6 +50,13 @@ void SetInput(Node* consumer, size_t index, Node* producer, int entry) {
   }
   consumer->inputs[index] = {producer, entry};
   producer->outputs.push_back({consumer, static_cast<int>(index)});
+}
+
+void DetachNode(Node* node) {
+  for (size_t i = 0; i < node->inputs.size(); ++i) {
+    RemoveConsumer(node->inputs[i].node, node, i);
+  }
+  node->inputs.clear();
 }
 
 void RedirectUses(Graph* graph, Node* from, int from_entry, Node* to, int to_entry) {

@@ -25,8 +25,13 @@ bool IsGraphOutput(const Graph* graph, const Node* node, int entry);
 size_t UseCount(const Graph* graph, const Node* node, int entry);
 
 // Points input `index` of `consumer` at output `entry` of `producer`.
-// `index` may equal consumer->inputs.size() to append an input.
+// `index` may equal consumer->inputs.size() to append an input (larger
+// indices are an error: they would leave holes).
 void SetInput(Node* consumer, size_t index, Node* producer, int entry);
+
+// Removes all edges into `node` (it keeps no inputs and is no producer's
+// consumer any more): for a node whose uses were all redirected elsewhere.
+void DetachNode(Node* node);
 
 // Makes every use of output `from_entry` of `from` (consumers and graph
 // outputs) use output `to_entry` of `to` instead.

@@ -74,9 +74,24 @@ struct OpTraits {
 constexpr OpTraits kBatchNorm{"_contrib_quantized_batch_norm", false, QuantType::kInt8};
 constexpr OpTraits kBatchNormRelu{"_contrib_quantized_batch_norm_relu", true, QuantType::kUint8};
 
+// Runs `body`, turning any exception into an MXNet error: nothing may cross
+// lib_api's C interface into MXNet.
+template <typename Body>
+MXReturnValue Guarded(const char* op, Body body) {
+  try {
+    return body();
+  } catch (const dnnl::error& e) {
+    return Fail(op, std::string("oneDNN error: ") + e.what());
+  } catch (const std::exception& e) {
+    return Fail(op, e.what());
+  } catch (...) {
+    return Fail(op, "unknown error");
+  }
+}
+
 template <const OpTraits& T>
-MXReturnValue ParseAttrs(const std::unordered_map<std::string, std::string>& attrs,
-                         int* num_in, int* num_out) {
+MXReturnValue ParseAttrsImpl(const std::unordered_map<std::string, std::string>& attrs,
+                             int* num_in, int* num_out) {
   BatchNormAttrs parsed;
   std::string error;
   if (!ParseBatchNormAttrs(attrs, &parsed, &error)) return Fail(T.name, error);
@@ -86,8 +101,8 @@ MXReturnValue ParseAttrs(const std::unordered_map<std::string, std::string>& att
 }
 
 template <const OpTraits& T>
-MXReturnValue InferType(const std::unordered_map<std::string, std::string>& attrs,
-                        std::vector<int>* in_types, std::vector<int>* out_types) {
+MXReturnValue InferTypeImpl(const std::unordered_map<std::string, std::string>& attrs,
+                            std::vector<int>* in_types, std::vector<int>* out_types) {
   const int data_type = in_types->at(kData);
   QuantType unused;
   if (data_type >= 0 && !ToQuantType(data_type, &unused)) {
@@ -107,8 +122,8 @@ MXReturnValue InferType(const std::unordered_map<std::string, std::string>& attr
 }
 
 template <const OpTraits& T>
-MXReturnValue InferSType(const std::unordered_map<std::string, std::string>& attrs,
-                         std::vector<int>* in_stypes, std::vector<int>* out_stypes) {
+MXReturnValue InferSTypeImpl(const std::unordered_map<std::string, std::string>& attrs,
+                             std::vector<int>* in_stypes, std::vector<int>* out_stypes) {
   for (int& s : *in_stypes) {
     if (s >= 0 && s != kDefaultStorage) return Fail(T.name, "only dense inputs are supported");
     s = kDefaultStorage;
@@ -144,17 +159,19 @@ std::string DimsString(const Shape& shape) {
 }
 
 template <const OpTraits& T>
-MXReturnValue InferShape(const std::unordered_map<std::string, std::string>& attrs,
-                         std::vector<std::vector<unsigned int>>* in_shapes,
-                         std::vector<std::vector<unsigned int>>* out_shapes) {
+MXReturnValue InferShapeImpl(const std::unordered_map<std::string, std::string>& attrs,
+                             std::vector<std::vector<unsigned int>>* in_shapes,
+                             std::vector<std::vector<unsigned int>>* out_shapes) {
   BatchNormAttrs parsed;
   std::string error;
   if (!ParseBatchNormAttrs(attrs, &parsed, &error)) return Fail(T.name, error);
   const std::vector<unsigned int> data_shape = in_shapes->at(kData);
-  if (data_shape.empty()) {
-    // The library API cannot report "not inferred yet": say what to give.
+  if (!IsKnown(data_shape)) {
+    // The library API cannot report "not inferred yet" (an unknown dimension
+    // handed back would become a real size of 2^32 - 1): say what to give.
     return Fail(T.name,
-                "data must have at least one dimension, or its shape is unknown (give input "
+                "data must have at least one dimension, or its shape " + DimsString(data_shape) +
+                " is not fully known (give input "
                 "shapes, e.g. Symbol.optimize_for(..., shape_dict={'data': shape}) or "
                 "skip_infer=True)");
   }
@@ -174,7 +191,7 @@ MXReturnValue InferShape(const std::unordered_map<std::string, std::string>& att
                               DimsString(data_shape) + " and axis " +
                               std::to_string(parsed.axis));
     }
-    if (IsKnown(expected) || shape.empty()) shape = expected;
+    shape = expected;
   }
   out_shapes->at(0) = data_shape;
   out_shapes->at(1) = scalar_shape;
@@ -266,17 +283,38 @@ template <const OpTraits& T>
 MXReturnValue Forward(const std::unordered_map<std::string, std::string>& attrs,
                       std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
                       const OpResource& res) {
-  BatchNormAttrs parsed;
-  std::string error;
-  if (!ParseBatchNormAttrs(attrs, &parsed, &error)) return Fail(T.name, error);
-  // No exception may cross into MXNet.
-  try {
+  return Guarded(T.name, [&] {
+    BatchNormAttrs parsed;
+    std::string error;
+    if (!ParseBatchNormAttrs(attrs, &parsed, &error)) return Fail(T.name, error);
     return Compute(T, parsed, *inputs, outputs);
-  } catch (const dnnl::error& e) {
-    return Fail(T.name, std::string("oneDNN error: ") + e.what());
-  } catch (const std::exception& e) {
-    return Fail(T.name, e.what());
-  }
+  });
+}
+
+// The entry points registered with MXNet.
+template <const OpTraits& T>
+MXReturnValue ParseAttrs(const std::unordered_map<std::string, std::string>& attrs,
+                         int* num_in, int* num_out) {
+  return Guarded(T.name, [&] { return ParseAttrsImpl<T>(attrs, num_in, num_out); });
+}
+
+template <const OpTraits& T>
+MXReturnValue InferType(const std::unordered_map<std::string, std::string>& attrs,
+                        std::vector<int>* in_types, std::vector<int>* out_types) {
+  return Guarded(T.name, [&] { return InferTypeImpl<T>(attrs, in_types, out_types); });
+}
+
+template <const OpTraits& T>
+MXReturnValue InferSType(const std::unordered_map<std::string, std::string>& attrs,
+                         std::vector<int>* in_stypes, std::vector<int>* out_stypes) {
+  return Guarded(T.name, [&] { return InferSTypeImpl<T>(attrs, in_stypes, out_stypes); });
+}
+
+template <const OpTraits& T>
+MXReturnValue InferShape(const std::unordered_map<std::string, std::string>& attrs,
+                         std::vector<std::vector<unsigned int>>* in_shapes,
+                         std::vector<std::vector<unsigned int>>* out_shapes) {
+  return Guarded(T.name, [&] { return InferShapeImpl<T>(attrs, in_shapes, out_shapes); });
 }
 
 }  // namespace

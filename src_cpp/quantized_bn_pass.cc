@@ -2,7 +2,8 @@
 // produced (Symbol.optimize_for("BNQ_QUANTIZE", args, aux, **options)) and
 //
 //  1. quantizes a BatchNorm left fp32 between a dequantize and a quantize:
-//       dequantize -> BatchNorm -> quantize_v2   =>   quantized_batch_norm
+//       dequantize -> BatchNorm [-> ReLU] -> quantize_v2
+//         =>   quantized_batch_norm (or quantized_batch_norm_relu)
 //  2. quantizes a BatchNorm on an fp32 tensor (e.g. the network input) that
 //     feeds only a quantize:
 //       x -> BatchNorm -> quantize_v2   =>   x -> quantize_v2 -> quantized_batch_norm
@@ -22,9 +23,8 @@
 // rewrite, for reports, and every quantized BatchNorm a "__bnq_plugin__"
 // attribute: the model needs the plugin's numerics (tools check it before
 // running the model without the plugin, where MXNet's own op would run).
-// Replaced nodes are left unreachable; MXNet drops them when it loads the
-// pass's result.
-#include <cstdlib>
+// Replaced nodes are detached (no inputs, no uses); MXNet drops them when it
+// loads the pass's result.
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -32,6 +32,7 @@
 #include "error_reporting.h"
 #include "graph_edit.h"
 #include "mxnet/lib_api.h"
+#include "number_parsing.h"
 #include "pass_options.h"
 
 namespace bnq {
@@ -69,36 +70,49 @@ Node* SoleConsumer(const Graph* graph, const Node* node, int num_outputs) {
   return ConsumersOf(node, 0)[0].node;
 }
 
-// An fp32 BatchNorm whose only use is a quantize_v2; returns that quantize.
-Node* QuantizeAfterFp32BatchNorm(const Graph* graph, const PassOptions& options, Node* bn) {
+// An fp32 BatchNorm whose only use is a quantize_v2, possibly through an fp32
+// ReLU that has no other use; returns that quantize and sets `relu`.
+Node* QuantizeAfterFp32BatchNorm(const Graph* graph, const PassOptions& options, Node* bn,
+                                 Node** relu) {
+  *relu = nullptr;
   if (bn->op != kBatchNorm || IsExcluded(options, bn) || bn->inputs.size() != 5) return nullptr;
-  const std::string mean_var = Attr(bn, "output_mean_var", "False");
-  if (mean_var == "True" || mean_var == "true" || mean_var == "1") return nullptr;
-  Node* quantize = SoleConsumer(graph, bn, 3);
-  return quantize != nullptr && quantize->op == kQuantize ? quantize : nullptr;
+  bool mean_var = false;
+  if (!ParseBool(Attr(bn, "output_mean_var", "false"), &mean_var) || mean_var) return nullptr;
+  Node* next = SoleConsumer(graph, bn, 3);
+  if (next != nullptr && next->op == "Activation" && Attr(next, "act_type") == "relu" &&
+      !IsExcluded(options, next)) {
+    *relu = next;
+    next = SoleConsumer(graph, next, 1);
+  }
+  return next != nullptr && next->op == kQuantize ? next : nullptr;
 }
 
-// Turns fp32 `bn` into a quantized BatchNorm reading (data, min, max) from
-// the three outputs of `source`, taking over the uses of `quantize`.
-void QuantizeBatchNorm(Graph* graph, Node* bn, const NodeEntry data, const NodeEntry min,
-                       const NodeEntry max, Node* quantize, const char* rewrite) {
+// Turns fp32 `bn` (and the fp32 `relu` after it, if any) into a quantized
+// BatchNorm reading (data, min, max), taking over the uses of `quantize`.
+void QuantizeBatchNorm(Graph* graph, Node* bn, Node* relu, const NodeEntry data,
+                       const NodeEntry min, const NodeEntry max, Node* quantize,
+                       const char* rewrite) {
   SetInput(bn, 0, data.node, data.entry);
   SetInput(bn, 5, min.node, min.entry);
   SetInput(bn, 6, max.node, max.entry);
-  bn->op = kQuantizedBatchNorm;
+  // The quantize after a ReLU was calibrated on post-ReLU values, as the fused op needs.
+  bn->op = relu != nullptr ? kQuantizedBatchNormRelu : kQuantizedBatchNorm;
   for (const char* key : {"min_calib_range", "max_calib_range"}) {
     const std::string value = Attr(quantize, key);
     if (!value.empty()) bn->attrs[key] = value;
   }
-  bn->attrs[kRewriteAttr] = rewrite;
+  bn->attrs[kRewriteAttr] = relu != nullptr ? std::string(rewrite) + "+fused_relu" : rewrite;
   for (int i = 0; i < 3; ++i) RedirectUses(graph, quantize, i, bn, i);
+  DetachNode(quantize);
+  if (relu != nullptr) DetachNode(relu);
 }
 
 // Rewrite 1.
 int QuantizeBetweenDequantizeAndQuantize(Graph* graph, const PassOptions& options) {
   int count = 0;
   for (Node* bn : NodesInOrder(graph)) {
-    Node* quantize = QuantizeAfterFp32BatchNorm(graph, options, bn);
+    Node* relu = nullptr;
+    Node* quantize = QuantizeAfterFp32BatchNorm(graph, options, bn, &relu);
     if (quantize == nullptr) continue;
     Node* dequantize = bn->inputs[0].node;
     if (dequantize->op != kDequantize || bn->inputs[0].entry != 0 ||
@@ -106,7 +120,8 @@ int QuantizeBetweenDequantizeAndQuantize(Graph* graph, const PassOptions& option
       continue;
     }
     const std::vector<NodeEntry> q = dequantize->inputs;  // copy: data, min, max
-    QuantizeBatchNorm(graph, bn, q[0], q[1], q[2], quantize, "quantized_fp32_bn");
+    QuantizeBatchNorm(graph, bn, relu, q[0], q[1], q[2], quantize, "quantized_fp32_bn");
+    DetachNode(dequantize);
     ++count;
   }
   return count;
@@ -122,7 +137,8 @@ std::string FloatString(float v) {
 int QuantizeBeforeFp32BatchNorm(Graph* graph, const PassOptions& options) {
   int count = 0;
   for (Node* bn : NodesInOrder(graph)) {
-    Node* quantize = QuantizeAfterFp32BatchNorm(graph, options, bn);
+    Node* relu = nullptr;
+    Node* quantize = QuantizeAfterFp32BatchNorm(graph, options, bn, &relu);
     if (quantize == nullptr || bn->inputs[0].node->op == kDequantize) continue;
     Node* input_quantize = graph->addNode(bn->name + "_data_quantize", kQuantize);
     auto range = options.bn_input_calib_ranges.find(bn->name);
@@ -140,8 +156,8 @@ int QuantizeBeforeFp32BatchNorm(Graph* graph, const PassOptions& options) {
     input_quantize->attrs["out_type"] = out_type;
     const NodeEntry data = bn->inputs[0];
     SetInput(input_quantize, 0, data.node, data.entry);
-    QuantizeBatchNorm(graph, bn, {input_quantize, 0}, {input_quantize, 1}, {input_quantize, 2},
-                      quantize, "quantized_fp32_input_bn");
+    QuantizeBatchNorm(graph, bn, relu, {input_quantize, 0}, {input_quantize, 1},
+                      {input_quantize, 2}, quantize, "quantized_fp32_input_bn");
     ++count;
   }
   return count;
@@ -174,21 +190,23 @@ int FuseBatchNormRelu(Graph* graph, const PassOptions& options) {
     const std::string before = Attr(bn, kRewriteAttr);
     bn->attrs[kRewriteAttr] = before.empty() ? "fused_relu" : before + "+fused_relu";
     for (int i = 0; i < 3; ++i) RedirectUses(graph, act, i, bn, i);
+    DetachNode(act);
     ++count;
   }
   return count;
 }
 
 // Rewrite 4.
-int AvoidUint8ForSignedInput(Graph* graph) {
+int AvoidUint8ForSignedInput(Graph* graph, const PassOptions& options) {
   int count = 0;
   for (Node* quantize : NodesInOrder(graph)) {
+    if (IsExcluded(options, quantize)) continue;
     if ((quantize->op != kQuantize && quantize->op != kRequantize) ||
         Attr(quantize, "out_type") != "uint8") {
       continue;
     }
-    const std::string lo = Attr(quantize, "min_calib_range");
-    if (!lo.empty() && std::strtod(lo.c_str(), nullptr) >= 0) continue;
+    double lo = 0;
+    if (ParseDecimal(Attr(quantize, "min_calib_range"), &lo) && lo >= 0) continue;
     quantize->attrs["out_type"] = "int8";
     quantize->attrs[kRewriteAttr] = "int8_for_signed_input";
     ++count;
@@ -216,19 +234,19 @@ void MarkPluginNodes(Graph* graph) {
 
 mxnet::ext::MXReturnValue QuantizeBatchNormPass(
     Graph* graph, const std::unordered_map<std::string, std::string>& raw_options) {
-  PassOptions options;
-  std::string error;
-  if (!ParsePassOptions(raw_options, &options, &error)) {
-    ReportError(kPassName, error);
-    return mxnet::ext::MX_FAIL;
-  }
-  try {
+  try {  // no exception may cross into MXNet
+    PassOptions options;
+    std::string error;
+    if (!ParsePassOptions(raw_options, &options, &error)) {
+      ReportError(kPassName, error);
+      return mxnet::ext::MX_FAIL;
+    }
     if (options.quantize_fp32_bn) {
       QuantizeBetweenDequantizeAndQuantize(graph, options);
       QuantizeBeforeFp32BatchNorm(graph, options);
     }
     if (options.fuse_relu) FuseBatchNormRelu(graph, options);
-    AvoidUint8ForSignedInput(graph);
+    AvoidUint8ForSignedInput(graph, options);
     MarkPluginNodes(graph);
   } catch (const std::exception& e) {
     ReportError(kPassName, e.what());

@@ -23,8 +23,6 @@ std::string ChannelError(const char* what, int64_t c, double value) {
 
 }  // namespace
 
-const char* QuantTypeName(QuantType t) { return t == QuantType::kInt8 ? "int8" : "uint8"; }
-
 float QuantizedRange(QuantType t) { return t == QuantType::kInt8 ? 127.5f : 255.5f; }
 
 bool FoldScaleShift(const BatchNormAttrs& attrs, const ChannelParams& params,

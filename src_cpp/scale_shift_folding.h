@@ -19,8 +19,6 @@ namespace bnq {
 
 enum class QuantType { kInt8, kUint8 };
 
-const char* QuantTypeName(QuantType t);
-
 // Number of quantization levels per unit of range in MXNet's convention.
 float QuantizedRange(QuantType t);
 

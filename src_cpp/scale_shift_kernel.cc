@@ -71,9 +71,4 @@ void ScaleShiftKernel::Run(const ScaleShiftShape& shape, const void* src,
   stream.wait();
 }
 
-size_t ScaleShiftKernel::cached_primitives() const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return cache_.size();
-}
-
 }  // namespace bnq

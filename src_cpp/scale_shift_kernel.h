@@ -46,13 +46,11 @@ class ScaleShiftKernel {
   void Run(const ScaleShiftShape& shape, const void* src, const float* scale,
            const float* shift, void* dst);
 
-  size_t cached_primitives() const;
-
  private:
   dnnl::binary GetPrimitive(const ScaleShiftShape& shape);
 
   dnnl::engine engine_;
-  mutable std::mutex mutex_;
+  std::mutex mutex_;
   std::list<std::pair<ScaleShiftShape, dnnl::binary>> cache_;  // front = most recent
 };
 

@@ -125,7 +125,8 @@ def _quantized_small_net():
         args, aux = small_nets.random_params(sym, (2, 4, 8, 8))
         _SMALL['model'] = mx.contrib.quantization.quantize_model_mkldnn(
             sym, args, aux, calib_mode='naive', label_names=None, quantized_dtype='auto',
-            calib_data=mx.io.NDArrayIter(np.random.rand(8, 4, 8, 8).astype('f'), batch_size=8))
+            calib_data=mx.io.NDArrayIter(np.random.default_rng(0).random((8, 4, 8, 8)).astype('f'),
+                                         batch_size=8))
     return _SMALL['model']
 
 
@@ -135,7 +136,8 @@ def saved_model(tmp_path):
     args, aux = small_nets.random_params(sym, shape)
     qsym, qargs, qaux = mxnet_bnq.quantize_model_mkldnn(
         sym, args, aux, calib_mode='naive', label_names=None,
-        calib_data=mx.io.NDArrayIter(np.random.rand(8, 4, 8, 8).astype('f'), batch_size=8))
+        calib_data=mx.io.NDArrayIter(np.random.default_rng(0).random((8, 4, 8, 8)).astype('f'),
+                                     batch_size=8))
     prefix = str(tmp_path / 'net-quantized')
     qsym.save(prefix + '-symbol.json')
     mx.nd.save(prefix + '-0000.params', dict([('arg:' + k, v) for k, v in qargs.items()] +

@@ -49,6 +49,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   bnq::PassOptions pass_options;
   if (!bnq::ParsePassOptions(options, &pass_options, &error)) Check(!error.empty());
 
+  error.clear();
   bnq::BatchNormAttrs attrs;
   if (!bnq::ParseBatchNormAttrs(options, &attrs, &error)) {
     Check(!error.empty());
@@ -68,6 +69,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (auto in : {bnq::QuantType::kInt8, bnq::QuantType::kUint8}) {
       const auto out = relu ? bnq::QuantType::kUint8 : bnq::QuantType::kInt8;
       bnq::FoldedScaleShift folded;
+      error.clear();
       if (!bnq::FoldScaleShift(attrs, params, floats[0], floats[1], in, out, relu, &folded,
                                &error)) {
         Check(!error.empty());
