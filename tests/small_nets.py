@@ -5,6 +5,9 @@ import logging
 import mxnet as mx
 import numpy as np
 
+from mxnet_bnq.graph_runner import run_symbol
+from mxnet_bnq.layer_report import sqnr_db
+
 
 def _conv(x, name, num_filter, kernel=3):
     pad = kernel // 2
@@ -52,17 +55,7 @@ def quantize_mxnet(sym, args, aux, calib_data, calib_mode='naive', **kwargs):
         logger=logging.getLogger('quantize'), **kwargs)
 
 
-def forward(sym, args, aux, x):
-    """Runs `sym` through a bound executor; returns all outputs as numpy."""
-    names = set(sym.list_arguments())
-    bound_args = {k: v for k, v in args.items() if k in names}
-    bound_args['data'] = mx.nd.array(x)
-    aux_names = set(sym.list_auxiliary_states())
-    exe = sym.bind(mx.cpu(), args=bound_args, grad_req='null',
-                   aux_states={k: v for k, v in aux.items() if k in aux_names})
-    return [o.asnumpy() for o in exe.forward(is_train=False)]
-
-
-def sqnr_db(reference, approximation):
-    noise = np.sum((reference - approximation) ** 2)
-    return float(10 * np.log10(np.sum(reference ** 2) / max(noise, 1e-30)))
+# The package's helper (runs a symbol on one batch); sqnr_db is the package's too.
+forward = run_symbol
+__all__ = ['bn_after_add', 'bn_after_pool', 'random_params', 'quantize_mxnet', 'forward',
+           'sqnr_db']
