@@ -109,13 +109,6 @@ def first_conv(sym):
     return None
 
 
-def save(prefix, epoch, qsym, qarg_params, aux_params):
-    qsym.save(prefix + '-symbol.json')
-    params = {'arg:' + k: v.as_in_context(mx.cpu()) for k, v in qarg_params.items()}
-    params.update({'aux:' + k: v.as_in_context(mx.cpu()) for k, v in aux_params.items()})
-    mx.nd.save('%s-%04d.params' % (prefix, epoch), params)
-
-
 def main(argv=None):
     args = build_parser().parse_args(argv)
     logger = common.setup_logging(args.quiet)
@@ -151,7 +144,7 @@ def main(argv=None):
     if args.bn_mode != 'int8':
         suffix += '-bn%s' % args.bn_mode
     prefix = os.path.join(args.output_dir, name + suffix)
-    save(prefix, args.epoch, qsym, qarg_params, qaux_params)
+    mx.model.save_checkpoint(prefix, args.epoch, qsym, qarg_params, qaux_params)
     logger.info('saved quantized model to %s-symbol.json and %s-%04d.params', prefix, prefix,
                 args.epoch)
     if args.report:

@@ -52,9 +52,7 @@ def make_models(model, image, workdir):
             sym, args, aux, calib_mode='naive', calib_data=calib, label_names=None,
             quantized_dtype='auto', bn_mode=bn_mode)
         out = os.path.join(workdir, 'fp32_bn' if bn_mode == 'fp32' else bn_mode)
-        qsym.save(out + '-symbol.json')
-        mx.nd.save(out + '-0000.params', dict([('arg:' + k, v) for k, v in qargs.items()] +
-                                               [('aux:' + k, v) for k, v in qaux.items()]))
+        mx.model.save_checkpoint(out, 0, qsym, qargs, qaux)
 
 
 def time_variant(prefix, batch, image, seconds):

@@ -65,9 +65,7 @@ def test_saved_quantized_model_reloads_with_identical_output(tmp_path):
     x = np.random.default_rng(5).normal(0, 1, DATA_SHAPE).astype('f')
     (before,) = small_nets.forward(qsym, qargs, qaux, x)
     prefix = str(tmp_path / 'model-quantized')
-    qsym.save(prefix + '-symbol.json')
-    mx.nd.save(prefix + '-0000.params', dict([('arg:' + k, v) for k, v in qargs.items()] +
-                                             [('aux:' + k, v) for k, v in qaux.items()]))
+    mx.model.save_checkpoint(prefix, 0, qsym, qargs, qaux)
     sym2, args2, aux2 = mx.model.load_checkpoint(prefix, 0)
     (after,) = small_nets.forward(sym2, args2, aux2, x)
     assert np.array_equal(before, after)

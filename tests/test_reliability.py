@@ -146,9 +146,7 @@ def saved_model(tmp_path):
         calib_data=mx.io.NDArrayIter(np.random.default_rng(0).random((8, 4, 8, 8)).astype('f'),
                                      batch_size=8))
     prefix = str(tmp_path / 'net-quantized')
-    qsym.save(prefix + '-symbol.json')
-    mx.nd.save(prefix + '-0000.params', dict([('arg:' + k, v) for k, v in qargs.items()] +
-                                             [('aux:' + k, v) for k, v in qaux.items()]))
+    mx.model.save_checkpoint(prefix, 0, qsym, qargs, qaux)
     return prefix, qsym, qargs, qaux
 
 
