@@ -1,11 +1,21 @@
-"""Running a symbol (or some of its internal outputs) on one batch, for the
-report and the fusion check."""
+"""Reading a symbol's nodes and running a symbol (or some of its internal
+outputs) on one batch, for the flow, the report and the fusion check."""
+import json
 import os
 from contextlib import contextmanager
 
 import mxnet as mx
 
-__all__ = ['run_symbol', 'internal_outputs', 'subgraph_backend']
+__all__ = ['run_symbol', 'internal_outputs', 'subgraph_backend', 'symbol_nodes',
+           'QUANTIZED_PREFIX']
+
+# Name MXNet's quantize pass gives the quantized twin of an fp32 node.
+QUANTIZED_PREFIX = 'quantized_'
+
+
+def symbol_nodes(sym):
+    """The node list of a symbol's JSON."""
+    return json.loads(sym.tojson())['nodes']
 
 
 @contextmanager

@@ -5,17 +5,16 @@ For every BatchNorm of the fp32 model: folded into which convolution, quantized
 data, the signal-to-quantization-noise ratio (dB) of its quantized output
 against the fp32 model, so that a user sees which layer loses accuracy.
 """
-import json
 
 import numpy as np
 
 from .fusion_guard import UNSHARED_SUFFIX
-from .graph_runner import internal_outputs, run_symbol, subgraph_backend
+from .graph_runner import (QUANTIZED_PREFIX, internal_outputs, run_symbol, subgraph_backend,
+                           symbol_nodes)
 from .library import load, needs_plugin
 
 __all__ = ['report', 'format_report', 'sqnr_db']
 
-QUANTIZED_PREFIX = 'quantized_'
 FATES = {
     'BatchNorm': 'fp32',
     '_contrib_quantized_batch_norm': 'int8',
@@ -32,10 +31,6 @@ def sqnr_db(reference, approximation):
     if noise == 0:
         return float('inf')
     return float(10 * np.log10(max(signal, 1e-300) / noise))
-
-
-def _nodes(sym):
-    return json.loads(sym.tojson())['nodes']
 
 
 def _subgraph_names(node):
@@ -56,10 +51,10 @@ def _why_fp32(name, excluded_sym_names, excluded_op_names):
 
 
 def _fates(fp32_sym, qsym, excluded_sym_names, excluded_op_names):
-    qnodes = _nodes(qsym)
+    qnodes = symbol_nodes(qsym)
     by_name = {n['name']: n for n in qnodes}
     rows = []
-    for node in _nodes(fp32_sym):
+    for node in symbol_nodes(fp32_sym):
         if node['op'] != 'BatchNorm':
             continue
         name = node['name']

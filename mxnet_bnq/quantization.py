@@ -9,7 +9,6 @@ that pass needs, collected in the same calibration run: the post-ReLU range of
 each BatchNorm+ReLU pair and the input range of each BatchNorm that MXNet left
 in fp32.
 """
-import json
 import logging
 import os
 import tempfile
@@ -18,6 +17,7 @@ import mxnet as mx
 from mxnet.contrib import quantization as mxq
 
 from .fusion_guard import guard_shared_convolutions
+from .graph_runner import QUANTIZED_PREFIX, symbol_nodes
 from .library import load
 
 __all__ = ['quantize_model', 'quantize_model_mkldnn', 'quantize_net', 'rewrite_quantized_symbol',
@@ -30,8 +30,6 @@ PASS_NAME = 'BNQ_QUANTIZE'
 #         result in a process without the plugin to get MXNet's numerics).
 BN_MODES = ('int8', 'fp32', 'native')
 CALIB_MODES = ('none', 'naive', 'entropy')
-# Name MXNet's quantize pass gives the quantized twin of an fp32 node.
-QUANTIZED_PREFIX = 'quantized_'
 
 
 def _check_arguments(excluded_sym_names, excluded_op_names, calib_mode, calib_data,
@@ -63,14 +61,10 @@ def _check_params(sym, arg_params, aux_params, data_names, label_names):
                          % (', '.join(missing), list(data_names or ()), list(label_names or ())))
 
 
-def _nodes(sym):
-    return json.loads(sym.tojson())['nodes']
-
-
 def _statistics_wanted(qsym):
     """fp32 outputs whose ranges the BNQ_QUANTIZE pass can use, by purpose:
     {'relu': {fp32 relu output: quantized act node}, 'bn_input': {monitor name: BN node}}."""
-    nodes = _nodes(qsym)
+    nodes = symbol_nodes(qsym)
     relu, bn_input = {}, {}
     for node in nodes:
         if node['op'] == '_contrib_quantized_act' and \
@@ -149,7 +143,7 @@ def _quantize(sym, arg_params, aux_params, data_names, label_names, ctx, exclude
     _check_params(sym, arg_params, aux_params, data_names, label_names)
     if bn_mode == 'int8':  # 'native' must keep MXNet's own op in this process
         load()
-    if not any(n['op'] == 'BatchNorm' for n in _nodes(sym)) and logger:
+    if not any(n['op'] == 'BatchNorm' for n in symbol_nodes(sym)) and logger:
         logger.info('the model has no BatchNorm: this is MXNet\'s quantization flow unchanged')
     excluded_sym_names = list(excluded_sym_names or [])
     excluded_op_names = list(excluded_op_names or [])
