@@ -19,6 +19,10 @@ FATES = {
     'BatchNorm': 'fp32',
     '_contrib_quantized_batch_norm': 'int8',
     '_contrib_quantized_batch_norm_relu': 'int8 BN+ReLU, uint8 out',
+    '_contrib_quantized_batch_norm_relu_global_avg_pool': 'int8 BN+ReLU+global avg pool, uint8 out',
+    # fp32 input, quantized output
+    '_contrib_batch_norm_quantize': 'int8',
+    '_contrib_batch_norm_relu_quantize': 'int8 BN+ReLU, uint8 out',
 }
 QUANTIZED_RANGE = {np.dtype('int8'): 127.5, np.dtype('uint8'): 255.5}
 
@@ -125,6 +129,8 @@ def report(fp32_sym, qsym, arg_params=None, aux_params=None, qarg_params=None, q
         reference = fp32_values[i]
         if row['fate'].endswith('uint8 out'):
             reference = np.maximum(reference, 0)
+        if 'global avg pool' in row['fate']:  # the BatchNorm's node also pools (NCHW)
+            reference = reference.mean(axis=tuple(range(2, reference.ndim)), keepdims=True)
         row['sqnr_db'] = sqnr_db(reference, _dequantize(*q_values[3 * i:3 * i + 3]))
     rows.append({'layer': '(model output)', 'node': qsym.list_outputs()[0], 'fate': '',
                  'detail': '', 'sqnr_db': sqnr_db(fp32_values[-1], q_values[-1])})

@@ -24,7 +24,9 @@ MARKER_OP = '_contrib_quantized_batch_norm_relu'
 
 # Ops only the plugin provides, and the attribute its graph pass puts on every
 # node that needs the plugin's numerics (MXNet's own op of the same name differs).
-PLUGIN_OPS = ('_contrib_quantized_batch_norm_relu',)
+PLUGIN_OPS = ('_contrib_quantized_batch_norm_relu',
+              '_contrib_quantized_batch_norm_relu_global_avg_pool',
+              '_contrib_batch_norm_quantize', '_contrib_batch_norm_relu_quantize')
 PLUGIN_ATTR = '__bnq_plugin__'
 
 _LOG = logging.getLogger(__name__)

@@ -61,21 +61,18 @@ def _check_params(sym, arg_params, aux_params, data_names, label_names):
                          % (', '.join(missing), list(data_names or ()), list(label_names or ())))
 
 
-def _statistics_wanted(qsym):
-    """fp32 outputs whose ranges the BNQ_QUANTIZE pass can use, by purpose:
-    {'relu': {fp32 relu output: quantized act node}, 'bn_input': {monitor name: BN node}}."""
+def _relu_ranges_wanted(qsym):
+    """The quantized ReLUs the BNQ_QUANTIZE pass fuses into the BatchNorm before
+    them, which then needs their post-ReLU range: {fp32 relu output: act node}."""
     nodes = symbol_nodes(qsym)
-    relu, bn_input = {}, {}
+    relu = {}
     for node in nodes:
         if node['op'] == '_contrib_quantized_act' and \
                 node.get('attrs', {}).get('act_type') == 'relu' and \
                 nodes[node['inputs'][0][0]]['op'] == '_contrib_quantized_batch_norm' and \
                 node['name'].startswith(QUANTIZED_PREFIX):
             relu[node['name'][len(QUANTIZED_PREFIX):] + '_output'] = node['name']
-        elif node['op'] == 'BatchNorm':
-            # MXNet's monitor names an op's input "<node>_<input name>".
-            bn_input[node['name'] + '_data'] = node['name']
-    return {'relu': relu, 'bn_input': bn_input}
+    return relu
 
 
 def _collect_statistics(sym, arg_params, aux_params, data_names, label_names, ctx, calib_mode,
@@ -112,8 +109,8 @@ def _format_ranges(ranges):
 
 
 def rewrite_quantized_symbol(qsym, qarg_params, aux_params, relu_calib_ranges=None,
-                             bn_input_calib_ranges=None, excluded_sym_names=None,
-                             excluded_op_names=None, quantized_dtype='auto', backend=PASS_NAME):
+                             excluded_sym_names=None, excluded_op_names=None,
+                             quantized_dtype='auto', backend=PASS_NAME):
     """Runs the plugin's BNQ_QUANTIZE pass on a quantized symbol.
 
     The same as ``qsym.optimize_for('BNQ_QUANTIZE', qarg_params, aux_params,
@@ -125,7 +122,6 @@ def rewrite_quantized_symbol(qsym, qarg_params, aux_params, relu_calib_ranges=No
     load()
     options = dict(quantized_dtype=quantized_dtype,
                    relu_calib_ranges=_format_ranges(relu_calib_ranges or {}),
-                   bn_input_calib_ranges=_format_ranges(bn_input_calib_ranges or {}),
                    excluded_sym_names=';'.join(excluded_sym_names or []),
                    excluded_op_names=';'.join(excluded_op_names or []))
     return qsym.optimize_for(PASS_NAME, qarg_params, aux_params, skip_infer=True, **options)
@@ -162,11 +158,11 @@ def _quantize(sym, arg_params, aux_params, data_names, label_names, ctx, exclude
         sym, ctx, excluded_symbols=excluded_sym_names, excluded_operators=mxnet_excluded_ops,
         offline_params=list(arg_params.keys()), quantized_dtype=quantized_dtype,
         quantize_mode=quantize_mode, quantize_granularity=quantize_granularity)
-    wanted = _statistics_wanted(qsym) if bn_mode == 'int8' else {'relu': {}, 'bn_input': {}}
+    relu_wanted = _relu_ranges_wanted(qsym) if bn_mode == 'int8' else {}
 
-    th_dict, relu_ranges, input_ranges = {}, {}, {}
+    th_dict, relu_ranges = {}, {}
     if calib_mode not in (None, 'none'):
-        layers = set(calib_layers) | set(wanted['relu']) | set(wanted['bn_input'])
+        layers = set(calib_layers) | set(relu_wanted)
         stats = _collect_statistics(sym, arg_params, aux_params, data_names, label_names, ctx,
                                     calib_mode, calib_data, num_calib_examples, layers, logger)
         # MXNet 1.9.1 gives layers with non-negative outputs (conv+ReLU, which emit
@@ -175,11 +171,8 @@ def _quantize(sym, arg_params, aux_params, data_names, label_names, ctx, exclude
         th_dict = _thresholds(stats, calib_layers, calib_mode,
                               'auto' if quantized_dtype == 'int8' else quantized_dtype)
         # The fused op's output is uint8: calibrate the post-ReLU values as uint8.
-        relu_ranges = {wanted['relu'][k]: v for k, v in
-                       _thresholds(stats, wanted['relu'], calib_mode, 'uint8').items()}
-        input_ranges = {wanted['bn_input'][k]: v for k, v in
-                        _thresholds(stats, wanted['bn_input'], calib_mode,
-                                    quantized_dtype).items()}
+        relu_ranges = {relu_wanted[k]: v for k, v in
+                       _thresholds(stats, relu_wanted, calib_mode, 'uint8').items()}
         qsym = mxq._calibrate_quantized_sym(qsym, th_dict)
     if logger:
         logger.info('Quantizing parameters')
@@ -187,7 +180,7 @@ def _quantize(sym, arg_params, aux_params, data_names, label_names, ctx, exclude
     if mkldnn:
         qsym = qsym.get_backend_symbol('MKLDNN_QUANTIZE')
     if bn_mode == 'int8':
-        qsym = rewrite_quantized_symbol(qsym, qarg_params, aux_params, relu_ranges, input_ranges,
+        qsym = rewrite_quantized_symbol(qsym, qarg_params, aux_params, relu_ranges,
                                         excluded_sym_names, excluded_op_names, quantized_dtype)
     return qsym, qarg_params, aux_params
 

@@ -62,8 +62,6 @@ bool ParsePassOptions(const std::unordered_map<std::string, std::string>& option
     bool ok = true;
     if (key == "relu_calib_ranges") {
       ok = ParseRanges(key, val, &parsed.relu_calib_ranges, error);
-    } else if (key == "bn_input_calib_ranges") {
-      ok = ParseRanges(key, val, &parsed.bn_input_calib_ranges, error);
     } else if (key == "excluded_sym_names") {
       for (const auto& name : Split(val, ';')) parsed.excluded_sym_names.insert(name);
     } else if (key == "excluded_op_names") {
@@ -74,6 +72,8 @@ bool ParsePassOptions(const std::unordered_map<std::string, std::string>& option
       parsed.quantized_dtype = val;
     } else if (key == "fuse_relu") {
       ok = ParseFlag(key, val, &parsed.fuse_relu, error);
+    } else if (key == "fuse_pooling") {
+      ok = ParseFlag(key, val, &parsed.fuse_pooling, error);
     } else if (key == "quantize_fp32_bn") {
       ok = ParseFlag(key, val, &parsed.quantize_fp32_bn, error);
     } else {

@@ -3,13 +3,11 @@
 //
 //   relu_calib_ranges      "act_node=min:max;..."  post-ReLU range of the
 //                          quantized ReLU (by its node name) to fuse
-//   bn_input_calib_ranges  "bn_node=min:max;..."   range of the fp32 input of
-//                          a BatchNorm that is still fp32
 //   excluded_sym_names     "name;name;..."  nodes to leave alone
 //   excluded_op_names      "op;op;..."      operators to leave alone
 //   quantized_dtype        int8 | uint8 | auto (default auto): type of a
 //                          quantize node the pass inserts
-//   fuse_relu, quantize_fp32_bn   true | false (default true)
+//   fuse_relu, fuse_pooling, quantize_fp32_bn   true | false (default true)
 #pragma once
 
 #include <map>
@@ -22,11 +20,11 @@ namespace bnq {
 
 struct PassOptions {
   std::map<std::string, std::pair<float, float>> relu_calib_ranges;
-  std::map<std::string, std::pair<float, float>> bn_input_calib_ranges;
   std::set<std::string> excluded_sym_names;
   std::set<std::string> excluded_op_names;
   std::string quantized_dtype = "auto";
   bool fuse_relu = true;
+  bool fuse_pooling = true;
   bool quantize_fp32_bn = true;
 };
 

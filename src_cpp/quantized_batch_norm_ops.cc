@@ -4,16 +4,32 @@
 //                                       MXNet's own op of that name, with the
 //                                       same inputs, outputs and attributes.
 //   _contrib_quantized_batch_norm_relu  the same followed by ReLU, uint8 out.
+//   _contrib_quantized_batch_norm_relu_global_avg_pool
+//                                       the same followed by the mean over
+//                                       every dimension after the channel
+//                                       axis (global average pooling of
+//                                       NCHW data), uint8 out of shape
+//                                       (N, C, 1, 1).  It exists because
+//                                       MXNet's int8 pooling falls back to a
+//                                       slow reference kernel on the plain
+//                                       layout a library op produces.
+//   _contrib_batch_norm_quantize        BatchNorm on float32 data, int8 out
+//   _contrib_batch_norm_relu_quantize   the same followed by ReLU, uint8 out.
+//                                       Both need the calibrated output range
+//                                       (e.g. a BatchNorm on the network
+//                                       input, followed by a quantize).
 //
-// Inputs: data, gamma, beta, moving_mean, moving_var, min_data, max_data.
-// Outputs: output, min_output, max_output.
+// Inputs: data, gamma, beta, moving_mean, moving_var, and for int8/uint8
+// data min_data, max_data.  Outputs: output, min_output, max_output.
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "batch_norm_attrs.h"
+#include "channel_mean_kernel.h"
 #include "error_reporting.h"
 #include "mxnet/lib_api.h"
 #include "scale_shift_folding.h"
@@ -24,10 +40,10 @@ using namespace mxnet::ext;  // NOLINT
 namespace bnq {
 namespace {
 
-constexpr int kNumInputs = 7;
+constexpr int kNumQuantizedInputs = 7;  // float32 data has no min_data, max_data
 constexpr int kNumOutputs = 3;
 enum Input { kData, kGamma, kBeta, kMovingMean, kMovingVar, kMinData, kMaxData };
-const char* const kInputNames[kNumInputs] = {"data",       "gamma",    "beta",    "moving_mean",
+const char* const kInputNames[kNumQuantizedInputs] = {"data",       "gamma",    "beta",    "moving_mean",
                                              "moving_var", "min_data", "max_data"};
 
 MXReturnValue Fail(const std::string& op, const std::string& message) {
@@ -65,14 +81,38 @@ const char* DTypeName(int dtype) {
 
 const float* Floats(const MXTensor& t) { return static_cast<const float*>(t.data_ptr); }
 
-// Everything that differs between the two ops.
+// Everything that differs between the ops.
 struct OpTraits {
   const char* name;
   bool relu;
   QuantType out_type;
+  bool global_avg_pool;
+  bool float_input;
 };
-constexpr OpTraits kBatchNorm{"_contrib_quantized_batch_norm", false, QuantType::kInt8};
-constexpr OpTraits kBatchNormRelu{"_contrib_quantized_batch_norm_relu", true, QuantType::kUint8};
+constexpr OpTraits kBatchNorm{"_contrib_quantized_batch_norm", false, QuantType::kInt8, false,
+                              false};
+constexpr OpTraits kBatchNormRelu{"_contrib_quantized_batch_norm_relu", true, QuantType::kUint8,
+                                  false, false};
+constexpr OpTraits kBatchNormReluPool{"_contrib_quantized_batch_norm_relu_global_avg_pool", true,
+                                      QuantType::kUint8, true, false};
+constexpr OpTraits kFloatBatchNorm{"_contrib_batch_norm_quantize", false, QuantType::kInt8, false,
+                                   true};
+constexpr OpTraits kFloatBatchNormRelu{"_contrib_batch_norm_relu_quantize", true,
+                                       QuantType::kUint8, false, true};
+
+int NumInputs(const OpTraits& traits) {
+  return traits.float_input ? kMinData : kNumQuantizedInputs;
+}
+
+// The data types the op accepts, for messages.
+const char* DataTypes(const OpTraits& traits) {
+  return traits.float_input ? "float32" : "int8 or uint8";
+}
+
+bool AcceptsData(const OpTraits& traits, int dtype) {
+  QuantType unused;
+  return traits.float_input ? dtype == kFloat32 : ToQuantType(dtype, &unused);
+}
 
 // Runs `body`, turning any exception into an MXNet error: nothing may cross
 // lib_api's C interface into MXNet.
@@ -95,7 +135,11 @@ MXReturnValue ParseAttrsImpl(const std::unordered_map<std::string, std::string>&
   BatchNormAttrs parsed;
   std::string error;
   if (!ParseBatchNormAttrs(attrs, &parsed, &error)) return Fail(T.name, error);
-  *num_in = kNumInputs;
+  if (T.float_input && !parsed.has_calib_range) {
+    return Fail(T.name, "float32 input needs the calibrated output range: set "
+                        "min_calib_range and max_calib_range");
+  }
+  *num_in = NumInputs(T);
   *num_out = kNumOutputs;
   return MX_SUCCESS;
 }
@@ -104,11 +148,11 @@ template <const OpTraits& T>
 MXReturnValue InferTypeImpl(const std::unordered_map<std::string, std::string>& attrs,
                             std::vector<int>* in_types, std::vector<int>* out_types) {
   const int data_type = in_types->at(kData);
-  QuantType unused;
-  if (data_type >= 0 && !ToQuantType(data_type, &unused)) {
-    return Fail(T.name, std::string("data must be int8 or uint8, got ") + DTypeName(data_type));
+  if (data_type >= 0 && !AcceptsData(T, data_type)) {
+    return Fail(T.name, std::string("data must be ") + DataTypes(T) + ", got " +
+                            DTypeName(data_type));
   }
-  for (int i = kGamma; i < kNumInputs; ++i) {
+  for (int i = kGamma; i < NumInputs(T); ++i) {
     int& t = in_types->at(i);
     if (t >= 0 && t != kFloat32) {
       return Fail(T.name, std::string(kInputNames[i]) + " must be float32, got " + DTypeName(t));
@@ -182,7 +226,7 @@ MXReturnValue InferShapeImpl(const std::unordered_map<std::string, std::string>&
   }
   const std::vector<unsigned int> channel_shape{data_shape[axis]};
   const std::vector<unsigned int> scalar_shape{1};
-  for (int i = kGamma; i < kNumInputs; ++i) {
+  for (int i = kGamma; i < NumInputs(T); ++i) {
     const auto& expected = i < kMinData ? channel_shape : scalar_shape;
     auto& shape = in_shapes->at(i);
     if (!Compatible(shape, expected)) {
@@ -194,6 +238,9 @@ MXReturnValue InferShapeImpl(const std::unordered_map<std::string, std::string>&
     shape = expected;
   }
   out_shapes->at(0) = data_shape;
+  if (T.global_avg_pool) {
+    for (size_t d = axis + 1; d < data_shape.size(); ++d) out_shapes->at(0)[d] = 1;
+  }
   out_shapes->at(1) = scalar_shape;
   out_shapes->at(2) = scalar_shape;
   return MX_SUCCESS;
@@ -208,12 +255,11 @@ MXReturnValue MutateInputs(const std::unordered_map<std::string, std::string>& a
 }
 
 // Checks the run-time tensors (imperative calls skip part of shape inference).
-bool CheckTensors(const std::vector<MXTensor>& in, const BatchNormAttrs& attrs, int* axis,
-                  std::string* error) {
+bool CheckTensors(const OpTraits& traits, const std::vector<MXTensor>& in,
+                  const BatchNormAttrs& attrs, int* axis, std::string* error) {
   const MXTensor& data = in[kData];
-  QuantType unused;
-  if (!ToQuantType(data.dtype, &unused)) {
-    *error = std::string("data must be int8 or uint8, got ") + DTypeName(data.dtype);
+  if (!AcceptsData(traits, data.dtype)) {
+    *error = std::string("data must be ") + DataTypes(traits) + ", got " + DTypeName(data.dtype);
     return false;
   }
   if (data.shape.empty()) {
@@ -229,7 +275,7 @@ bool CheckTensors(const std::vector<MXTensor>& in, const BatchNormAttrs& attrs, 
              ShapeString(data.shape);
     return false;
   }
-  for (int i = kGamma; i < kNumInputs; ++i) {
+  for (int i = kGamma; i < NumInputs(traits); ++i) {
     const int64_t expected = i < kMinData ? data.shape[*axis] : 1;
     if (in[i].dtype != kFloat32 || in[i].shape.size() != 1 || in[i].shape[0] != expected) {
       *error = std::string(kInputNames[i]) + " must be float32 of shape (" +
@@ -250,30 +296,61 @@ ScaleShiftKernel& SharedKernel() {
   return *kernel;
 }
 
+ChannelMeanKernel& SharedMeanKernel() {
+  static ChannelMeanKernel* kernel = new ChannelMeanKernel();  // never destroyed, as above
+  return *kernel;
+}
+
 MXReturnValue Compute(const OpTraits& traits, const BatchNormAttrs& attrs,
-                      const std::vector<MXTensor>& in, std::vector<MXTensor>* out) {
-  if (in.size() != kNumInputs || out->size() != kNumOutputs) {
-    return Fail(traits.name, "expects 7 inputs and 3 outputs");
+                      const std::vector<MXTensor>& in, std::vector<MXTensor>* out,
+                      const OpResource& res) {
+  if (static_cast<int>(in.size()) != NumInputs(traits) || out->size() != kNumOutputs) {
+    return Fail(traits.name, "expects " + std::to_string(NumInputs(traits)) +
+                                 " inputs and 3 outputs");
   }
   std::string error;
   int axis = 0;
-  if (!CheckTensors(in, attrs, &axis, &error)) return Fail(traits.name, error);
+  if (!CheckTensors(traits, in, attrs, &axis, &error)) return Fail(traits.name, error);
   const MXTensor& data = in[kData];
 
-  ScaleShiftShape shape{1, data.shape[axis], 1, QuantType::kInt8, traits.out_type};
-  ToQuantType(data.dtype, &shape.src_type);
+  ScaleShiftShape shape{1, data.shape[axis], 1, dnnl::memory::data_type::f32,
+                        ToDnnl(traits.out_type)};
   for (int d = 0; d < axis; ++d) shape.outer *= data.shape[d];
   for (size_t d = axis + 1; d < data.shape.size(); ++d) shape.inner *= data.shape[d];
 
   const ChannelParams params{Floats(in[kGamma]), Floats(in[kBeta]), Floats(in[kMovingMean]),
                              Floats(in[kMovingVar]), shape.channels};
   FoldedScaleShift folded;
-  if (!FoldScaleShift(attrs, params, *Floats(in[kMinData]), *Floats(in[kMaxData]),
-                      shape.src_type, traits.out_type, traits.relu, &folded, &error)) {
-    return Fail(traits.name, error);
+  bool folded_ok = false;
+  if (traits.float_input) {
+    folded_ok = FoldScaleShiftFloatInput(attrs, params, traits.out_type, traits.relu, &folded,
+                                         &error);
+  } else {
+    QuantType in_type = QuantType::kInt8;
+    ToQuantType(data.dtype, &in_type);
+    shape.src_type = ToDnnl(in_type);
+    folded_ok = FoldScaleShift(attrs, params, *Floats(in[kMinData]), *Floats(in[kMaxData]),
+                               in_type, traits.out_type, traits.relu, &folded, &error);
   }
-  SharedKernel().Run(shape, data.data_ptr, folded.scale.data(), folded.shift.data(),
-                     (*out)[0].data_ptr);
+  if (!folded_ok) return Fail(traits.name, error);
+  if (traits.global_avg_pool) {
+    // BN+ReLU into MXNet's temporary workspace, then the mean of each channel.
+    const int64_t bytes = data.size();
+    if (bytes > INT_MAX) {  // lib_api's workspace allocator takes an int
+      return Fail(traits.name, "data of shape " + ShapeString(data.shape) +
+                                   " is too large for the temporary workspace (over " +
+                                   std::to_string(INT_MAX) + " bytes)");
+    }
+    void* scratch = res.alloc_cpu(static_cast<int>(bytes));
+    if (scratch == nullptr) return Fail(traits.name, "could not allocate the workspace");
+    SharedKernel().Run(shape, data.data_ptr, folded.scale.data(), folded.shift.data(), scratch);
+    SharedMeanKernel().Run(shape.outer * shape.channels, shape.inner,
+                           static_cast<const uint8_t*>(scratch),
+                           static_cast<uint8_t*>((*out)[0].data_ptr));
+  } else {
+    SharedKernel().Run(shape, data.data_ptr, folded.scale.data(), folded.shift.data(),
+                       (*out)[0].data_ptr);
+  }
   *(*out)[1].data<float>() = folded.min_output;
   *(*out)[2].data<float>() = folded.max_output;
   return MX_SUCCESS;
@@ -287,7 +364,7 @@ MXReturnValue Forward(const std::unordered_map<std::string, std::string>& attrs,
     BatchNormAttrs parsed;
     std::string error;
     if (!ParseBatchNormAttrs(attrs, &parsed, &error)) return Fail(T.name, error);
-    return Compute(T, parsed, *inputs, outputs);
+    return Compute(T, parsed, *inputs, outputs, res);
   });
 }
 
@@ -335,3 +412,27 @@ REGISTER_OP(_contrib_quantized_batch_norm_relu)
     .setInferShape(bnq::InferShape<bnq::kBatchNormRelu>)
     .setMutateInputs(bnq::MutateInputs)
     .setForward(bnq::Forward<bnq::kBatchNormRelu>, "cpu");
+
+REGISTER_OP(_contrib_quantized_batch_norm_relu_global_avg_pool)
+    .setParseAttrs(bnq::ParseAttrs<bnq::kBatchNormReluPool>)
+    .setInferType(bnq::InferType<bnq::kBatchNormReluPool>)
+    .setInferSType(bnq::InferSType<bnq::kBatchNormReluPool>)
+    .setInferShape(bnq::InferShape<bnq::kBatchNormReluPool>)
+    .setMutateInputs(bnq::MutateInputs)
+    .setForward(bnq::Forward<bnq::kBatchNormReluPool>, "cpu");
+
+REGISTER_OP(_contrib_batch_norm_quantize)
+    .setParseAttrs(bnq::ParseAttrs<bnq::kFloatBatchNorm>)
+    .setInferType(bnq::InferType<bnq::kFloatBatchNorm>)
+    .setInferSType(bnq::InferSType<bnq::kFloatBatchNorm>)
+    .setInferShape(bnq::InferShape<bnq::kFloatBatchNorm>)
+    .setMutateInputs(bnq::MutateInputs)
+    .setForward(bnq::Forward<bnq::kFloatBatchNorm>, "cpu");
+
+REGISTER_OP(_contrib_batch_norm_relu_quantize)
+    .setParseAttrs(bnq::ParseAttrs<bnq::kFloatBatchNormRelu>)
+    .setInferType(bnq::InferType<bnq::kFloatBatchNormRelu>)
+    .setInferSType(bnq::InferSType<bnq::kFloatBatchNormRelu>)
+    .setInferShape(bnq::InferShape<bnq::kFloatBatchNormRelu>)
+    .setMutateInputs(bnq::MutateInputs)
+    .setForward(bnq::Forward<bnq::kFloatBatchNormRelu>, "cpu");

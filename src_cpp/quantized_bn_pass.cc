@@ -6,14 +6,23 @@
 //         =>   quantized_batch_norm (or quantized_batch_norm_relu)
 //  2. quantizes a BatchNorm on an fp32 tensor (e.g. the network input) that
 //     feeds only a quantize:
-//       x -> BatchNorm -> quantize_v2   =>   x -> quantize_v2 -> quantized_batch_norm
+//       x -> BatchNorm [-> ReLU] -> quantize_v2
+//         =>  x -> batch_norm_quantize (or batch_norm_relu_quantize)
+//     with the quantize's calibrated range; without one (calib_mode none),
+//         =>  x -> quantize_v2 -> quantized_batch_norm (ranges found at run time)
 //  3. fuses a quantized BatchNorm with the quantized ReLU that follows it:
 //       quantized_batch_norm -> quantized_act(relu)  =>  quantized_batch_norm_relu (uint8)
-//  4. makes a uint8 quantize or requantize whose input may be negative (no
+//  4. fuses a quantized BatchNorm+ReLU with the global average pooling that
+//     follows it (the head of a pre-activation ResNet):
+//       quantized_batch_norm_relu -> quantized_pooling(avg, global)
+//         =>  quantized_batch_norm_relu_global_avg_pool
+//     MXNet's int8 pooling runs a reference kernel (about 50x slower) on the
+//     plain layout a library op writes.
+//  5. makes a uint8 quantize or requantize whose input may be negative (no
 //     calibrated range, or a negative one) emit int8.  With quantized_dtype=
 //     'uint8' MXNet emits them even for signed data: its convolution then
 //     refuses the input, or a requantize clips every negative value to 0.
-//  5. records the shapes of the BatchNorm parameters on their variables
+//  6. records the shapes of the BatchNorm parameters on their variables
 //     ("__shape__"), from the arrays handed to the pass.  MXNet 1.9.1's
 //     library-op shape inference overflows a heap buffer when some input
 //     shapes are unknown, as they are in simple_bind/Module.bind with only
@@ -48,7 +57,11 @@ constexpr char kQuantizedBatchNormRelu[] = "_contrib_quantized_batch_norm_relu";
 constexpr char kQuantize[] = "_contrib_quantize_v2";
 constexpr char kDequantize[] = "_contrib_dequantize";
 constexpr char kRequantize[] = "_contrib_requantize";
+constexpr char kFloatBatchNorm[] = "_contrib_batch_norm_quantize";
+constexpr char kFloatBatchNormRelu[] = "_contrib_batch_norm_relu_quantize";
+constexpr char kQuantizedBatchNormReluPool[] = "_contrib_quantized_batch_norm_relu_global_avg_pool";
 constexpr char kQuantizedAct[] = "_contrib_quantized_act";
+constexpr char kQuantizedPooling[] = "_contrib_quantized_pooling";
 
 std::string Attr(const Node* node, const std::string& key, const std::string& fallback = "") {
   auto it = node->attrs.find(key);
@@ -87,16 +100,16 @@ Node* QuantizeAfterFp32BatchNorm(const Graph* graph, const PassOptions& options,
   return next != nullptr && next->op == kQuantize ? next : nullptr;
 }
 
-// Turns fp32 `bn` (and the fp32 `relu` after it, if any) into a quantized
-// BatchNorm reading (data, min, max), taking over the uses of `quantize`.
-void QuantizeBatchNorm(Graph* graph, Node* bn, Node* relu, const NodeEntry data,
-                       const NodeEntry min, const NodeEntry max, Node* quantize,
-                       const char* rewrite) {
-  SetInput(bn, 0, data.node, data.entry);
-  SetInput(bn, 5, min.node, min.entry);
-  SetInput(bn, 6, max.node, max.entry);
+bool HasCalibratedRange(const Node* quantize) {
+  return !Attr(quantize, "min_calib_range").empty() && !Attr(quantize, "max_calib_range").empty();
+}
+
+// Makes fp32 `bn` (and the fp32 `relu` after it, if any) the op `op` (or
+// `relu_op`) with the range of `quantize`, and gives it the uses of `quantize`.
+void TakeOverQuantize(Graph* graph, Node* bn, Node* relu, Node* quantize, const char* op,
+                      const char* relu_op, const char* rewrite) {
   // The quantize after a ReLU was calibrated on post-ReLU values, as the fused op needs.
-  bn->op = relu != nullptr ? kQuantizedBatchNormRelu : kQuantizedBatchNorm;
+  bn->op = relu != nullptr ? relu_op : op;
   for (const char* key : {"min_calib_range", "max_calib_range"}) {
     const std::string value = Attr(quantize, key);
     if (!value.empty()) bn->attrs[key] = value;
@@ -105,6 +118,18 @@ void QuantizeBatchNorm(Graph* graph, Node* bn, Node* relu, const NodeEntry data,
   for (int i = 0; i < 3; ++i) RedirectUses(graph, quantize, i, bn, i);
   DetachNode(quantize);
   if (relu != nullptr) DetachNode(relu);
+}
+
+// Turns fp32 `bn` (and `relu`) into a quantized BatchNorm reading (data, min,
+// max), taking over the uses of `quantize`.
+void QuantizeBatchNorm(Graph* graph, Node* bn, Node* relu, const NodeEntry data,
+                       const NodeEntry min, const NodeEntry max, Node* quantize,
+                       const char* rewrite) {
+  SetInput(bn, 0, data.node, data.entry);
+  SetInput(bn, 5, min.node, min.entry);
+  SetInput(bn, 6, max.node, max.entry);
+  TakeOverQuantize(graph, bn, relu, quantize, kQuantizedBatchNorm, kQuantizedBatchNormRelu,
+                   rewrite);
 }
 
 // Rewrite 1.
@@ -140,24 +165,22 @@ int QuantizeBeforeFp32BatchNorm(Graph* graph, const PassOptions& options) {
     Node* relu = nullptr;
     Node* quantize = QuantizeAfterFp32BatchNorm(graph, options, bn, &relu);
     if (quantize == nullptr || bn->inputs[0].node->op == kDequantize) continue;
-    Node* input_quantize = graph->addNode(bn->name + "_data_quantize", kQuantize);
-    auto range = options.bn_input_calib_ranges.find(bn->name);
-    std::string out_type = options.quantized_dtype;
-    if (range != options.bn_input_calib_ranges.end()) {
-      input_quantize->attrs["min_calib_range"] = FloatString(range->second.first);
-      input_quantize->attrs["max_calib_range"] = FloatString(range->second.second);
-      // uint8 cannot hold a negative input: fall back to int8 there.
-      if (out_type == "auto" || (out_type == "uint8" && range->second.first < 0)) {
-        out_type = range->second.first >= 0 ? "uint8" : "int8";
-      }
-    } else if (out_type == "uint8") {
-      out_type = "auto";  // the input's sign is known only at run time
+    if (HasCalibratedRange(quantize)) {
+      // One op from fp32 data to the quantized output: exact, and one pass.
+      TakeOverQuantize(graph, bn, relu, quantize, kFloatBatchNorm, kFloatBatchNormRelu,
+                       "quantized_fp32_input_bn");
+    } else {
+      // No range to quantize to: quantize the input at run time and derive
+      // the output range from it.  uint8 cannot hold a negative input, and
+      // the input's sign is known only at run time.
+      Node* input_quantize = graph->addNode(bn->name + "_data_quantize", kQuantize);
+      input_quantize->attrs["out_type"] =
+          options.quantized_dtype == "uint8" ? "auto" : options.quantized_dtype;
+      const NodeEntry data = bn->inputs[0];
+      SetInput(input_quantize, 0, data.node, data.entry);
+      QuantizeBatchNorm(graph, bn, relu, {input_quantize, 0}, {input_quantize, 1},
+                        {input_quantize, 2}, quantize, "quantized_fp32_input_bn");
     }
-    input_quantize->attrs["out_type"] = out_type;
-    const NodeEntry data = bn->inputs[0];
-    SetInput(input_quantize, 0, data.node, data.entry);
-    QuantizeBatchNorm(graph, bn, relu, {input_quantize, 0}, {input_quantize, 1},
-                      {input_quantize, 2}, quantize, "quantized_fp32_input_bn");
     ++count;
   }
   return count;
@@ -196,7 +219,52 @@ int FuseBatchNormRelu(Graph* graph, const PassOptions& options) {
   return count;
 }
 
+// True if `node` reads exactly outputs 0, 1, 2 of `producer` (data, min,
+// max) as its inputs 0, 1, 2 and nothing else uses them.
+bool SoleReaderOfQuantizedOutput(const Graph* graph, const Node* producer, const Node* node) {
+  if (node->inputs.size() != 3) return false;
+  for (int i = 0; i < 3; ++i) {
+    if (node->inputs[i].node != producer || node->inputs[i].entry != i ||
+        UseCount(graph, producer, i) != 1) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Global average pooling over the spatial dimensions of NCHW-like data.
+bool IsGlobalAvgPooling(const Node* node) {
+  bool global = false;
+  const std::string layout = Attr(node, "layout", "None");
+  return node->op == kQuantizedPooling && Attr(node, "pool_type") == "avg" &&
+         ParseBool(Attr(node, "global_pool", "false"), &global) && global &&
+         (layout == "None" || layout == "NCW" || layout == "NCHW" || layout == "NCDHW");
+}
+
 // Rewrite 4.
+int FuseGlobalAvgPooling(Graph* graph, const PassOptions& options) {
+  int count = 0;
+  for (Node* bn : NodesInOrder(graph)) {
+    if (bn->op != kQuantizedBatchNormRelu || IsExcluded(options, bn)) continue;
+    // The fused op pools over the dimensions after the channel axis: that is
+    // global pooling only for the channel axis 1.
+    const std::string axis = Attr(bn, "axis", "1");
+    if (axis != "1") continue;
+    Node* pool = SoleConsumer(graph, bn, 1);
+    if (pool == nullptr || !IsGlobalAvgPooling(pool) || IsExcluded(options, pool) ||
+        !SoleReaderOfQuantizedOutput(graph, bn, pool)) {
+      continue;
+    }
+    bn->op = kQuantizedBatchNormReluPool;
+    bn->attrs[kRewriteAttr] = Attr(bn, kRewriteAttr) + "+global_avg_pool";
+    for (int i = 0; i < 3; ++i) RedirectUses(graph, pool, i, bn, i);
+    DetachNode(pool);
+    ++count;
+  }
+  return count;
+}
+
+// Rewrite 5.
 int AvoidUint8ForSignedInput(Graph* graph, const PassOptions& options) {
   int count = 0;
   for (Node* quantize : NodesInOrder(graph)) {
@@ -214,10 +282,14 @@ int AvoidUint8ForSignedInput(Graph* graph, const PassOptions& options) {
   return count;
 }
 
-// Marks the plugin's nodes and gives their parameter variables shape hints (rewrite 5).
+// Marks the plugin's nodes and gives their parameter variables shape hints (rewrite 6).
 void MarkPluginNodes(Graph* graph) {
   for (Node* node : NodesInOrder(graph)) {
-    if (node->op != kQuantizedBatchNorm && node->op != kQuantizedBatchNormRelu) continue;
+    if (node->op != kQuantizedBatchNorm && node->op != kQuantizedBatchNormRelu &&
+        node->op != kQuantizedBatchNormReluPool && node->op != kFloatBatchNorm &&
+        node->op != kFloatBatchNormRelu) {
+      continue;
+    }
     node->attrs[kPluginAttr] = kPluginAttrVersion;
     for (size_t i = 1; i < 5 && i < node->inputs.size(); ++i) {
       Node* param = node->inputs[i].node;
@@ -246,6 +318,7 @@ mxnet::ext::MXReturnValue QuantizeBatchNormPass(
       QuantizeBeforeFp32BatchNorm(graph, options);
     }
     if (options.fuse_relu) FuseBatchNormRelu(graph, options);
+    if (options.fuse_pooling) FuseGlobalAvgPooling(graph, options);
     AvoidUint8ForSignedInput(graph, options);
     MarkPluginNodes(graph);
   } catch (const std::exception& e) {

@@ -25,6 +25,61 @@ std::string ChannelError(const char* what, int64_t c, double value) {
 
 float QuantizedRange(QuantType t) { return t == QuantType::kInt8 ? 127.5f : 255.5f; }
 
+namespace {
+
+// Real BatchNorm as y = a[c] * x + b[c], in double.
+bool BatchNormAffine(const BatchNormAttrs& attrs, const ChannelParams& params,
+                     std::vector<double>* a, std::vector<double>* b, std::string* error) {
+  const int64_t channels = params.channels;
+  a->resize(channels);
+  b->resize(channels);
+  for (int64_t c = 0; c < channels; ++c) {
+    const double gamma = attrs.fix_gamma ? 1.0 : params.gamma[c];
+    const double var_eps = static_cast<double>(params.moving_var[c]) + attrs.eps;
+    if (!std::isfinite(gamma)) { *error = ChannelError("gamma", c, gamma); return false; }
+    if (!std::isfinite(params.beta[c])) { *error = ChannelError("beta", c, params.beta[c]); return false; }
+    if (!std::isfinite(params.moving_mean[c])) {
+      *error = ChannelError("moving_mean", c, params.moving_mean[c]);
+      return false;
+    }
+    if (!(var_eps > 0) || !std::isfinite(var_eps)) {
+      *error = ChannelError("moving_var + eps (must be positive and finite)", c, var_eps);
+      return false;
+    }
+    (*a)[c] = gamma / std::sqrt(var_eps);
+    (*b)[c] = params.beta[c] - params.moving_mean[c] * (*a)[c];
+  }
+  return true;
+}
+
+// The calibrated output range: sets min/max_output, returns the range that
+// maps to the type's QuantizedRange().
+double CalibratedOutputRange(const BatchNormAttrs& attrs, bool relu, FoldedScaleShift* folded) {
+  if (relu) {
+    folded->min_output = 0.f;
+    folded->max_output = std::max(0.f, attrs.max_calib_range);
+    return folded->max_output;
+  }
+  folded->min_output = attrs.min_calib_range;
+  folded->max_output = attrs.max_calib_range;
+  return std::max(std::fabs(attrs.min_calib_range), std::fabs(attrs.max_calib_range));
+}
+
+// q_out = (a * x + b) / step_out with x = q_in * step_in; a zero output range
+// maps everything to 0.
+void FillScaleShift(const std::vector<double>& a, const std::vector<double>& b, double step_in,
+                    double range_out, QuantType out_type, FoldedScaleShift* folded) {
+  const double levels_per_unit = range_out > 0 ? QuantizedRange(out_type) / range_out : 0.0;
+  folded->scale.resize(a.size());
+  folded->shift.resize(a.size());
+  for (size_t c = 0; c < a.size(); ++c) {
+    folded->scale[c] = ClampToFactor(a[c] * step_in * levels_per_unit);
+    folded->shift[c] = ClampToFactor(b[c] * levels_per_unit);
+  }
+}
+
+}  // namespace
+
 bool FoldScaleShift(const BatchNormAttrs& attrs, const ChannelParams& params,
                     float min_data, float max_data, QuantType in_type,
                     QuantType out_type, bool relu, FoldedScaleShift* folded,
@@ -43,26 +98,8 @@ bool FoldScaleShift(const BatchNormAttrs& attrs, const ChannelParams& params,
     *error = "a fused ReLU needs uint8 output";
     return false;
   }
-
-  // Real BatchNorm as y = a[c] * x + b[c], in double.
-  const int64_t channels = params.channels;
-  std::vector<double> a(channels), b(channels);
-  for (int64_t c = 0; c < channels; ++c) {
-    const double gamma = attrs.fix_gamma ? 1.0 : params.gamma[c];
-    const double var_eps = static_cast<double>(params.moving_var[c]) + attrs.eps;
-    if (!std::isfinite(gamma)) { *error = ChannelError("gamma", c, gamma); return false; }
-    if (!std::isfinite(params.beta[c])) { *error = ChannelError("beta", c, params.beta[c]); return false; }
-    if (!std::isfinite(params.moving_mean[c])) {
-      *error = ChannelError("moving_mean", c, params.moving_mean[c]);
-      return false;
-    }
-    if (!(var_eps > 0) || !std::isfinite(var_eps)) {
-      *error = ChannelError("moving_var + eps (must be positive and finite)", c, var_eps);
-      return false;
-    }
-    a[c] = gamma / std::sqrt(var_eps);
-    b[c] = params.beta[c] - params.moving_mean[c] * a[c];
-  }
+  std::vector<double> a, b;
+  if (!BatchNormAffine(attrs, params, &a, &b, error)) return false;
 
   // Input: real = q * step_in, q within the type's integer limits.
   const double range_in = std::max(std::fabs(min_data), std::fabs(max_data));
@@ -71,16 +108,12 @@ bool FoldScaleShift(const BatchNormAttrs& attrs, const ChannelParams& params,
   // Output range: calibrated, or the extreme values the op can produce.
   double range_out;
   if (attrs.has_calib_range) {
-    folded->min_output = relu ? 0.f : attrs.min_calib_range;
-    folded->max_output = attrs.max_calib_range;
-    range_out = relu ? std::max(0.f, attrs.max_calib_range)
-                     : std::max(std::fabs(attrs.min_calib_range), std::fabs(attrs.max_calib_range));
-    if (relu) folded->max_output = static_cast<float>(range_out);
+    range_out = CalibratedOutputRange(attrs, relu, folded);
   } else {
     const double q_lo = in_type == QuantType::kInt8 ? -128.0 : 0.0;
     const double q_hi = in_type == QuantType::kInt8 ? 127.0 : 255.0;
     double lo = 0.0, hi = 0.0;
-    for (int64_t c = 0; c < channels; ++c) {
+    for (size_t c = 0; c < a.size(); ++c) {
       const double y1 = a[c] * q_lo * step_in + b[c];
       const double y2 = a[c] * q_hi * step_in + b[c];
       lo = std::min(lo, std::min(y1, y2));
@@ -94,15 +127,24 @@ bool FoldScaleShift(const BatchNormAttrs& attrs, const ChannelParams& params,
     folded->min_output = relu ? 0.f : static_cast<float>(-range_out);
     folded->max_output = static_cast<float>(range_out);
   }
+  FillScaleShift(a, b, step_in, range_out, out_type, folded);
+  return true;
+}
 
-  // q_out = y / step_out; a zero output range maps everything to 0.
-  const double levels_per_unit = range_out > 0 ? QuantizedRange(out_type) / range_out : 0.0;
-  folded->scale.resize(channels);
-  folded->shift.resize(channels);
-  for (int64_t c = 0; c < channels; ++c) {
-    folded->scale[c] = ClampToFactor(a[c] * step_in * levels_per_unit);
-    folded->shift[c] = ClampToFactor(b[c] * levels_per_unit);
+bool FoldScaleShiftFloatInput(const BatchNormAttrs& attrs, const ChannelParams& params,
+                              QuantType out_type, bool relu, FoldedScaleShift* folded,
+                              std::string* error) {
+  if (!attrs.has_calib_range) {
+    *error = "float32 input needs a calibrated output range (min_calib_range, max_calib_range)";
+    return false;
   }
+  if (relu && out_type != QuantType::kUint8) {
+    *error = "a fused ReLU needs uint8 output";
+    return false;
+  }
+  std::vector<double> a, b;
+  if (!BatchNormAffine(attrs, params, &a, &b, error)) return false;
+  FillScaleShift(a, b, 1.0, CalibratedOutputRange(attrs, relu, folded), out_type, folded);
   return true;
 }
 

@@ -6,8 +6,6 @@ namespace {
 using dt = dnnl::memory::data_type;
 using tag = dnnl::memory::format_tag;
 
-dt ToDnnl(QuantType t) { return t == QuantType::kInt8 ? dt::s8 : dt::u8; }
-
 // Channels-last data (inner == 1) is described in 2-D so that oneDNN sees a
 // plain per-column broadcast.
 dnnl::memory::dims DataDims(const ScaleShiftShape& s) {
@@ -35,9 +33,9 @@ dnnl::binary ScaleShiftKernel::GetPrimitive(const ScaleShiftShape& shape) {
     }
   }
   const auto plain = PlainTag(shape);
-  const dnnl::memory::desc src_md(DataDims(shape), ToDnnl(shape.src_type), plain);
+  const dnnl::memory::desc src_md(DataDims(shape), shape.src_type, plain);
   const dnnl::memory::desc channel_md(ChannelDims(shape), dt::f32, plain);
-  const dnnl::memory::desc dst_md(DataDims(shape), ToDnnl(shape.dst_type), plain);
+  const dnnl::memory::desc dst_md(DataDims(shape), shape.dst_type, plain);
 
   dnnl::post_ops ops;
   ops.append_binary(dnnl::algorithm::binary_add, channel_md);
@@ -55,13 +53,13 @@ void ScaleShiftKernel::Run(const ScaleShiftShape& shape, const void* src,
   dnnl::binary prim = GetPrimitive(shape);
   const auto plain = PlainTag(shape);
   // oneDNN takes non-const handles; src, scale and shift are only read.
-  dnnl::memory src_mem({DataDims(shape), ToDnnl(shape.src_type), plain}, engine_,
+  dnnl::memory src_mem({DataDims(shape), shape.src_type, plain}, engine_,
                        const_cast<void*>(src));
   dnnl::memory scale_mem({ChannelDims(shape), dt::f32, plain}, engine_,
                          const_cast<float*>(scale));
   dnnl::memory shift_mem({ChannelDims(shape), dt::f32, plain}, engine_,
                          const_cast<float*>(shift));
-  dnnl::memory dst_mem({DataDims(shape), ToDnnl(shape.dst_type), plain}, engine_, dst);
+  dnnl::memory dst_mem({DataDims(shape), shape.dst_type, plain}, engine_, dst);
 
   dnnl::stream stream(engine_);
   prim.execute(stream, {{DNNL_ARG_SRC_0, src_mem},

@@ -1,4 +1,4 @@
-// The compute kernel: a per-channel affine map on int8/uint8 data,
+// The compute kernel: a per-channel affine map on int8/uint8 (or float32) data,
 //
 //     dst[o, c, i] = saturate(round(src[o, c, i] * scale[c] + shift[c]))
 //
@@ -27,14 +27,18 @@ struct ScaleShiftShape {
   int64_t outer;
   int64_t channels;
   int64_t inner;
-  QuantType src_type;
-  QuantType dst_type;
+  dnnl::memory::data_type src_type;  // s8, u8 or f32
+  dnnl::memory::data_type dst_type;  // s8 or u8
 
   bool operator==(const ScaleShiftShape& o) const {
     return outer == o.outer && channels == o.channels && inner == o.inner &&
            src_type == o.src_type && dst_type == o.dst_type;
   }
 };
+
+inline dnnl::memory::data_type ToDnnl(QuantType t) {
+  return t == QuantType::kInt8 ? dnnl::memory::data_type::s8 : dnnl::memory::data_type::u8;
+}
 
 class ScaleShiftKernel {
  public:

@@ -20,9 +20,13 @@ def make_case(rng, shape, axis=1, in_dtype='int8', data_range=4.0, channel_param
     return dict(q=q, min_data=min_data, max_data=data_range, **channel_params)
 
 
-def run_op(case, relu=False, **attrs):
-    """Calls the plugin op; returns numpy (q_out, min_out, max_out)."""
-    op = mx.nd.contrib.quantized_batch_norm_relu if relu else mx.nd.contrib.quantized_batch_norm
+def run_op(case, relu=False, pool=False, **attrs):
+    """Calls the plugin op (BN, BN+ReLU, or BN+ReLU+global average pooling);
+    returns numpy (q_out, min_out, max_out)."""
+    if pool:
+        op = mx.nd.contrib.quantized_batch_norm_relu_global_avg_pool
+    else:
+        op = mx.nd.contrib.quantized_batch_norm_relu if relu else mx.nd.contrib.quantized_batch_norm
     args = [mx.nd.array(case['q'], dtype=case['q'].dtype)]
     args += [mx.nd.array(case[k], dtype='float32') for k in ('gamma', 'beta', 'mean', 'var')]
     args += [mx.nd.array([case['min_data']]), mx.nd.array([case['max_data']])]

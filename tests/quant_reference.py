@@ -75,3 +75,13 @@ def quantized_batch_norm(q, gamma, beta, mean, var, min_data, max_data, eps=1e-3
     if relu:
         y = np.maximum(y, 0.0)
     return quantize(y, out_dtype, min_out, max_out), min_out, max_out
+
+
+def global_avg_pool(q, axis=1):
+    """Mean over every dimension after the channel `axis` (global average
+    pooling of NCHW data), rounded to nearest, ties to even; same type and range."""
+    axis = axis % q.ndim
+    inner = tuple(range(axis + 1, q.ndim))
+    mean = q.astype(np.float64).mean(axis=inner, keepdims=True) if inner else q.astype(np.float64)
+    lo, hi = LIMITS[str(q.dtype)]
+    return np.clip(np.rint(mean), lo, hi).astype(q.dtype)

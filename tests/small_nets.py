@@ -34,6 +34,25 @@ def bn_after_pool():
     return mx.sym.Flatten(_conv(r, 'conv_c', 4, kernel=1), name='flat')
 
 
+def bn_relu_global_pool():
+    """conv + conv -> BN -> ReLU -> global average pooling -> FC: the head of a
+    pre-activation ResNet."""
+    data = mx.sym.var('data')
+    s = _conv(data, 'conv_a', 8) + _conv(data, 'conv_b', 8)
+    bn = mx.sym.BatchNorm(s, fix_gamma=False, eps=1e-5, name='bn')
+    r = mx.sym.Activation(bn, act_type='relu', name='relu')
+    p = mx.sym.Pooling(r, kernel=(1, 1), global_pool=True, pool_type='avg', name='pool')
+    return mx.sym.FullyConnected(mx.sym.Flatten(p, name='flat'), num_hidden=5, name='fc')
+
+
+def bn_on_input():
+    """BN on the network input -> conv -> ReLU -> conv (MXNet leaves the BN fp32)."""
+    data = mx.sym.var('data')
+    bn = mx.sym.BatchNorm(data, fix_gamma=False, eps=1e-5, name='bn')
+    r = mx.sym.Activation(_conv(bn, 'conv_a', 8), act_type='relu', name='relu')
+    return mx.sym.Flatten(_conv(r, 'conv_c', 4, kernel=1), name='flat')
+
+
 def random_params(sym, data_shape, seed=0):
     rng = np.random.default_rng(seed)
     arg_shapes, _, aux_shapes = sym.infer_shape(data=data_shape)
@@ -57,5 +76,5 @@ def quantize_mxnet(sym, args, aux, calib_data, calib_mode='naive', **kwargs):
 
 # The package's helper (runs a symbol on one batch); sqnr_db is the package's too.
 forward = run_symbol
-__all__ = ['bn_after_add', 'bn_after_pool', 'random_params', 'quantize_mxnet', 'forward',
+__all__ = ['bn_after_add', 'bn_after_pool', 'bn_relu_global_pool', 'bn_on_input', 'random_params', 'quantize_mxnet', 'forward',
            'sqnr_db']

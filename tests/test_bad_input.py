@@ -121,3 +121,30 @@ def test_process_survives_and_later_calls_are_exact(rng):
         call(data.astype('float32'), params, [-1.0], [1.0])
     again = run_op(case, min_calib_range=-1, max_calib_range=1)
     assert np.array_equal(first[0], again[0])
+
+
+def call_float(data, relu=False, **attrs):
+    op = mx.nd.contrib.batch_norm_relu_quantize if relu else mx.nd.contrib.batch_norm_quantize
+    out = op(data, *[mx.nd.ones(3) for _ in range(4)], **attrs)
+    return [o.asnumpy() for o in out]
+
+
+@pytest.mark.parametrize('relu', [False, True])
+@pytest.mark.parametrize('attrs,match', [
+    (dict(), 'needs the calibrated output range'),
+    (dict(min_calib_range='None', max_calib_range='None'), 'needs the calibrated output range'),
+    (dict(min_calib_range='-1'), 'must be given together'),
+    (dict(min_calib_range='-1', max_calib_range='1', out_type='int8'),
+     "unknown attribute 'out_type'"),
+])
+def test_float_input_op_needs_a_calibrated_range(relu, attrs, match):
+    data = mx.nd.ones((2, 3, 4, 4))
+    with pytest.raises(mx.MXNetError, match=match):
+        call_float(data, relu, **attrs)
+
+
+@pytest.mark.parametrize('dtype', ['int8', 'uint8', 'float16', 'int32'])
+def test_float_input_op_refuses_other_data_types(dtype):
+    data = mx.nd.ones((2, 3, 4, 4), dtype=dtype)
+    with pytest.raises(mx.MXNetError, match='data must be float32, got ' + dtype):
+        call_float(data, min_calib_range='-1', max_calib_range='1')

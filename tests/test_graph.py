@@ -5,6 +5,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+import mxnet_bnq
 import quant_reference as ref
 import small_nets
 from bn_cases import assert_within_one_step
@@ -69,3 +70,26 @@ def test_saved_quantized_model_reloads_with_identical_output(tmp_path):
     sym2, args2, aux2 = mx.model.load_checkpoint(prefix, 0)
     (after,) = small_nets.forward(sym2, args2, aux2, x)
     assert np.array_equal(before, after)
+
+
+def test_bn_relu_and_global_avg_pooling_fuse_into_one_exact_op():
+    """The pass fuses the plugin's BN+ReLU with MXNet's int8 global average
+    pooling; the result equals the two ops unfused, bit for bit."""
+    sym, args, aux, native, nargs, naux = quantized_graph(small_nets.bn_relu_global_pool)
+    relu_ranges = {'quantized_relu': (0.0, 4.0)}
+    fused = mxnet_bnq.rewrite_quantized_symbol(native, nargs, naux, relu_calib_ranges=relu_ranges)
+    unfused = native.optimize_for('BNQ_QUANTIZE', nargs, naux, skip_infer=True,
+                                  fuse_pooling='false', relu_calib_ranges='quantized_relu=0:4')
+    fused_ops = [n['op'] for n in json.loads(fused.tojson())['nodes']]
+    unfused_ops = [n['op'] for n in json.loads(unfused.tojson())['nodes']]
+    assert '_contrib_quantized_batch_norm_relu_global_avg_pool' in fused_ops, fused_ops
+    assert '_contrib_quantized_pooling' not in fused_ops, fused_ops
+    assert '_contrib_quantized_act' not in fused_ops, fused_ops
+    assert '_contrib_quantized_batch_norm_relu' in unfused_ops, unfused_ops
+    assert '_contrib_quantized_pooling' in unfused_ops, unfused_ops
+    x = np.random.default_rng(3).normal(0, 1, DATA_SHAPE).astype('f')
+    (fused_out,) = small_nets.forward(fused, nargs, naux, x)
+    (unfused_out,) = small_nets.forward(unfused, nargs, naux, x)
+    (fp32,) = small_nets.forward(sym, args, aux, x)
+    assert np.array_equal(fused_out, unfused_out)
+    assert small_nets.sqnr_db(fp32, fused_out) > 15

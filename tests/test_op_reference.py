@@ -113,6 +113,91 @@ def test_repeated_calls_reuse_cached_primitives_and_stay_exact(rng):
     assert np.array_equal(run_op(case, min_calib_range=-2, max_calib_range=2)[0], first)
 
 
+POOL_SHAPES_AND_AXES = [((2, 8, 5, 5), 1), ((3, 4, 7, 7), 1), ((2, 6, 4, 4), 1),
+                        ((2, 4, 3, 3, 3), 1), ((3, 4, 9), 1), ((5, 6), 1), ((2, 5, 3, 8), 2)]
+
+
+@pytest.mark.parametrize('shape,axis', POOL_SHAPES_AND_AXES)
+@pytest.mark.parametrize('in_dtype', ['int8', 'uint8'])
+@pytest.mark.parametrize('calibrated', [True, False])
+def test_global_avg_pool_op_matches_reference(rng, shape, axis, in_dtype, calibrated):
+    """BN+ReLU+global average pooling = the reference BN+ReLU, then the mean of
+    each channel over every later dimension, in the same uint8 range."""
+    case = make_case(rng, shape, axis, in_dtype)
+    attrs = dict(axis=axis, eps=1e-5, fix_gamma=False)
+    if calibrated:
+        attrs.update(min_calib_range=-3.0, max_calib_range=5.0)
+    q, lo, hi = run_op(case, pool=True, **attrs)
+    q_bn, lo_ref, hi_ref = run_reference(case, relu=True, **attrs)
+    expected = ref.global_avg_pool(q_bn, axis)
+    assert q.shape == shape[:axis + 1] + (1,) * (len(shape) - axis - 1)
+    assert_within_one_step(q, expected)
+    assert (lo, hi) == pytest.approx((lo_ref, hi_ref), rel=1e-5)
+    # The pooled op equals the BN+ReLU op followed by the mean, where no tie is possible.
+    q_unpooled, lo2, hi2 = run_op(case, relu=True, **attrs)
+    assert (lo2, hi2) == (lo, hi)
+    if np.prod(shape[axis + 1:]) % 2 == 1:
+        assert np.array_equal(q, ref.global_avg_pool(q_unpooled, axis))
+
+
+def test_global_avg_pool_op_equals_mxnet_pooling_of_bn_relu(rng):
+    """Same values as the plugin's BN+ReLU followed by MXNet's own int8 global
+    average pooling (the two ops the graph pass fuses); 7x7 has no rounding ties."""
+    case = make_case(rng, (4, 16, 7, 7), 1, 'int8')
+    attrs = dict(fix_gamma=False, min_calib_range=-2.0, max_calib_range=6.0)
+    fused, lo, hi = run_op(case, pool=True, **attrs)
+    q, lo2, hi2 = run_op(case, relu=True, **attrs)
+    pooled = mx.nd.contrib.quantized_pooling(
+        mx.nd.array(q, dtype='uint8'), mx.nd.array([lo2]), mx.nd.array([hi2]), kernel=(7, 7),
+        pool_type='avg', global_pool=True)
+    assert np.array_equal(fused, pooled[0].asnumpy())
+    assert (lo, hi) == (float(pooled[1].asscalar()), float(pooled[2].asscalar()))
+
+
+def run_float_op(x, case, relu=False, **attrs):
+    op = (mx.nd.contrib.batch_norm_relu_quantize if relu
+          else mx.nd.contrib.batch_norm_quantize)
+    params = [mx.nd.array(case[k], dtype='float32') for k in ('gamma', 'beta', 'mean', 'var')]
+    out = op(mx.nd.array(x, dtype='float32'), *params, **{k: str(v) for k, v in attrs.items()})
+    return out[0].asnumpy(), float(out[1].asscalar()), float(out[2].asscalar())
+
+
+@pytest.mark.parametrize('shape,axis', SHAPES_AND_AXES)
+@pytest.mark.parametrize('relu', [False, True])
+@pytest.mark.parametrize('fix_gamma', [False, True])
+def test_float_input_op_matches_reference(rng, shape, axis, relu, fix_gamma):
+    """BatchNorm on float32 data, written straight into the calibrated int8
+    (uint8 with ReLU) range: quantize(BN(x)) of the reference."""
+    case = make_case(rng, shape, axis)
+    x = rng.normal(0, 2, shape).astype(np.float32) * 40
+    attrs = dict(axis=axis, eps=1e-5, fix_gamma=fix_gamma, min_calib_range=-60.0,
+                 max_calib_range=90.0)
+    q, lo, hi = run_float_op(x, case, relu, **attrs)
+    y = ref.batch_norm(x.astype(np.float64), case['gamma'], case['beta'], case['mean'],
+                       case['var'], 1e-5, fix_gamma, axis)
+    if relu:
+        expected, lo_ref, hi_ref = ref.quantize(np.maximum(y, 0), 'uint8', 0, 90), 0.0, 90.0
+    else:
+        expected, lo_ref, hi_ref = ref.quantize(y, 'int8', -60, 90), -60.0, 90.0
+    assert_within_one_step(q, expected)
+    assert (lo, hi) == (lo_ref, hi_ref)
+
+
+def test_float_input_op_equals_quantizing_the_fp32_batch_norm(rng):
+    """The same values as MXNet's fp32 BatchNorm followed by its quantize_v2."""
+    case = make_case(rng, (4, 3, 28, 28))
+    x = rng.uniform(0, 255, (4, 3, 28, 28)).astype(np.float32)
+    params = [mx.nd.array(case[k]) for k in ('gamma', 'beta', 'mean', 'var')]
+    y = mx.nd.BatchNorm(mx.nd.array(x), *params, fix_gamma=False, eps=1e-3,
+                        use_global_stats=True)
+    lo, hi = float(y.min().asscalar()), float(y.max().asscalar())
+    mxnet_q = mx.nd.contrib.quantize_v2(y, out_type='int8', min_calib_range=lo,
+                                        max_calib_range=hi)[0].asnumpy()
+    q, _, _ = run_float_op(x, case, fix_gamma=False, eps=1e-3, min_calib_range=lo,
+                           max_calib_range=hi)
+    assert_within_one_step(q, mxnet_q)
+
+
 @st.composite
 def op_cases(draw):
     ndim = draw(st.integers(1, 5))

@@ -66,9 +66,14 @@ def test_rewrite_op_lists_before_and_after(zoo):
     assert before['_contrib_quantized_act'] == 9
     after = ops(mxnet_bnq.rewrite_quantized_symbol(native, qargs, qaux))
     expected = dict(before)
+    # The last BN+ReLU also takes over the global average pooling after it; the
+    # input BatchNorm and the quantize after it become one op (fp32 in, int8 out).
     expected.update({'BatchNorm': 0, '_contrib_quantized_act': 0,
-                     '_contrib_quantized_batch_norm_relu': 9, '_contrib_quantized_batch_norm': 1})
-    # The input BatchNorm's quantize moved before it: the count of quantize_v2 stays.
+                     '_contrib_quantized_batch_norm_relu': 8, '_contrib_quantized_batch_norm': 0,
+                     '_contrib_quantized_batch_norm_relu_global_avg_pool': 1,
+                     '_contrib_quantized_pooling': before['_contrib_quantized_pooling'] - 1,
+                     '_contrib_batch_norm_quantize': 1,
+                     '_contrib_quantize_v2': before['_contrib_quantize_v2'] - 1})
     assert after == collections.Counter({k: v for k, v in expected.items() if v}), after
     # The same through the documented optimize_for call.
     direct = native.optimize_for('BNQ_QUANTIZE', qargs, qaux, skip_infer=True)
@@ -166,7 +171,8 @@ def test_report_lists_fates_and_sqnr(zoo):
     rows = mxnet_bnq.report(sym, qsym, args, aux, qargs, qaux, data=x)
     fates = collections.Counter((r['fate'], r['detail']) for r in rows[:-1]
                                 if not r['fate'].startswith('folded'))
-    assert fates == {('int8 BN+ReLU, uint8 out', 'fused_relu'): 9,
+    assert fates == {('int8 BN+ReLU, uint8 out', 'fused_relu'): 8,
+                     ('int8 BN+ReLU+global avg pool, uint8 out', 'fused_relu+global_avg_pool'): 1,
                      ('int8', 'quantized_fp32_input_bn'): 1}, fates
     assert sum(r['fate'].startswith('folded') for r in rows) == 9
     measured = [r for r in rows if r['sqnr_db'] is not None]
@@ -245,6 +251,32 @@ def test_batchnorm_left_fp32_between_dequantize_and_quantize_is_quantized():
     (fp32,) = small_nets.forward(sym, args, aux, x)
     (int8,) = small_nets.forward(rewritten, qargs, qaux, x)
     assert small_nets.sqnr_db(fp32, int8) > 20
+
+
+@pytest.mark.parametrize('calib_mode,expected', [
+    ('naive', {'_contrib_batch_norm_quantize'}),
+    ('entropy', {'_contrib_batch_norm_quantize'}),
+    ('none', {'_contrib_quantize_v2', '_contrib_quantized_batch_norm'}),
+])
+def test_batchnorm_on_the_input_is_quantized(calib_mode, expected):
+    """Rewrite 2: with a calibrated range, one op from fp32 data to int8; without
+    (calib_mode='none'), quantize the input at run time, then the int8 op."""
+    sym = small_nets.bn_on_input()
+    shape = (8, 4, 8, 8)
+    args, aux = small_nets.random_params(sym, shape)
+    calib = np.random.default_rng(1).normal(0, 1, (16,) + shape[1:]).astype('f')
+    qsym, qargs, qaux = mxnet_bnq.quantize_model_mkldnn(
+        sym, args, aux, calib_mode=calib_mode, label_names=None, quantized_dtype='auto',
+        calib_data=mx.io.NDArrayIter(calib, batch_size=8))
+    assert ops(qsym)['BatchNorm'] == 0, ops(qsym)
+    producer = json.loads(qsym.tojson())['nodes']
+    bn = node(qsym, 'bn')
+    assert bn['op'] in expected and bn['attrs']['__bnq_rewrite__'] == 'quantized_fp32_input_bn'
+    assert {producer[i[0]]['op'] for i in bn['inputs'][:1]} | {bn['op']} <= expected | {'null'}
+    x = np.random.default_rng(2).normal(0, 1, shape).astype('f')
+    (fp32,) = small_nets.forward(sym, args, aux, x)
+    (int8,) = small_nets.forward(qsym, qargs, qaux, x)
+    assert small_nets.sqnr_db(fp32, int8) > (15 if calib_mode == 'none' else 20)
 
 
 def test_native_mode_keeps_mxnet_own_op_in_the_process():

@@ -108,9 +108,10 @@ PASS_OPTION_VALUES = st.one_of(st.text(max_size=12), st.sampled_from(
 
 
 @settings(max_examples=max(1, FUZZ_EXAMPLES // 3))
-@given(st.dictionaries(st.sampled_from(['relu_calib_ranges', 'bn_input_calib_ranges',
+@given(st.dictionaries(st.sampled_from(['relu_calib_ranges',
                                         'excluded_sym_names', 'excluded_op_names',
-                                        'quantized_dtype', 'fuse_relu', 'quantize_fp32_bn',
+                                        'quantized_dtype', 'fuse_relu', 'fuse_pooling',
+                                        'quantize_fp32_bn',
                                         'unknown']), PASS_OPTION_VALUES, max_size=3))
 def test_fuzzed_pass_options_never_crash(options):
     qsym, qargs, qaux = _quantized_small_net()
