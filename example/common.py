@@ -67,7 +67,8 @@ def normalization_args(shape, rgb_mean, rgb_std):
 
 
 def record_iter(path, shape, batch_size, rgb_mean, rgb_std, label_name='softmax_label',
-                threads=1, shuffle=False, shuffle_chunk_seed=3982304, seed=48564309):
+                threads=1, shuffle=False, shuffle_chunk_seed=3982304, seed=48564309,
+                dtype='float32'):
     if not os.path.isfile(path):
         raise FileNotFoundError('dataset %s not found' % path)
     idx = os.path.splitext(path)[0] + '.idx'
@@ -75,7 +76,7 @@ def record_iter(path, shape, batch_size, rgb_mean, rgb_std, label_name='softmax_
         path_imgrec=path, path_imgidx=idx if os.path.isfile(idx) else '', label_width=1,
         preprocess_threads=max(1, threads), batch_size=batch_size, data_shape=shape,
         label_name=label_name, rand_crop=False, rand_mirror=False, shuffle=shuffle,
-        shuffle_chunk_seed=shuffle_chunk_seed, seed=seed,
+        shuffle_chunk_seed=shuffle_chunk_seed, seed=seed, dtype=dtype,
         **normalization_args(shape, rgb_mean, rgb_std))
 
 

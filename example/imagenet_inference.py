@@ -45,7 +45,9 @@ def build_parser():
                    help='batches to score (0: the whole dataset)')
     p.add_argument('--batch-size', type=int, default=32)
     p.add_argument('--data-layer-type', default='float32', choices=['float32', 'int8', 'uint8'],
-                   help='data type of the synthetic input of --benchmark')
+                   help='data type of the data layer (images and --benchmark input); int8 / '
+                        'uint8 only for models whose data input takes it, e.g. a first '
+                        'quantize_v2')
     p.add_argument('--output-json', default=None, help='also write the results to this file')
     p.add_argument('--save-outputs', default=None,
                    help='save the model outputs of the scored images (.npy), e.g. to compare '
@@ -88,10 +90,16 @@ def load_model(symbol_file, param_file, logger):
     return sym, arg_params, aux_params
 
 
-def bind(sym, arg_params, aux_params, data_shape, ctx, label_name):
+def bind(sym, arg_params, aux_params, data_shape, ctx, label_name, dtype='float32'):
     label_names = [label_name] if label_name in sym.list_arguments() else None
     mod = mx.mod.Module(symbol=sym, context=ctx, label_names=label_names)
-    mod.bind(for_training=False, data_shapes=[('data', data_shape)])
+    try:
+        mod.bind(for_training=False, data_shapes=[mx.io.DataDesc('data', data_shape, dtype)])
+    except (mx.MXNetError, RuntimeError) as err:  # simple_bind wraps MXNetError
+        if dtype == 'float32':
+            raise
+        raise SystemExit('--data-layer-type %s: the model does not take %s data (%s)'
+                         % (dtype, dtype, str(err).strip().splitlines()[-1].strip()))
     mod.set_params(arg_params, aux_params)
     return mod
 
@@ -147,7 +155,7 @@ def main(argv=None):
     ctx = mx.cpu()
     sym, arg_params, aux_params = load_model(args.symbol_file, args.param_file, logger)
     shape = (args.batch_size,) + args.image_shape
-    mod = bind(sym, arg_params, aux_params, shape, ctx, args.label_name)
+    mod = bind(sym, arg_params, aux_params, shape, ctx, args.label_name, args.data_layer_type)
     result = {'symbol_file': args.symbol_file, 'batch_size': args.batch_size}
     if args.benchmark:
         num = args.num_inference_batches or 100
@@ -157,7 +165,8 @@ def main(argv=None):
         print('batch size %d, %.1f images/s' % (args.batch_size, result['images_per_second']))
     else:
         data = common.record_iter(args.dataset, args.image_shape, args.batch_size, args.rgb_mean,
-                                  args.rgb_std, args.label_name, args.data_nthreads)
+                                  args.rgb_std, args.label_name, args.data_nthreads,
+                                  dtype=args.data_layer_type)
         outputs = [] if args.save_outputs else None
         top1, top5, images, seconds = score(mod, data, args.num_skipped_batches,
                                             args.num_inference_batches, args.quiet, outputs)

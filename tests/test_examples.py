@@ -139,3 +139,31 @@ def test_gluoncv_architecture_on_real_images(recs, tmp_path):
         '--dataset', str(tmp_path / 'rgb.rec'), '--batch-size', '8', '--image-shape', '3,224,224',
         '--rgb-mean', '123.68,116.779,103.939', '--rgb-std', '58.393,57.12,57.375', '--quiet'])
     assert 'on 16 images' in proc.stdout, proc.stdout
+
+
+def test_data_layer_type_feeds_quantized_data_or_fails_clearly(recs, tmp_path):
+    """--data-layer-type int8/uint8 (MXNet's flag): binds the data layer with that
+    type; a model whose data input needs float32 (ours: the input BatchNorm takes
+    float32) is refused with a clear message."""
+    import mxnet as mx  # pylint: disable=import-outside-toplevel
+    # A quantized model whose data goes into a quantize_v2 takes uint8 as it is.
+    data = mx.sym.var('data')
+    sym = mx.sym.contrib.quantize_v2(data, out_type='uint8', min_calib_range=0.0,
+                                     max_calib_range=255.0)[0]
+    mod = imagenet_inference.bind(sym, {}, {}, (4, 1, 28, 28), mx.cpu(), 'softmax_label', 'uint8')
+    assert mod.data_shapes[0].dtype in ('uint8', np.uint8)
+    it = common.record_iter(str(recs / 'val.rec'), (1, 28, 28), 4, '0', '1', dtype='uint8')
+    batch = next(iter(it))
+    mod.forward(batch, is_train=False)
+    images, _ = pack.load_fashion_mnist(split='test')
+    assert np.array_equal(mod.get_outputs()[0].asnumpy()[:, 0], images[:4])
+
+    prefix = quantize(recs, tmp_path, 'int8')
+    proc = subprocess.run([sys.executable, os.path.join(EXAMPLE, 'imagenet_inference.py'),
+                           '--symbol-file', prefix + '-symbol.json', '--param-file',
+                           prefix + '-0000.params', '--benchmark', '--data-layer-type', 'uint8',
+                           '--batch-size', '4', '--num-inference-batches', '1', '--quiet'] + FASHION,
+                          capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert proc.returncode != 0
+    assert '--data-layer-type uint8: the model does not take uint8 data' in proc.stderr
+    assert 'Traceback' not in proc.stderr

@@ -84,6 +84,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         Check(std::isfinite(255.0f * std::fabs(folded.scale[c]) + std::fabs(folded.shift[c])));
       }
     }
+    // float32 input: needs the calibrated range, gives finite factors.
+    const auto out = relu ? bnq::QuantType::kUint8 : bnq::QuantType::kInt8;
+    bnq::FoldedScaleShift folded;
+    error.clear();
+    if (!bnq::FoldScaleShiftFloatInput(attrs, params, out, relu, &folded, &error)) {
+      Check(!error.empty());
+      continue;
+    }
+    Check(attrs.has_calib_range && folded.scale.size() == static_cast<size_t>(channels));
+    Check(folded.min_output <= folded.max_output && (!relu || folded.min_output == 0.f));
+    for (int64_t c = 0; c < channels; ++c) {
+      Check(std::isfinite(folded.scale[c]) && std::isfinite(folded.shift[c]));
+    }
   }
   return 0;
 }
