@@ -10,6 +10,11 @@ Each op is timed twice:
             includes the layout reorder MXNet runs before any library op.
 MXNet's own op runs in a subprocess that never loads the plugin.
 
+A second table times the head of a pre-activation ResNet (BN -> ReLU ->
+global average pooling) in graph after quantize_v2, int8: the plugin's fused
+op, the plugin's BN+ReLU followed by MXNet's int8 pooling, MXNet's BN -> act ->
+pooling, and the fp32 graph.
+
     python python/bench_op.py                 # all shapes, table + PNG in results/
     python python/bench_op.py --quick         # one shape
     python python/bench_op.py --threads 1     # single-threaded
@@ -34,6 +39,7 @@ from results_io import save_results
 
 SHAPES = [(64, 256, 56, 56), (32, 64, 112, 112), (128, 512, 28, 28), (1, 2048, 7, 7)]
 QUICK_SHAPES = [(32, 64, 112, 112)]
+HEAD_SHAPES = [(8, 2048, 7, 7), (64, 2048, 7, 7)]
 DTYPES = ['int8', 'uint8']
 LOG = logging.getLogger('bench_op')
 
@@ -137,12 +143,19 @@ def bn_in_graph_sym(mx, dtype, variant):
     names = ['gamma', 'beta', 'moving_mean', 'moving_var']
     params = [mx.sym.var('bn_' + n) for n in names]
     attrs = dict(fix_gamma=False, min_calib_range=-5.0, max_calib_range=5.0)
-    if variant == 'bn_relu_fused':
-        return mx.sym.contrib.quantized_batch_norm_relu(q[0], *params, q[1], q[2], name='bn',
-                                                         **attrs)
-    out = mx.sym.contrib.quantized_batch_norm(q[0], *params, q[1], q[2], name='bn', **attrs)
-    if variant == 'bn_then_act':
+    pool = dict(kernel=(1, 1), global_pool=True, pool_type='avg', name='pool')
+    if variant == 'bn_relu_pool_fused':
+        return mx.sym.contrib.quantized_batch_norm_relu_global_avg_pool(
+            q[0], *params, q[1], q[2], name='bn', **attrs)
+    if variant in ('bn_relu_fused', 'bn_relu_then_pool'):
+        out = mx.sym.contrib.quantized_batch_norm_relu(q[0], *params, q[1], q[2], name='bn',
+                                                       **attrs)
+    else:
+        out = mx.sym.contrib.quantized_batch_norm(q[0], *params, q[1], q[2], name='bn', **attrs)
+    if variant in ('bn_then_act', 'bn_act_pool'):
         out = mx.sym.contrib.quantized_act(out[0], out[1], out[2], act_type='relu', name='act')
+    if variant in ('bn_relu_then_pool', 'bn_act_pool'):
+        out = mx.sym.contrib.quantized_pooling(out[0], out[1], out[2], **pool)
     return out
 
 
@@ -151,10 +164,44 @@ def in_graph_ms(mx, shape, dtype, budget_s, variant='bn'):
     return graph_ms(mx, bn_in_graph_sym(mx, dtype, variant), shape, budget_s) - base
 
 
-def fp32_in_graph_ms(mx, shape, budget_s):
+def fp32_in_graph_ms(mx, shape, budget_s, head=False):
     data = mx.sym.var('data')
     sym = mx.sym.BatchNorm(data, fix_gamma=False, use_global_stats=True, name='bn')
+    if head:
+        sym = mx.sym.Pooling(mx.sym.Activation(sym, act_type='relu'), kernel=(1, 1),
+                             global_pool=True, pool_type='avg')
     return graph_ms(mx, sym, shape, budget_s)
+
+
+def measure_head(shapes, budget_s, native):
+    """The BN -> ReLU -> global average pooling head, in graph, int8 input."""
+    import mxnet as mx  # pylint: disable=import-outside-toplevel
+    rows = []
+    for shape in shapes:
+        if native:
+            row = dict(mxnet_head=in_graph_ms(mx, shape, 'int8', budget_s, 'bn_act_pool'))
+        else:
+            import mxnet_bnq  # pylint: disable=import-outside-toplevel
+            mxnet_bnq.load()
+            row = dict(shape=list(shape),
+                       ours_fused=in_graph_ms(mx, shape, 'int8', budget_s, 'bn_relu_pool_fused'),
+                       ours_then_pool=in_graph_ms(mx, shape, 'int8', budget_s,
+                                                  'bn_relu_then_pool'),
+                       fp32_head=fp32_in_graph_ms(mx, shape, budget_s, head=True))
+        LOG.info('head %s native=%s: %s', shape, native, row)
+        rows.append(row)
+    return rows
+
+
+def head_table(rows):
+    lines = ['| shape | ours BN+ReLU+pool fused ms | ours BN+ReLU, then MXNet pooling ms '
+             '| MXNet BN -> act -> pooling ms | fp32 BN -> ReLU -> pooling ms |',
+             '|---|---|---|---|---|']
+    for r in rows:
+        lines.append('| %s | %.2f | %.2f | %.2f | %.2f |' % (
+            'x'.join(map(str, r['shape'])), r['ours_fused'], r['ours_then_pool'],
+            r['mxnet_head'], r['fp32_head']))
+    return '\n'.join(lines)
 
 
 def measure_native(shapes, dtypes, budget_s):
@@ -193,9 +240,9 @@ def measure_plugin(shapes, dtypes, budget_s):
     return rows
 
 
-def run_native_subprocess(shapes, budget_s):
+def run_native_subprocess(shapes, budget_s, head=False):
     cmd = [sys.executable, os.path.abspath(__file__), '--native-json', '--budget', str(budget_s),
-           '--shapes'] + ['x'.join(map(str, s)) for s in shapes]
+           '--shapes'] + ['x'.join(map(str, s)) for s in shapes] + (['--head'] if head else [])
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -256,6 +303,7 @@ def main():
                         default=int(os.environ.get('OMP_NUM_THREADS', os.cpu_count())),
                         help='OpenMP threads of every op and of the copy')
     parser.add_argument('--native-json', action='store_true', help=argparse.SUPPRESS)
+    parser.add_argument('--head', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if 'mxnet' in sys.modules:
         raise RuntimeError('set OMP_NUM_THREADS before MXNet is imported')
@@ -267,7 +315,9 @@ def main():
         shapes = QUICK_SHAPES if args.quick else SHAPES
     budget = 0.5 if args.quick else args.budget
     if args.native_json:
-        print(json.dumps(measure_native(shapes, DTYPES, budget)))
+        rows = measure_head(shapes, budget, True) if args.head else \
+            measure_native(shapes, DTYPES, budget)
+        print(json.dumps(rows))
         return
     LOG.info('measuring MXNet\'s own op in a subprocess')
     native = run_native_subprocess(shapes, budget)
@@ -276,6 +326,14 @@ def main():
     for row, nat in zip(rows, native):
         row.update(nat)
     save_results(args.out_dir, 'bench_op', table(rows), rows, chart)
+    if args.shapes:
+        return
+    head_shapes = HEAD_SHAPES[:1] if args.quick else HEAD_SHAPES
+    native = run_native_subprocess(head_shapes, budget, head=True)
+    rows = measure_head(head_shapes, budget, False)
+    for row, nat in zip(rows, native):
+        row.update(nat)
+    save_results(args.out_dir, 'bench_op_head', head_table(rows), rows)
 
 
 if __name__ == '__main__':

@@ -37,14 +37,16 @@ def graph_runs(bn_mode):
 
 
 def op_runs():
-    """The plugin's two ops called imperatively on a few cases."""
+    """The plugin's ops on quantized data (BN, BN+ReLU, BN+ReLU+pooling; each a
+    group) called imperatively on a few cases."""
     from bn_cases import make_case, run_op  # pylint: disable=import-outside-toplevel
     mxnet_bnq.load()
     rng = np.random.default_rng(0)
     cases = [make_case(rng, shape, in_dtype=dtype) for shape in ((4, 8, 6, 6), (2, 16, 5, 5))
              for dtype in ('int8', 'uint8')]
-    return [[(lambda c=c, r=relu: run_op(c, r, min_calib_range=-2, max_calib_range=2)[0])
-             for c in cases] for relu in (False, True)]
+    return [[(lambda c=c, r=relu, p=pool: run_op(c, r, p, min_calib_range=-2,
+                                                 max_calib_range=2)[0])
+             for c in cases] for relu, pool in ((False, False), (True, False), (True, True))]
 
 
 def main(num_threads, iterations, mode='int8'):
