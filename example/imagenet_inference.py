@@ -98,7 +98,7 @@ def bind(sym, arg_params, aux_params, data_shape, ctx, label_name, dtype='float3
     except (mx.MXNetError, RuntimeError) as err:  # simple_bind wraps MXNetError
         if dtype == 'float32':
             raise
-        raise SystemExit('--data-layer-type %s: the model does not take %s data (%s)'
+        raise SystemExit('--data-layer-type %s: cannot bind the model with %s data (%s)'
                          % (dtype, dtype, str(err).strip().splitlines()[-1].strip()))
     mod.set_params(arg_params, aux_params)
     return mod

@@ -3,11 +3,10 @@
 They run MXNet's own flow (MKLDNN_QUANTIZE fusion, the quantize pass,
 calibration, MXNet's post-quantization fusion) and then the plugin's
 BNQ_QUANTIZE graph pass, which quantizes every BatchNorm that could not be
-folded into a convolution and fuses quantized BatchNorm + ReLU into one op
-with uint8 output.  The only additions to MXNet's flow are the statistics
-that pass needs, collected in the same calibration run: the post-ReLU range of
-each BatchNorm+ReLU pair and the input range of each BatchNorm that MXNet left
-in fp32.
+folded into a convolution and fuses quantized BatchNorm + ReLU (+ global
+average pooling) into one op with uint8 output.  The only addition to MXNet's
+flow is the statistic that pass needs, collected in the same calibration run:
+the post-ReLU range of each BatchNorm+ReLU pair.
 """
 import logging
 import os
@@ -108,7 +107,7 @@ def _format_ranges(ranges):
     return ';'.join('%s=%.9g:%.9g' % (name, lo, hi) for name, (lo, hi) in sorted(ranges.items()))
 
 
-def rewrite_quantized_symbol(qsym, qarg_params, aux_params, relu_calib_ranges=None,
+def rewrite_quantized_symbol(qsym, qarg_params, aux_params, *, relu_calib_ranges=None,
                              excluded_sym_names=None, excluded_op_names=None,
                              quantized_dtype='auto', backend=PASS_NAME):
     """Runs the plugin's BNQ_QUANTIZE pass on a quantized symbol.
@@ -180,8 +179,11 @@ def _quantize(sym, arg_params, aux_params, data_names, label_names, ctx, exclude
     if mkldnn:
         qsym = qsym.get_backend_symbol('MKLDNN_QUANTIZE')
     if bn_mode == 'int8':
-        qsym = rewrite_quantized_symbol(qsym, qarg_params, aux_params, relu_ranges,
-                                        excluded_sym_names, excluded_op_names, quantized_dtype)
+        qsym = rewrite_quantized_symbol(qsym, qarg_params, aux_params,
+                                        relu_calib_ranges=relu_ranges,
+                                        excluded_sym_names=excluded_sym_names,
+                                        excluded_op_names=excluded_op_names,
+                                        quantized_dtype=quantized_dtype)
     return qsym, qarg_params, aux_params
 
 

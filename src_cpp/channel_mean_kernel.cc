@@ -1,6 +1,7 @@
 #include "channel_mean_kernel.h"
 
 #include <cstring>
+#include <vector>
 
 namespace bnq {
 namespace {
@@ -12,8 +13,15 @@ dnnl::memory::desc SrcDesc(int64_t rows, int64_t inner) {
   return {{rows, inner}, dt::u8, tag::ab};
 }
 dnnl::memory::desc OnesDesc(int64_t inner) { return {{inner, 1}, dt::s8, tag::ab}; }
-dnnl::memory::desc DstDesc(int64_t rows) { return {{rows, 1}, dt::u8, tag::ab}; }
-dnnl::memory::desc ScaleDesc() { return {{1}, dt::f32, tag::a}; }
+dnnl::memory::desc SumsDesc(int64_t rows) { return {{rows, 1}, dt::s32, tag::ab}; }
+
+// sum / inner rounded to nearest, ties to even, for 0 <= sum <= 255 * inner.
+uint8_t RoundedMean(int32_t sum, int32_t inner) {
+  int32_t q = sum / inner;
+  const int32_t twice_rest = 2 * (sum % inner);
+  if (twice_rest > inner || (twice_rest == inner && (q & 1))) ++q;
+  return static_cast<uint8_t>(q);
+}
 
 }  // namespace
 
@@ -26,10 +34,8 @@ ChannelMeanKernel::Entry& ChannelMeanKernel::GetEntry(int64_t rows, int64_t inne
       return cache_.front();
     }
   }
-  dnnl::primitive_attr attr;
-  attr.set_scales_mask(DNNL_ARG_WEIGHTS, 0);  // one runtime scale: 1 / inner
   const dnnl::matmul::primitive_desc pd(engine_, SrcDesc(rows, inner), OnesDesc(inner),
-                                        DstDesc(rows), attr);
+                                        SumsDesc(rows));
   dnnl::memory ones(OnesDesc(inner), engine_);  // oneDNN allocates and owns it
   std::memset(ones.get_data_handle(), 1, static_cast<size_t>(inner));
   cache_.push_front(Entry{rows, inner, dnnl::matmul(pd), ones});
@@ -46,17 +52,18 @@ void ChannelMeanKernel::Run(int64_t rows, int64_t inner, const uint8_t* src, uin
     primitive = entry.primitive;
     ones = entry.ones;  // shared handle: stays alive while this call uses it
   }
-  float scale = 1.f / static_cast<float>(inner);
+  std::vector<int32_t> sums(static_cast<size_t>(rows));
   // oneDNN takes non-const handles; src is only read.
   dnnl::memory src_mem(SrcDesc(rows, inner), engine_, const_cast<uint8_t*>(src));
-  dnnl::memory dst_mem(DstDesc(rows), engine_, dst);
-  dnnl::memory scale_mem(ScaleDesc(), engine_, &scale);
+  dnnl::memory sums_mem(SumsDesc(rows), engine_, sums.data());
   dnnl::stream stream(engine_);
   primitive.execute(stream, {{DNNL_ARG_SRC, src_mem},
                              {DNNL_ARG_WEIGHTS, ones},
-                             {DNNL_ARG_DST, dst_mem},
-                             {DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS, scale_mem}});
+                             {DNNL_ARG_DST, sums_mem}});
   stream.wait();
+  for (int64_t r = 0; r < rows; ++r) {
+    dst[r] = RoundedMean(sums[r], static_cast<int32_t>(inner));
+  }
 }
 
 }  // namespace bnq

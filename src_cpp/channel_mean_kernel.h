@@ -1,12 +1,14 @@
 // The pooling kernel: the mean of each row of a plain row-major uint8 matrix,
 //
-//     dst[r] = saturate(round(sum_k src[r, k] / inner))
+//     dst[r] = round_half_to_even(sum_k src[r, k] / inner)
 //
 // i.e. global average pooling of (N, C, spatial...) data viewed as
-// (N * C, spatial).  oneDNN's pooling and reduction primitives are slow on
-// such plain int8 layouts (a reference kernel, or a jit kernel tuned for long
-// rows), so it is a u8 x s8 `matmul` against a column of ones with the weight
-// scale 1 / inner: exact int32 sums, one rounding (to nearest even).
+// (N * C, spatial), rounded as MXNet's int8 pooling rounds.  oneDNN's pooling
+// and reduction primitives are slow on such plain int8 layouts (a reference
+// kernel, or a jit kernel tuned for long rows), so the sums come from a u8 x s8
+// `matmul` against a column of ones (exact in int32), and the division is
+// done in integers: a float 1/inner factor would round some exact halves
+// (e.g. 91 / 14 = 6.5) the wrong way.
 //
 // Primitives depend only on the shape, so they are cached (bounded, least
 // recently used first out).  Run() is thread-safe.
@@ -24,11 +26,13 @@ namespace bnq {
 class ChannelMeanKernel {
  public:
   static constexpr size_t kCacheCapacity = 8;
+  // Largest row length whose uint8 sum is exact in int32.
+  static constexpr int64_t kMaxInner = INT32_MAX / 255;
 
   ChannelMeanKernel();
 
-  // src: rows x inner uint8, dst: rows uint8.  Throws dnnl::error on a
-  // oneDNN failure.
+  // src: rows x inner uint8 (1 <= inner <= kMaxInner), dst: rows uint8.
+  // Throws dnnl::error on a oneDNN failure.
   void Run(int64_t rows, int64_t inner, const uint8_t* src, uint8_t* dst);
 
  private:

@@ -13,14 +13,18 @@
 //                                       MXNet's int8 pooling falls back to a
 //                                       slow reference kernel on the plain
 //                                       layout a library op produces.
-//   _contrib_batch_norm_quantize        BatchNorm on float32 data, int8 out
+//   _contrib_batch_norm_quantize        BatchNorm on real-valued data, int8 out
 //   _contrib_batch_norm_relu_quantize   the same followed by ReLU, uint8 out.
+//                                       Data: float32, or uint8/int8 holding
+//                                       the values themselves (raw pixels, as
+//                                       --data-layer-type uint8 feeds them).
 //                                       Both need the calibrated output range
 //                                       (e.g. a BatchNorm on the network
 //                                       input, followed by a quantize).
 //
-// Inputs: data, gamma, beta, moving_mean, moving_var, and for int8/uint8
-// data min_data, max_data.  Outputs: output, min_output, max_output.
+// Inputs: data, gamma, beta, moving_mean, moving_var, and for the quantized
+// data of the _contrib_quantized_* ops min_data, max_data.
+// Outputs: output, min_output, max_output.
 #include <algorithm>
 #include <climits>
 #include <cmath>
@@ -43,8 +47,8 @@ namespace {
 constexpr int kNumQuantizedInputs = 7;  // float32 data has no min_data, max_data
 constexpr int kNumOutputs = 3;
 enum Input { kData, kGamma, kBeta, kMovingMean, kMovingVar, kMinData, kMaxData };
-const char* const kInputNames[kNumQuantizedInputs] = {"data",       "gamma",    "beta",    "moving_mean",
-                                             "moving_var", "min_data", "max_data"};
+const char* const kInputNames[kNumQuantizedInputs] = {
+    "data", "gamma", "beta", "moving_mean", "moving_var", "min_data", "max_data"};
 
 MXReturnValue Fail(const std::string& op, const std::string& message) {
   ReportError(op, message);
@@ -106,12 +110,12 @@ int NumInputs(const OpTraits& traits) {
 
 // The data types the op accepts, for messages.
 const char* DataTypes(const OpTraits& traits) {
-  return traits.float_input ? "float32" : "int8 or uint8";
+  return traits.float_input ? "float32, uint8 or int8" : "int8 or uint8";
 }
 
 bool AcceptsData(const OpTraits& traits, int dtype) {
   QuantType unused;
-  return traits.float_input ? dtype == kFloat32 : ToQuantType(dtype, &unused);
+  return ToQuantType(dtype, &unused) || (traits.float_input && dtype == kFloat32);
 }
 
 // Runs `body`, turning any exception into an MXNet error: nothing may cross
@@ -322,19 +326,25 @@ MXReturnValue Compute(const OpTraits& traits, const BatchNormAttrs& attrs,
                              Floats(in[kMovingVar]), shape.channels};
   FoldedScaleShift folded;
   bool folded_ok = false;
-  if (traits.float_input) {
+  QuantType in_type = QuantType::kInt8;
+  const bool integer_data = ToQuantType(data.dtype, &in_type);
+  if (integer_data) shape.src_type = ToDnnl(in_type);
+  if (traits.float_input) {  // the values themselves, whatever their type
     folded_ok = FoldScaleShiftFloatInput(attrs, params, traits.out_type, traits.relu, &folded,
                                          &error);
   } else {
-    QuantType in_type = QuantType::kInt8;
-    ToQuantType(data.dtype, &in_type);
-    shape.src_type = ToDnnl(in_type);
     folded_ok = FoldScaleShift(attrs, params, *Floats(in[kMinData]), *Floats(in[kMaxData]),
                                in_type, traits.out_type, traits.relu, &folded, &error);
   }
   if (!folded_ok) return Fail(traits.name, error);
   if (traits.global_avg_pool) {
     // BN+ReLU into MXNet's temporary workspace, then the mean of each channel.
+    if (shape.inner > ChannelMeanKernel::kMaxInner) {
+      return Fail(traits.name, "data of shape " + ShapeString(data.shape) + " pools " +
+                                   std::to_string(shape.inner) + " values per channel, more "
+                                   "than the " + std::to_string(ChannelMeanKernel::kMaxInner) +
+                                   " whose sum is exact in int32");
+    }
     const int64_t bytes = data.size();
     if (bytes > INT_MAX) {  // lib_api's workspace allocator takes an int
       return Fail(traits.name, "data of shape " + ShapeString(data.shape) +

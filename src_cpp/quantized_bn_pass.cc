@@ -16,7 +16,7 @@
 //     follows it (the head of a pre-activation ResNet):
 //       quantized_batch_norm_relu -> quantized_pooling(avg, global)
 //         =>  quantized_batch_norm_relu_global_avg_pool
-//     MXNet's int8 pooling runs a reference kernel (about 50x slower) on the
+//     MXNet's int8 pooling runs a reference kernel (about 25x slower) on the
 //     plain layout a library op writes.
 //  5. makes a uint8 quantize or requantize whose input may be negative (no
 //     calibrated range, or a negative one) emit int8.  With quantized_dtype=
@@ -100,8 +100,11 @@ Node* QuantizeAfterFp32BatchNorm(const Graph* graph, const PassOptions& options,
   return next != nullptr && next->op == kQuantize ? next : nullptr;
 }
 
+// Both ends of the calibrated range are numbers (unset ones may read "None").
 bool HasCalibratedRange(const Node* quantize) {
-  return !Attr(quantize, "min_calib_range").empty() && !Attr(quantize, "max_calib_range").empty();
+  double lo = 0, hi = 0;
+  return ParseDecimal(Attr(quantize, "min_calib_range"), &lo) &&
+         ParseDecimal(Attr(quantize, "max_calib_range"), &hi);
 }
 
 // Makes fp32 `bn` (and the fp32 `relu` after it, if any) the op `op` (or
@@ -256,7 +259,8 @@ int FuseGlobalAvgPooling(Graph* graph, const PassOptions& options) {
       continue;
     }
     bn->op = kQuantizedBatchNormReluPool;
-    bn->attrs[kRewriteAttr] = Attr(bn, kRewriteAttr) + "+global_avg_pool";
+    const std::string before = Attr(bn, kRewriteAttr);
+    bn->attrs[kRewriteAttr] = before.empty() ? "global_avg_pool" : before + "+global_avg_pool";
     for (int i = 0; i < 3; ++i) RedirectUses(graph, pool, i, bn, i);
     DetachNode(pool);
     ++count;

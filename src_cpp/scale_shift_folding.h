@@ -49,8 +49,9 @@ bool FoldScaleShift(const BatchNormAttrs& attrs, const ChannelParams& params,
                     QuantType out_type, bool relu, FoldedScaleShift* folded,
                     std::string* error);
 
-// The same for float32 input (real values, step 1): the map quantizes the
-// BatchNorm's output directly.  Needs the calibrated output range in `attrs`.
+// The same for real-valued input (float32, or integers taken as they are:
+// step 1): the map quantizes the BatchNorm's output directly.  Needs the
+// calibrated output range in `attrs`.
 bool FoldScaleShiftFloatInput(const BatchNormAttrs& attrs, const ChannelParams& params,
                               QuantType out_type, bool relu, FoldedScaleShift* folded,
                               std::string* error);

@@ -141,29 +141,28 @@ def test_gluoncv_architecture_on_real_images(recs, tmp_path):
     assert 'on 16 images' in proc.stdout, proc.stdout
 
 
-def test_data_layer_type_feeds_quantized_data_or_fails_clearly(recs, tmp_path):
-    """--data-layer-type int8/uint8 (MXNet's flag): binds the data layer with that
-    type; a model whose data input needs float32 (ours: the input BatchNorm takes
-    float32) is refused with a clear message."""
-    import mxnet as mx  # pylint: disable=import-outside-toplevel
-    # A quantized model whose data goes into a quantize_v2 takes uint8 as it is.
-    data = mx.sym.var('data')
-    sym = mx.sym.contrib.quantize_v2(data, out_type='uint8', min_calib_range=0.0,
-                                     max_calib_range=255.0)[0]
-    mod = imagenet_inference.bind(sym, {}, {}, (4, 1, 28, 28), mx.cpu(), 'softmax_label', 'uint8')
-    assert mod.data_shapes[0].dtype in ('uint8', np.uint8)
-    it = common.record_iter(str(recs / 'val.rec'), (1, 28, 28), 4, '0', '1', dtype='uint8')
-    batch = next(iter(it))
-    mod.forward(batch, is_train=False)
-    images, _ = pack.load_fashion_mnist(split='test')
-    assert np.array_equal(mod.get_outputs()[0].asnumpy()[:, 0], images[:4])
-
+def test_data_layer_type_feeds_integer_data_or_fails_clearly(recs, tmp_path):
+    """--data-layer-type uint8 (MXNet's flag) binds the data layer and reads the
+    images as uint8: our quantized model (its input BatchNorm takes the pixel
+    values as they are) gives the same outputs as with float32; a model whose data
+    input needs float32 is refused with a clear message."""
     prefix = quantize(recs, tmp_path, 'int8')
+    outputs = {}
+    for dtype in ('float32', 'uint8'):
+        run_script('imagenet_inference.py', [
+            '--symbol-file', prefix + '-symbol.json', '--param-file', prefix + '-0000.params',
+            '--dataset', str(recs / 'val.rec'), '--batch-size', '100', '--num-inference-batches',
+            '2', '--data-layer-type', dtype, '--save-outputs', str(tmp_path / (dtype + '.npy')),
+            '--quiet'] + FASHION)
+        outputs[dtype] = np.load(str(tmp_path / (dtype + '.npy')))
+    assert outputs['uint8'].shape == (200, 10)
+    assert np.array_equal(outputs['uint8'], outputs['float32'])
+
     proc = subprocess.run([sys.executable, os.path.join(EXAMPLE, 'imagenet_inference.py'),
-                           '--symbol-file', prefix + '-symbol.json', '--param-file',
-                           prefix + '-0000.params', '--benchmark', '--data-layer-type', 'uint8',
+                           '--symbol-file', MODEL + '-symbol.json', '--param-file',
+                           MODEL + '-0000.params', '--benchmark', '--data-layer-type', 'uint8',
                            '--batch-size', '4', '--num-inference-batches', '1', '--quiet'] + FASHION,
                           capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert proc.returncode != 0
-    assert '--data-layer-type uint8: the model does not take uint8 data' in proc.stderr
+    assert '--data-layer-type uint8: cannot bind the model with uint8 data' in proc.stderr
     assert 'Traceback' not in proc.stderr

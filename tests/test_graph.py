@@ -93,3 +93,39 @@ def test_bn_relu_and_global_avg_pooling_fuse_into_one_exact_op():
     (fp32,) = small_nets.forward(sym, args, aux, x)
     assert np.array_equal(fused_out, unfused_out)
     assert small_nets.sqnr_db(fp32, fused_out) > 15
+
+
+def _head(pool_kwargs, axis=1, extra_output=False):
+    """quantize_v2 -> plugin BN+ReLU -> MXNet int8 pooling, built by hand."""
+    data = mx.sym.var('data')
+    q = mx.sym.contrib.quantize_v2(data, out_type='int8', min_calib_range=-3.0,
+                                   max_calib_range=3.0, name='quantize')
+    params = [mx.sym.var('bn_' + n) for n in ('gamma', 'beta', 'moving_mean', 'moving_var')]
+    bn = mx.sym.contrib.quantized_batch_norm_relu(q[0], *params, q[1], q[2], axis=axis,
+                                                  min_calib_range=0.0, max_calib_range=4.0,
+                                                  name='bn')
+    pool = mx.sym.contrib.quantized_pooling(bn[0], bn[1], bn[2], name='pool', **pool_kwargs)
+    return mx.sym.Group([pool[0], bn[1]]) if extra_output else pool[0]
+
+
+GLOBAL_AVG = dict(kernel=(1, 1), global_pool=True, pool_type='avg')
+
+
+@pytest.mark.parametrize('pool,head_kwargs,options,fused', [
+    (GLOBAL_AVG, {}, {}, True),
+    (GLOBAL_AVG, {}, dict(fuse_pooling='false'), False),
+    (GLOBAL_AVG, {}, dict(excluded_sym_names='pool'), False),
+    (GLOBAL_AVG, {}, dict(excluded_sym_names='bn'), False),
+    (dict(kernel=(2, 2), pool_type='avg'), {}, {}, False),                   # not global
+    (dict(kernel=(1, 1), global_pool=True, pool_type='max'), {}, {}, False),
+    (GLOBAL_AVG, dict(axis=3), {}, False),                                   # not channel axis 1
+    (GLOBAL_AVG, dict(extra_output=True), {}, False),                        # min used twice
+])
+def test_pooling_fuses_only_where_exact(pool, head_kwargs, options, fused):
+    mxnet_bnq.load()  # the plugin's symbol functions exist once it is loaded
+    sym = _head(pool, **head_kwargs)
+    args = {'bn_' + n: mx.nd.ones(8) for n in ('gamma', 'beta', 'moving_mean', 'moving_var')}
+    out = sym.optimize_for('BNQ_QUANTIZE', args, {}, skip_infer=True, **options)
+    ops = [n['op'] for n in json.loads(out.tojson())['nodes']]
+    assert ('_contrib_quantized_batch_norm_relu_global_avg_pool' in ops) == fused, ops
+    assert ('_contrib_quantized_pooling' in ops) != fused, ops

@@ -113,8 +113,10 @@ def test_repeated_calls_reuse_cached_primitives_and_stay_exact(rng):
     assert np.array_equal(run_op(case, min_calib_range=-2, max_calib_range=2)[0], first)
 
 
+# Spatial sizes with and without exact halves among the means (14, 28, 6, ...).
 POOL_SHAPES_AND_AXES = [((2, 8, 5, 5), 1), ((3, 4, 7, 7), 1), ((2, 6, 4, 4), 1),
-                        ((2, 4, 3, 3, 3), 1), ((3, 4, 9), 1), ((5, 6), 1), ((2, 5, 3, 8), 2)]
+                        ((4, 16, 2, 7), 1), ((4, 16, 4, 7), 1), ((2, 4, 3, 3, 3), 1),
+                        ((3, 4, 9), 1), ((3, 4, 6), 1), ((5, 6), 1), ((2, 5, 3, 8), 2)]
 
 
 @pytest.mark.parametrize('shape,axis', POOL_SHAPES_AND_AXES)
@@ -133,22 +135,22 @@ def test_global_avg_pool_op_matches_reference(rng, shape, axis, in_dtype, calibr
     assert q.shape == shape[:axis + 1] + (1,) * (len(shape) - axis - 1)
     assert_within_one_step(q, expected)
     assert (lo, hi) == pytest.approx((lo_ref, hi_ref), rel=1e-5)
-    # The pooled op equals the BN+ReLU op followed by the mean, where no tie is possible.
+    # The pooled op equals the BN+ReLU op followed by the exact mean, ties to even.
     q_unpooled, lo2, hi2 = run_op(case, relu=True, **attrs)
     assert (lo2, hi2) == (lo, hi)
-    if np.prod(shape[axis + 1:]) % 2 == 1:
-        assert np.array_equal(q, ref.global_avg_pool(q_unpooled, axis))
+    assert np.array_equal(q, ref.global_avg_pool(q_unpooled, axis))
 
 
-def test_global_avg_pool_op_equals_mxnet_pooling_of_bn_relu(rng):
+@pytest.mark.parametrize('shape', [(4, 16, 7, 7), (4, 16, 2, 7), (8, 16, 4, 7), (4, 8, 8, 8)])
+def test_global_avg_pool_op_equals_mxnet_pooling_of_bn_relu(rng, shape):
     """Same values as the plugin's BN+ReLU followed by MXNet's own int8 global
-    average pooling (the two ops the graph pass fuses); 7x7 has no rounding ties."""
-    case = make_case(rng, (4, 16, 7, 7), 1, 'int8')
+    average pooling (the two ops the graph pass fuses), exact halves included."""
+    case = make_case(rng, shape, 1, 'int8')
     attrs = dict(fix_gamma=False, min_calib_range=-2.0, max_calib_range=6.0)
     fused, lo, hi = run_op(case, pool=True, **attrs)
     q, lo2, hi2 = run_op(case, relu=True, **attrs)
     pooled = mx.nd.contrib.quantized_pooling(
-        mx.nd.array(q, dtype='uint8'), mx.nd.array([lo2]), mx.nd.array([hi2]), kernel=(7, 7),
+        mx.nd.array(q, dtype='uint8'), mx.nd.array([lo2]), mx.nd.array([hi2]), kernel=shape[2:],
         pool_type='avg', global_pool=True)
     assert np.array_equal(fused, pooled[0].asnumpy())
     assert (lo, hi) == (float(pooled[1].asscalar()), float(pooled[2].asscalar()))
@@ -181,6 +183,22 @@ def test_float_input_op_matches_reference(rng, shape, axis, relu, fix_gamma):
         expected, lo_ref, hi_ref = ref.quantize(y, 'int8', -60, 90), -60.0, 90.0
     assert_within_one_step(q, expected)
     assert (lo, hi) == (lo_ref, hi_ref)
+
+
+@pytest.mark.parametrize('dtype', ['uint8', 'int8'])
+def test_float_input_op_takes_integer_data_as_its_values(rng, dtype):
+    """uint8/int8 data (e.g. raw pixels) is taken as the values themselves."""
+    case = make_case(rng, (2, 3, 6, 6))
+    lo, hi = ref.LIMITS[dtype]
+    x = rng.integers(lo, hi + 1, (2, 3, 6, 6)).astype(dtype)
+    attrs = dict(fix_gamma=False, min_calib_range=-50.0, max_calib_range=80.0)
+    for relu in (False, True):
+        from_integers = run_float_op(x, case, relu, **attrs)
+        op = mx.nd.contrib.batch_norm_relu_quantize if relu else mx.nd.contrib.batch_norm_quantize
+        params = [mx.nd.array(case[k]) for k in ('gamma', 'beta', 'mean', 'var')]
+        out = op(mx.nd.array(x, dtype=dtype), *params, **{k: str(v) for k, v in attrs.items()})
+        assert out[0].dtype == (np.uint8 if relu else np.int8)
+        assert np.array_equal(out[0].asnumpy(), from_integers[0])
 
 
 def test_float_input_op_equals_quantizing_the_fp32_batch_norm(rng):
