@@ -407,42 +407,19 @@ MXReturnValue InferShape(const std::unordered_map<std::string, std::string>& att
 }  // namespace
 }  // namespace bnq
 
-REGISTER_OP(_contrib_quantized_batch_norm)
-    .setParseAttrs(bnq::ParseAttrs<bnq::kBatchNorm>)
-    .setInferType(bnq::InferType<bnq::kBatchNorm>)
-    .setInferSType(bnq::InferSType<bnq::kBatchNorm>)
-    .setInferShape(bnq::InferShape<bnq::kBatchNorm>)
-    .setMutateInputs(bnq::MutateInputs)
-    .setForward(bnq::Forward<bnq::kBatchNorm>, "cpu");
+// Every op registers the same entry points, instantiated for its traits.
+#define BNQ_REGISTER_BATCH_NORM_OP(op_name, traits)        \
+  REGISTER_OP(op_name)                                     \
+      .setParseAttrs(bnq::ParseAttrs<traits>)              \
+      .setInferType(bnq::InferType<traits>)                \
+      .setInferSType(bnq::InferSType<traits>)              \
+      .setInferShape(bnq::InferShape<traits>)              \
+      .setMutateInputs(bnq::MutateInputs)                  \
+      .setForward(bnq::Forward<traits>, "cpu")
 
-REGISTER_OP(_contrib_quantized_batch_norm_relu)
-    .setParseAttrs(bnq::ParseAttrs<bnq::kBatchNormRelu>)
-    .setInferType(bnq::InferType<bnq::kBatchNormRelu>)
-    .setInferSType(bnq::InferSType<bnq::kBatchNormRelu>)
-    .setInferShape(bnq::InferShape<bnq::kBatchNormRelu>)
-    .setMutateInputs(bnq::MutateInputs)
-    .setForward(bnq::Forward<bnq::kBatchNormRelu>, "cpu");
-
-REGISTER_OP(_contrib_quantized_batch_norm_relu_global_avg_pool)
-    .setParseAttrs(bnq::ParseAttrs<bnq::kBatchNormReluPool>)
-    .setInferType(bnq::InferType<bnq::kBatchNormReluPool>)
-    .setInferSType(bnq::InferSType<bnq::kBatchNormReluPool>)
-    .setInferShape(bnq::InferShape<bnq::kBatchNormReluPool>)
-    .setMutateInputs(bnq::MutateInputs)
-    .setForward(bnq::Forward<bnq::kBatchNormReluPool>, "cpu");
-
-REGISTER_OP(_contrib_batch_norm_quantize)
-    .setParseAttrs(bnq::ParseAttrs<bnq::kFloatBatchNorm>)
-    .setInferType(bnq::InferType<bnq::kFloatBatchNorm>)
-    .setInferSType(bnq::InferSType<bnq::kFloatBatchNorm>)
-    .setInferShape(bnq::InferShape<bnq::kFloatBatchNorm>)
-    .setMutateInputs(bnq::MutateInputs)
-    .setForward(bnq::Forward<bnq::kFloatBatchNorm>, "cpu");
-
-REGISTER_OP(_contrib_batch_norm_relu_quantize)
-    .setParseAttrs(bnq::ParseAttrs<bnq::kFloatBatchNormRelu>)
-    .setInferType(bnq::InferType<bnq::kFloatBatchNormRelu>)
-    .setInferSType(bnq::InferSType<bnq::kFloatBatchNormRelu>)
-    .setInferShape(bnq::InferShape<bnq::kFloatBatchNormRelu>)
-    .setMutateInputs(bnq::MutateInputs)
-    .setForward(bnq::Forward<bnq::kFloatBatchNormRelu>, "cpu");
+BNQ_REGISTER_BATCH_NORM_OP(_contrib_quantized_batch_norm, bnq::kBatchNorm);
+BNQ_REGISTER_BATCH_NORM_OP(_contrib_quantized_batch_norm_relu, bnq::kBatchNormRelu);
+BNQ_REGISTER_BATCH_NORM_OP(_contrib_quantized_batch_norm_relu_global_avg_pool,
+                           bnq::kBatchNormReluPool);
+BNQ_REGISTER_BATCH_NORM_OP(_contrib_batch_norm_quantize, bnq::kFloatBatchNorm);
+BNQ_REGISTER_BATCH_NORM_OP(_contrib_batch_norm_relu_quantize, bnq::kFloatBatchNormRelu);

@@ -68,6 +68,19 @@ std::string Attr(const Node* node, const std::string& key, const std::string& fa
   return it == node->attrs.end() ? fallback : it->second;
 }
 
+// Appends `rewrite` to the node's list of rewrites ("a+b").
+void NoteRewrite(Node* node, const std::string& rewrite) {
+  const std::string before = Attr(node, kRewriteAttr);
+  node->attrs[kRewriteAttr] = before.empty() ? rewrite : before + "+" + rewrite;
+}
+
+// Gives every use of the quantized outputs (data, min, max) of `from` to
+// those of `to`, and detaches `from`.
+void TakeOverOutputs(Graph* graph, Node* from, Node* to) {
+  for (int i = 0; i < 3; ++i) RedirectUses(graph, from, i, to, i);
+  DetachNode(from);
+}
+
 bool IsExcluded(const PassOptions& options, const Node* node) {
   return options.excluded_sym_names.count(node->name) > 0 ||
          options.excluded_op_names.count(node->op) > 0;
@@ -117,9 +130,9 @@ void TakeOverQuantize(Graph* graph, Node* bn, Node* relu, Node* quantize, const 
     const std::string value = Attr(quantize, key);
     if (!value.empty()) bn->attrs[key] = value;
   }
-  bn->attrs[kRewriteAttr] = relu != nullptr ? std::string(rewrite) + "+fused_relu" : rewrite;
-  for (int i = 0; i < 3; ++i) RedirectUses(graph, quantize, i, bn, i);
-  DetachNode(quantize);
+  NoteRewrite(bn, rewrite);
+  if (relu != nullptr) NoteRewrite(bn, "fused_relu");
+  TakeOverOutputs(graph, quantize, bn);
   if (relu != nullptr) DetachNode(relu);
 }
 
@@ -213,10 +226,8 @@ int FuseBatchNormRelu(Graph* graph, const PassOptions& options) {
     }
     // Without a post-ReLU range, the op uses [0, max_calib_range] of the
     // pre-ReLU calibration, or derives its range at run time.
-    const std::string before = Attr(bn, kRewriteAttr);
-    bn->attrs[kRewriteAttr] = before.empty() ? "fused_relu" : before + "+fused_relu";
-    for (int i = 0; i < 3; ++i) RedirectUses(graph, act, i, bn, i);
-    DetachNode(act);
+    NoteRewrite(bn, "fused_relu");
+    TakeOverOutputs(graph, act, bn);
     ++count;
   }
   return count;
@@ -259,10 +270,8 @@ int FuseGlobalAvgPooling(Graph* graph, const PassOptions& options) {
       continue;
     }
     bn->op = kQuantizedBatchNormReluPool;
-    const std::string before = Attr(bn, kRewriteAttr);
-    bn->attrs[kRewriteAttr] = before.empty() ? "global_avg_pool" : before + "+global_avg_pool";
-    for (int i = 0; i < 3; ++i) RedirectUses(graph, pool, i, bn, i);
-    DetachNode(pool);
+    NoteRewrite(bn, "global_avg_pool");
+    TakeOverOutputs(graph, pool, bn);
     ++count;
   }
   return count;
@@ -280,7 +289,7 @@ int AvoidUint8ForSignedInput(Graph* graph, const PassOptions& options) {
     double lo = 0;
     if (ParseDecimal(Attr(quantize, "min_calib_range"), &lo) && lo >= 0) continue;
     quantize->attrs["out_type"] = "int8";
-    quantize->attrs[kRewriteAttr] = "int8_for_signed_input";
+    NoteRewrite(quantize, "int8_for_signed_input");
     ++count;
   }
   return count;
