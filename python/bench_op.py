@@ -176,13 +176,14 @@ def fp32_in_graph_ms(mx, shape, budget_s, head=False):
 def measure_head(shapes, budget_s, native):
     """The BN -> ReLU -> global average pooling head, in graph, int8 input."""
     import mxnet as mx  # pylint: disable=import-outside-toplevel
+    if not native:
+        import mxnet_bnq  # pylint: disable=import-outside-toplevel
+        mxnet_bnq.load()
     rows = []
     for shape in shapes:
         if native:
             row = dict(mxnet_head=in_graph_ms(mx, shape, 'int8', budget_s, 'bn_act_pool'))
         else:
-            import mxnet_bnq  # pylint: disable=import-outside-toplevel
-            mxnet_bnq.load()
             row = dict(shape=list(shape),
                        ours_fused=in_graph_ms(mx, shape, 'int8', budget_s, 'bn_relu_pool_fused'),
                        ours_then_pool=in_graph_ms(mx, shape, 'int8', budget_s,

@@ -202,6 +202,19 @@ int QuantizeBeforeFp32BatchNorm(Graph* graph, const PassOptions& options) {
   return count;
 }
 
+// True if `node` reads exactly outputs 0, 1, 2 of `producer` (data, min,
+// max) as its inputs 0, 1, 2 and nothing else uses them.
+bool SoleReaderOfQuantizedOutput(const Graph* graph, const Node* producer, const Node* node) {
+  if (node->inputs.size() != 3) return false;
+  for (int i = 0; i < 3; ++i) {
+    if (node->inputs[i].node != producer || node->inputs[i].entry != i ||
+        UseCount(graph, producer, i) != 1) {
+      return false;
+    }
+  }
+  return true;
+}
+
 // Rewrite 3.
 int FuseBatchNormRelu(Graph* graph, const PassOptions& options) {
   int count = 0;
@@ -209,15 +222,9 @@ int FuseBatchNormRelu(Graph* graph, const PassOptions& options) {
     if (bn->op != kQuantizedBatchNorm || IsExcluded(options, bn)) continue;
     Node* act = SoleConsumer(graph, bn, 1);
     if (act == nullptr || act->op != kQuantizedAct || Attr(act, "act_type") != "relu" ||
-        IsExcluded(options, act) || act->inputs.size() != 3) {
+        IsExcluded(options, act) || !SoleReaderOfQuantizedOutput(graph, bn, act)) {
       continue;
     }
-    bool reads_bn_outputs = true;
-    for (int i = 0; i < 3; ++i) {
-      reads_bn_outputs &= act->inputs[i].node == bn && act->inputs[i].entry == i &&
-                          UseCount(graph, bn, i) == 1;
-    }
-    if (!reads_bn_outputs) continue;
     bn->op = kQuantizedBatchNormRelu;
     auto range = options.relu_calib_ranges.find(act->name);
     if (range != options.relu_calib_ranges.end()) {
@@ -231,19 +238,6 @@ int FuseBatchNormRelu(Graph* graph, const PassOptions& options) {
     ++count;
   }
   return count;
-}
-
-// True if `node` reads exactly outputs 0, 1, 2 of `producer` (data, min,
-// max) as its inputs 0, 1, 2 and nothing else uses them.
-bool SoleReaderOfQuantizedOutput(const Graph* graph, const Node* producer, const Node* node) {
-  if (node->inputs.size() != 3) return false;
-  for (int i = 0; i < 3; ++i) {
-    if (node->inputs[i].node != producer || node->inputs[i].entry != i ||
-        UseCount(graph, producer, i) != 1) {
-      return false;
-    }
-  }
-  return true;
 }
 
 // Global average pooling over the spatial dimensions of NCHW-like data.
