@@ -2,6 +2,7 @@
 outputs) on one batch, for the flow, the report and the fusion check."""
 import json
 import os
+import threading
 from contextlib import contextmanager
 
 import mxnet as mx
@@ -11,6 +12,12 @@ __all__ = ['run_symbol', 'internal_outputs', 'subgraph_backend', 'symbol_nodes',
 
 # Name MXNet's quantize pass gives the quantized twin of an fp32 node.
 QUANTIZED_PREFIX = 'quantized_'
+
+# MXNet 1.9.1's bind is not thread-safe: partitioning for the subgraph backend
+# sets and removes attributes on the backend's shared property objects, and
+# four threads binding at once crash stock MXNet (no plugin loaded) within a
+# few hundred binds.  Running the bound executors concurrently is fine.
+_BIND_LOCK = threading.Lock()
 
 
 def symbol_nodes(sym):
@@ -44,6 +51,7 @@ def run_symbol(sym, arg_params, aux_params, data, data_name='data'):
     arg_names, aux_names = set(sym.list_arguments()), set(sym.list_auxiliary_states())
     bound = {k: v for k, v in arg_params.items() if k in arg_names}
     bound[data_name] = mx.nd.array(data)
-    exe = sym.bind(mx.cpu(), args=bound, grad_req='null',
-                   aux_states={k: v for k, v in aux_params.items() if k in aux_names})
+    with _BIND_LOCK:
+        exe = sym.bind(mx.cpu(), args=bound, grad_req='null',
+                       aux_states={k: v for k, v in aux_params.items() if k in aux_names})
     return [o.asnumpy() for o in exe.forward(is_train=False)]

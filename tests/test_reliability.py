@@ -21,11 +21,12 @@ FUZZ_EXAMPLES = int(os.environ.get('BNQ_FUZZ_EXAMPLES', '400'))
 ROOT = os.path.dirname(HERE)
 
 
-# Executors with MXNet's own oneDNN ops run from several frontend threads only
-# under the threaded engine: NaiveEngine runs each op in the calling thread and
-# does not serialize the temporary workspace MXNet's oneDNN ops share (one such
-# run crashed inside MXNet in about 30).  The plugin's ops themselves are
-# checked concurrently under both engines.
+# Graph mode: every thread binds and runs quantized graphs through
+# mxnet_bnq.graph_runner.run_symbol, which serializes the binds (MXNet 1.9.1's
+# bind is not thread-safe: stock MXNet, no plugin, crashed or hung in 5 of 5
+# runs of four threads binding) and runs the executors concurrently.  The
+# plugin's ops alone are checked concurrently under both engines; under
+# NaiveEngine they run in the calling threads, so that is the harder case.
 @pytest.mark.parametrize('engine,mode', [('ThreadedEnginePerDevice', 'int8'),
                                          ('ThreadedEnginePerDevice', 'ops'),
                                          ('NaiveEngine', 'ops')])
