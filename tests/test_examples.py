@@ -130,10 +130,17 @@ def test_gluoncv_architecture_on_real_images(recs, tmp_path):
     rgb = np.repeat(big[:, :, :, None], 3, axis=3)
     pack.write_rec(str(tmp_path / 'rgb'), rgb, labels[:16])
     run_script('imagenet_gen_qsym.py', [
-        '--model', 'resnet18_v2', '--no-pretrained', '--calib-dataset', str(tmp_path / 'rgb.rec'),
+        '--model', 'resnet50_v2', '--no-pretrained', '--calib-dataset', str(tmp_path / 'rgb.rec'),
         '--batch-size', '8', '--num-calib-batches', '1', '--calib-mode', 'naive',
         '--image-shape', '3,224,224', '--output-dir', str(tmp_path), '--quiet'])
-    prefix = str(tmp_path / 'resnet18_v2-quantized-1batches-naive')
+    prefix = str(tmp_path / 'resnet50_v2-quantized-1batches-naive')
+    with open(prefix + '-symbol.json') as f:
+        ops = [node['op'] for node in json.load(f)['nodes']]
+    assert 'BatchNorm' not in ops  # none left fp32, none excluded
+    # Each of the 16 blocks' pre-activation BN+ReLU, the input BN and the head.
+    assert ops.count('_contrib_quantized_batch_norm_relu') == 16, ops
+    assert ops.count('_contrib_batch_norm_quantize') == 1, ops
+    assert ops.count('_contrib_quantized_batch_norm_relu_global_avg_pool') == 1, ops
     proc = run_script('imagenet_inference.py', [
         '--symbol-file', prefix + '-symbol.json', '--param-file', prefix + '-0000.params',
         '--dataset', str(tmp_path / 'rgb.rec'), '--batch-size', '8', '--image-shape', '3,224,224',
