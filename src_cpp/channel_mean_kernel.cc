@@ -27,39 +27,25 @@ uint8_t RoundedMean(int32_t sum, int32_t inner) {
 
 ChannelMeanKernel::ChannelMeanKernel() : engine_(dnnl::engine::kind::cpu, 0) {}
 
-ChannelMeanKernel::Entry& ChannelMeanKernel::GetEntry(int64_t rows, int64_t inner) {
-  for (auto it = cache_.begin(); it != cache_.end(); ++it) {
-    if (it->rows == rows && it->inner == inner) {
-      cache_.splice(cache_.begin(), cache_, it);
-      return cache_.front();
-    }
-  }
+ChannelMeanKernel::Sums ChannelMeanKernel::MakeSums(int64_t rows, int64_t inner) const {
   const dnnl::matmul::primitive_desc pd(engine_, SrcDesc(rows, inner), OnesDesc(inner),
                                         SumsDesc(rows));
   dnnl::memory ones(OnesDesc(inner), engine_);  // oneDNN allocates and owns it
   std::memset(ones.get_data_handle(), 1, static_cast<size_t>(inner));
-  cache_.push_front(Entry{rows, inner, dnnl::matmul(pd), ones});
-  if (cache_.size() > kCacheCapacity) cache_.pop_back();
-  return cache_.front();
+  return Sums{dnnl::matmul(pd), ones};
 }
 
 void ChannelMeanKernel::Run(int64_t rows, int64_t inner, const uint8_t* src, uint8_t* dst) {
-  dnnl::matmul primitive;
-  dnnl::memory ones;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    Entry& entry = GetEntry(rows, inner);
-    primitive = entry.primitive;
-    ones = entry.ones;  // shared handle: stays alive while this call uses it
-  }
+  // A copy of shared handles: the ones stay alive while this call uses them.
+  const Sums kernel = cache_.Get({rows, inner}, [&] { return MakeSums(rows, inner); });
   std::vector<int32_t> sums(static_cast<size_t>(rows));
   // oneDNN takes non-const handles; src is only read.
   dnnl::memory src_mem(SrcDesc(rows, inner), engine_, const_cast<uint8_t*>(src));
   dnnl::memory sums_mem(SumsDesc(rows), engine_, sums.data());
   dnnl::stream stream(engine_);
-  primitive.execute(stream, {{DNNL_ARG_SRC, src_mem},
-                             {DNNL_ARG_WEIGHTS, ones},
-                             {DNNL_ARG_DST, sums_mem}});
+  kernel.primitive.execute(stream, {{DNNL_ARG_SRC, src_mem},
+                                    {DNNL_ARG_WEIGHTS, kernel.ones},
+                                    {DNNL_ARG_DST, sums_mem}});
   stream.wait();
   for (int64_t r = 0; r < rows; ++r) {
     dst[r] = RoundedMean(sums[r], static_cast<int32_t>(inner));

@@ -15,11 +15,11 @@
 #pragma once
 
 #include <cstdint>
-#include <list>
-#include <mutex>
 #include <utility>
 
 #include <oneapi/dnnl/dnnl.hpp>
+
+#include "primitive_cache.h"
 
 namespace bnq {
 
@@ -36,17 +36,14 @@ class ChannelMeanKernel {
   void Run(int64_t rows, int64_t inner, const uint8_t* src, uint8_t* dst);
 
  private:
-  struct Entry {
-    int64_t rows;
-    int64_t inner;
+  struct Sums {
     dnnl::matmul primitive;
-    dnnl::memory ones;  // inner x 1 int8 ones, owned by the entry
+    dnnl::memory ones;  // inner x 1 int8 ones, owned by oneDNN
   };
-  Entry& GetEntry(int64_t rows, int64_t inner);  // with mutex_ held
+  Sums MakeSums(int64_t rows, int64_t inner) const;
 
   dnnl::engine engine_;
-  std::mutex mutex_;
-  std::list<Entry> cache_;  // front = most recent
+  PrimitiveCache<std::pair<int64_t, int64_t>, Sums, kCacheCapacity> cache_;  // by (rows, inner)
 };
 
 }  // namespace bnq

@@ -24,14 +24,7 @@ tag PlainTag(const ScaleShiftShape& s) { return s.inner == 1 ? tag::ab : tag::ab
 
 ScaleShiftKernel::ScaleShiftKernel() : engine_(dnnl::engine::kind::cpu, 0) {}
 
-dnnl::binary ScaleShiftKernel::GetPrimitive(const ScaleShiftShape& shape) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  for (auto it = cache_.begin(); it != cache_.end(); ++it) {
-    if (it->first == shape) {
-      cache_.splice(cache_.begin(), cache_, it);
-      return cache_.front().second;
-    }
-  }
+dnnl::binary ScaleShiftKernel::MakePrimitive(const ScaleShiftShape& shape) const {
   const auto plain = PlainTag(shape);
   const dnnl::memory::desc src_md(DataDims(shape), shape.src_type, plain);
   const dnnl::memory::desc channel_md(ChannelDims(shape), dt::f32, plain);
@@ -43,14 +36,12 @@ dnnl::binary ScaleShiftKernel::GetPrimitive(const ScaleShiftShape& shape) {
   attr.set_post_ops(ops);
   const dnnl::binary::primitive_desc pd(engine_, dnnl::algorithm::binary_mul, src_md,
                                         channel_md, dst_md, attr);
-  cache_.emplace_front(shape, dnnl::binary(pd));
-  if (cache_.size() > kCacheCapacity) cache_.pop_back();
-  return cache_.front().second;
+  return dnnl::binary(pd);
 }
 
 void ScaleShiftKernel::Run(const ScaleShiftShape& shape, const void* src,
                            const float* scale, const float* shift, void* dst) {
-  dnnl::binary prim = GetPrimitive(shape);
+  dnnl::binary prim = cache_.Get(shape, [&] { return MakePrimitive(shape); });
   const auto plain = PlainTag(shape);
   // oneDNN takes non-const handles; src, scale and shift are only read.
   dnnl::memory src_mem({DataDims(shape), shape.src_type, plain}, engine_,

@@ -13,11 +13,10 @@
 #pragma once
 
 #include <cstdint>
-#include <list>
-#include <mutex>
-#include <utility>
 
 #include <oneapi/dnnl/dnnl.hpp>
+
+#include "primitive_cache.h"
 
 #include "scale_shift_folding.h"
 
@@ -51,11 +50,10 @@ class ScaleShiftKernel {
            const float* shift, void* dst);
 
  private:
-  dnnl::binary GetPrimitive(const ScaleShiftShape& shape);
+  dnnl::binary MakePrimitive(const ScaleShiftShape& shape) const;
 
   dnnl::engine engine_;
-  std::mutex mutex_;
-  std::list<std::pair<ScaleShiftShape, dnnl::binary>> cache_;  // front = most recent
+  PrimitiveCache<ScaleShiftShape, dnnl::binary, kCacheCapacity> cache_;
 };
 
 }  // namespace bnq
