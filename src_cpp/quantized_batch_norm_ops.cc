@@ -36,6 +36,7 @@
 #include "channel_mean_kernel.h"
 #include "error_reporting.h"
 #include "mxnet/lib_api.h"
+#include "op_names.h"
 #include "scale_shift_folding.h"
 #include "scale_shift_kernel.h"
 
@@ -93,15 +94,15 @@ struct OpTraits {
   bool global_avg_pool;
   bool float_input;
 };
-constexpr OpTraits kBatchNorm{"_contrib_quantized_batch_norm", false, QuantType::kInt8, false,
+constexpr OpTraits kBatchNorm{kQuantizedBatchNormOp, false, QuantType::kInt8, false,
                               false};
-constexpr OpTraits kBatchNormRelu{"_contrib_quantized_batch_norm_relu", true, QuantType::kUint8,
+constexpr OpTraits kBatchNormRelu{kQuantizedBatchNormReluOp, true, QuantType::kUint8,
                                   false, false};
-constexpr OpTraits kBatchNormReluPool{"_contrib_quantized_batch_norm_relu_global_avg_pool", true,
+constexpr OpTraits kBatchNormReluPool{kQuantizedBatchNormReluPoolOp, true,
                                       QuantType::kUint8, true, false};
-constexpr OpTraits kFloatBatchNorm{"_contrib_batch_norm_quantize", false, QuantType::kInt8, false,
+constexpr OpTraits kFloatBatchNorm{kBatchNormQuantizeOp, false, QuantType::kInt8, false,
                                    true};
-constexpr OpTraits kFloatBatchNormRelu{"_contrib_batch_norm_relu_quantize", true,
+constexpr OpTraits kFloatBatchNormRelu{kBatchNormReluQuantizeOp, true,
                                        QuantType::kUint8, false, true};
 
 int NumInputs(const OpTraits& traits) {
@@ -404,17 +405,23 @@ MXReturnValue InferShape(const std::unordered_map<std::string, std::string>& att
   return Guarded(T.name, [&] { return InferShapeImpl<T>(attrs, in_shapes, out_shapes); });
 }
 
+// For the registration below: REGISTER_OP needs the name as a token.
+constexpr bool SameName(const char* a, const char* b) {
+  return *a == *b && (*a == '\0' || SameName(a + 1, b + 1));
+}
+
 }  // namespace
 }  // namespace bnq
 
 // Every op registers the same entry points, instantiated for its traits.
-#define BNQ_REGISTER_BATCH_NORM_OP(op_name, traits)        \
-  REGISTER_OP(op_name)                                     \
-      .setParseAttrs(bnq::ParseAttrs<traits>)              \
-      .setInferType(bnq::InferType<traits>)                \
-      .setInferSType(bnq::InferSType<traits>)              \
-      .setInferShape(bnq::InferShape<traits>)              \
-      .setMutateInputs(bnq::MutateInputs)                  \
+#define BNQ_REGISTER_BATCH_NORM_OP(op_name, traits)                                  \
+  static_assert(bnq::SameName(#op_name, traits.name), #op_name " is not " #traits);  \
+  REGISTER_OP(op_name)                                                               \
+      .setParseAttrs(bnq::ParseAttrs<traits>)                                        \
+      .setInferType(bnq::InferType<traits>)                                          \
+      .setInferSType(bnq::InferSType<traits>)                                        \
+      .setInferShape(bnq::InferShape<traits>)                                        \
+      .setMutateInputs(bnq::MutateInputs)                                            \
       .setForward(bnq::Forward<traits>, "cpu")
 
 BNQ_REGISTER_BATCH_NORM_OP(_contrib_quantized_batch_norm, bnq::kBatchNorm);
