@@ -42,6 +42,7 @@
 #include "graph_edit.h"
 #include "mxnet/lib_api.h"
 #include "number_parsing.h"
+#include "op_names.h"
 #include "pass_options.h"
 
 namespace bnq {
@@ -52,14 +53,9 @@ constexpr char kRewriteAttr[] = "__bnq_rewrite__";
 constexpr char kPluginAttr[] = "__bnq_plugin__";
 constexpr char kPluginAttrVersion[] = "1";
 constexpr char kBatchNorm[] = "BatchNorm";
-constexpr char kQuantizedBatchNorm[] = "_contrib_quantized_batch_norm";
-constexpr char kQuantizedBatchNormRelu[] = "_contrib_quantized_batch_norm_relu";
 constexpr char kQuantize[] = "_contrib_quantize_v2";
 constexpr char kDequantize[] = "_contrib_dequantize";
 constexpr char kRequantize[] = "_contrib_requantize";
-constexpr char kFloatBatchNorm[] = "_contrib_batch_norm_quantize";
-constexpr char kFloatBatchNormRelu[] = "_contrib_batch_norm_relu_quantize";
-constexpr char kQuantizedBatchNormReluPool[] = "_contrib_quantized_batch_norm_relu_global_avg_pool";
 constexpr char kQuantizedAct[] = "_contrib_quantized_act";
 constexpr char kQuantizedPooling[] = "_contrib_quantized_pooling";
 
@@ -144,13 +140,12 @@ void QuantizeBatchNorm(Graph* graph, Node* bn, Node* relu, const NodeEntry data,
   SetInput(bn, 0, data.node, data.entry);
   SetInput(bn, 5, min.node, min.entry);
   SetInput(bn, 6, max.node, max.entry);
-  TakeOverQuantize(graph, bn, relu, quantize, kQuantizedBatchNorm, kQuantizedBatchNormRelu,
+  TakeOverQuantize(graph, bn, relu, quantize, kQuantizedBatchNormOp, kQuantizedBatchNormReluOp,
                    rewrite);
 }
 
 // Rewrite 1.
-int QuantizeBetweenDequantizeAndQuantize(Graph* graph, const PassOptions& options) {
-  int count = 0;
+void QuantizeBetweenDequantizeAndQuantize(Graph* graph, const PassOptions& options) {
   for (Node* bn : NodesInOrder(graph)) {
     Node* relu = nullptr;
     Node* quantize = QuantizeAfterFp32BatchNorm(graph, options, bn, &relu);
@@ -163,9 +158,7 @@ int QuantizeBetweenDequantizeAndQuantize(Graph* graph, const PassOptions& option
     const std::vector<NodeEntry> q = dequantize->inputs;  // copy: data, min, max
     QuantizeBatchNorm(graph, bn, relu, q[0], q[1], q[2], quantize, "quantized_fp32_bn");
     DetachNode(dequantize);
-    ++count;
   }
-  return count;
 }
 
 std::string FloatString(float v) {
@@ -175,15 +168,14 @@ std::string FloatString(float v) {
 }
 
 // Rewrite 2.
-int QuantizeBeforeFp32BatchNorm(Graph* graph, const PassOptions& options) {
-  int count = 0;
+void QuantizeBeforeFp32BatchNorm(Graph* graph, const PassOptions& options) {
   for (Node* bn : NodesInOrder(graph)) {
     Node* relu = nullptr;
     Node* quantize = QuantizeAfterFp32BatchNorm(graph, options, bn, &relu);
     if (quantize == nullptr || bn->inputs[0].node->op == kDequantize) continue;
     if (HasCalibratedRange(quantize)) {
       // One op from fp32 data to the quantized output: exact, and one pass.
-      TakeOverQuantize(graph, bn, relu, quantize, kFloatBatchNorm, kFloatBatchNormRelu,
+      TakeOverQuantize(graph, bn, relu, quantize, kBatchNormQuantizeOp, kBatchNormReluQuantizeOp,
                        "quantized_fp32_input_bn");
     } else {
       // No range to quantize to: quantize the input at run time and derive
@@ -197,9 +189,7 @@ int QuantizeBeforeFp32BatchNorm(Graph* graph, const PassOptions& options) {
       QuantizeBatchNorm(graph, bn, relu, {input_quantize, 0}, {input_quantize, 1},
                         {input_quantize, 2}, quantize, "quantized_fp32_input_bn");
     }
-    ++count;
   }
-  return count;
 }
 
 // True if `node` reads exactly outputs 0, 1, 2 of `producer` (data, min,
@@ -216,16 +206,15 @@ bool SoleReaderOfQuantizedOutput(const Graph* graph, const Node* producer, const
 }
 
 // Rewrite 3.
-int FuseBatchNormRelu(Graph* graph, const PassOptions& options) {
-  int count = 0;
+void FuseBatchNormRelu(Graph* graph, const PassOptions& options) {
   for (Node* bn : NodesInOrder(graph)) {
-    if (bn->op != kQuantizedBatchNorm || IsExcluded(options, bn)) continue;
+    if (bn->op != kQuantizedBatchNormOp || IsExcluded(options, bn)) continue;
     Node* act = SoleConsumer(graph, bn, 1);
     if (act == nullptr || act->op != kQuantizedAct || Attr(act, "act_type") != "relu" ||
         IsExcluded(options, act) || !SoleReaderOfQuantizedOutput(graph, bn, act)) {
       continue;
     }
-    bn->op = kQuantizedBatchNormRelu;
+    bn->op = kQuantizedBatchNormReluOp;
     auto range = options.relu_calib_ranges.find(act->name);
     if (range != options.relu_calib_ranges.end()) {
       bn->attrs["min_calib_range"] = FloatString(range->second.first);
@@ -235,9 +224,7 @@ int FuseBatchNormRelu(Graph* graph, const PassOptions& options) {
     // pre-ReLU calibration, or derives its range at run time.
     NoteRewrite(bn, "fused_relu");
     TakeOverOutputs(graph, act, bn);
-    ++count;
   }
-  return count;
 }
 
 // Global average pooling over the spatial dimensions of NCHW-like data.
@@ -250,10 +237,9 @@ bool IsGlobalAvgPooling(const Node* node) {
 }
 
 // Rewrite 4.
-int FuseGlobalAvgPooling(Graph* graph, const PassOptions& options) {
-  int count = 0;
+void FuseGlobalAvgPooling(Graph* graph, const PassOptions& options) {
   for (Node* bn : NodesInOrder(graph)) {
-    if (bn->op != kQuantizedBatchNormRelu || IsExcluded(options, bn)) continue;
+    if (bn->op != kQuantizedBatchNormReluOp || IsExcluded(options, bn)) continue;
     // The fused op pools over the dimensions after the channel axis: that is
     // global pooling only for the channel axis 1.
     const std::string axis = Attr(bn, "axis", "1");
@@ -263,17 +249,14 @@ int FuseGlobalAvgPooling(Graph* graph, const PassOptions& options) {
         !SoleReaderOfQuantizedOutput(graph, bn, pool)) {
       continue;
     }
-    bn->op = kQuantizedBatchNormReluPool;
+    bn->op = kQuantizedBatchNormReluPoolOp;
     NoteRewrite(bn, "global_avg_pool");
     TakeOverOutputs(graph, pool, bn);
-    ++count;
   }
-  return count;
 }
 
 // Rewrite 5.
-int AvoidUint8ForSignedInput(Graph* graph, const PassOptions& options) {
-  int count = 0;
+void AvoidUint8ForSignedInput(Graph* graph, const PassOptions& options) {
   for (Node* quantize : NodesInOrder(graph)) {
     if (IsExcluded(options, quantize)) continue;
     if ((quantize->op != kQuantize && quantize->op != kRequantize) ||
@@ -284,19 +267,13 @@ int AvoidUint8ForSignedInput(Graph* graph, const PassOptions& options) {
     if (ParseDecimal(Attr(quantize, "min_calib_range"), &lo) && lo >= 0) continue;
     quantize->attrs["out_type"] = "int8";
     NoteRewrite(quantize, "int8_for_signed_input");
-    ++count;
   }
-  return count;
 }
 
 // Marks the plugin's nodes and gives their parameter variables shape hints (rewrite 6).
 void MarkPluginNodes(Graph* graph) {
   for (Node* node : NodesInOrder(graph)) {
-    if (node->op != kQuantizedBatchNorm && node->op != kQuantizedBatchNormRelu &&
-        node->op != kQuantizedBatchNormReluPool && node->op != kFloatBatchNorm &&
-        node->op != kFloatBatchNormRelu) {
-      continue;
-    }
+    if (!IsPluginOp(node->op)) continue;
     node->attrs[kPluginAttr] = kPluginAttrVersion;
     for (size_t i = 1; i < 5 && i < node->inputs.size(); ++i) {
       Node* param = node->inputs[i].node;
