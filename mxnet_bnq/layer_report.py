@@ -57,6 +57,8 @@ def _why_fp32(name, excluded_sym_names, excluded_op_names):
 def _fates(fp32_sym, qsym, excluded_sym_names, excluded_op_names):
     qnodes = symbol_nodes(qsym)
     by_name = {n['name']: n for n in qnodes}
+    # The fused node each name inside a subgraph (e.g. a folded BatchNorm) went into.
+    fused_into = {inner: sg for sg in qnodes for inner in _subgraph_names(sg)}
     rows = []
     for node in symbol_nodes(fp32_sym):
         if node['op'] != 'BatchNorm':
@@ -69,16 +71,12 @@ def _fates(fp32_sym, qsym, excluded_sym_names, excluded_op_names):
                        detail=qnode.get('attrs', {}).get('__bnq_rewrite__', ''))
             if qnode['op'] == 'BatchNorm':
                 row['detail'] = _why_fp32(name, excluded_sym_names, excluded_op_names)
-        else:
-            for sg in qnodes:
-                if name in _subgraph_names(sg):
-                    row.update(fate='folded into ' + sg['op'], detail=sg['name'])
-                    break
+        elif name in fused_into:
+            row.update(fate='folded into ' + fused_into[name]['op'],
+                       detail=fused_into[name]['name'])
         rows.append(row)
     # Convolutions the fusion guard duplicated (see fusion_guard.py).
-    all_names = set(by_name)
-    for sg in qnodes:
-        all_names |= _subgraph_names(sg)
+    all_names = set(by_name) | set(fused_into)
     for name in sorted(n for n in all_names if n.endswith(UNSHARED_SUFFIX)):
         rows.append({'layer': name[:-len(UNSHARED_SUFFIX)], 'node': name, 'fate': 'fusion guard',
                      'detail': 'convolution duplicated: its BatchNorm is folded into one copy, '
