@@ -13,7 +13,6 @@ remaining consumers.  ``check_fusion`` lets users find such layers in any
 model by comparing executor outputs with and without MXNet's fusion.
 """
 import json
-import logging
 
 import mxnet as mx
 import numpy as np
@@ -23,7 +22,6 @@ from .graph_runner import internal_outputs, run_symbol, subgraph_backend
 __all__ = ['guard_shared_convolutions', 'check_fusion', 'UNSHARED_SUFFIX']
 
 UNSHARED_SUFFIX = '_bnq_unshared'
-LOG = logging.getLogger(__name__)
 FOLDING_CONSUMERS = ('BatchNorm',)
 
 
@@ -86,8 +84,6 @@ def guard_shared_convolutions(sym):
     graph['nodes'] = new_nodes
     graph['arg_nodes'] = [i for i, n in enumerate(new_nodes) if n['op'] == 'null']
     graph.pop('node_row_ptr', None)  # recomputed by MXNet on load
-    for change in changes:
-        LOG.info('fusion guard: %s', change)
     return mx.sym.load_json(json.dumps(graph)), changes
 
 
