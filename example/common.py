@@ -25,7 +25,7 @@ def add_bool_flag(parser, name, default, help_text):
     """--name / --no-name, and --name=true|false."""
     dest = name.replace('-', '_')
     parser.add_argument('--' + name, dest=dest, nargs='?', const=True, default=default,
-                        type=str2bool, help='%s (default: %s)' % (help_text, default))
+                        type=str2bool, help=help_text)  # the scripts' formatter adds the default
     parser.add_argument('--no-' + name, dest=dest, action='store_false', help=argparse.SUPPRESS)
 
 
