@@ -75,7 +75,8 @@ def compile_library(output):
     if os.environ.get('MXNET_BNQ_SANITIZE') == '1':
         flags = ['-O1', '-g', '-fno-omit-frame-pointer',
                  '-fsanitize=address,undefined', '-fno-sanitize-recover=undefined']
-    sources = sorted(glob.glob(os.path.join(HERE, 'src_cpp', '*.cc')))
+    sources = sorted(glob.glob(os.path.join(HERE, 'src_cpp', '*.cc')) +
+                     glob.glob(os.path.join(HERE, 'src_cpp', 'region', '*.cc')))
     sources.append(os.path.join(mx_root, 'src', 'lib_api.cc'))
     os.makedirs(os.path.dirname(output), exist_ok=True)
     command = (['g++', '-shared', '-fPIC', '-std=c++17', '-Wall'] + flags +

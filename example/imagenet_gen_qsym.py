@@ -62,6 +62,9 @@ def build_parser():
     p.add_argument('--bn-mode', default='int8', choices=list(('int8', 'fp32', 'native')),
                    help="standalone BatchNorm: int8 (mxnet_bnq), fp32 (left unquantized) or "
                         "native (MXNet's own int8 op; run it without the plugin)")
+    common.add_bool_flag(p, 'regions', True,
+                         'run the int8 regions of the quantized graph inside mxnet_bnq '
+                         '(--no-regions: MXNet runs every op)')
     common.add_bool_flag(p, 'report', False,
                          'print the per-layer BatchNorm report with SQNR on one calibration '
                          'batch')
@@ -136,13 +139,15 @@ def main(argv=None):
         calib_mode=args.calib_mode, calib_data=calib_data,
         num_calib_examples=args.num_calib_batches * args.batch_size,
         quantized_dtype=args.quantized_dtype, label_names=label_names,
-        logger=None if args.quiet else logger, bn_mode=args.bn_mode)
+        logger=None if args.quiet else logger, bn_mode=args.bn_mode, regions=args.regions)
 
     suffix = '-quantized'
     if args.calib_mode != 'none':
         suffix += '-%dbatches-%s' % (args.num_calib_batches, args.calib_mode)
     if args.bn_mode != 'int8':
         suffix += '-bn%s' % args.bn_mode
+    if not args.regions and args.bn_mode != 'native':
+        suffix += '-noregions'
     prefix = os.path.join(args.output_dir, name + suffix)
     mx.model.save_checkpoint(prefix, args.epoch, qsym, qarg_params, qaux_params)
     logger.info('saved quantized model to %s-symbol.json and %s-%04d.params', prefix, prefix,

@@ -20,6 +20,8 @@ _LAZY = {
     'BN_MODES': 'quantization', 'PASS_NAME': 'quantization',
     'report': 'layer_report', 'format_report': 'layer_report',
     'guard_shared_convolutions': 'fusion_guard', 'check_fusion': 'fusion_guard',
+    'partition': 'regions', 'region_report': 'regions', 'format_region_report': 'regions',
+    'expand_regions': 'regions',
 }
 
 __all__ = ['PluginLoadError', 'is_loaded', 'library_path', 'load', 'needs_plugin', '__version__'] + sorted(_LAZY)

@@ -1,9 +1,12 @@
-"""Per-layer report of what quantization did to each BatchNorm.
+"""Per-layer report of what quantization did to each BatchNorm, and where
+the int8 regions are.
 
 For every BatchNorm of the fp32 model: folded into which convolution, quantized
 (int8), fused with its ReLU (uint8), or left fp32 and why; and, given sample
 data, the signal-to-quantization-noise ratio (dB) of its quantized output
-against the fp32 model, so that a user sees which layer loses accuracy.
+against the fp32 model, so that a user sees which layer loses accuracy.  For a
+partitioned model, one row per int8 region (its op counts) and one per node
+left to MXNet, with the reason (see regions.py).
 """
 
 import numpy as np
@@ -12,6 +15,7 @@ from .fusion_guard import UNSHARED_SUFFIX
 from .graph_runner import (QUANTIZED_PREFIX, internal_outputs, run_symbol, subgraph_backend,
                            symbol_nodes)
 from .library import load, needs_plugin
+from .regions import REGION_OP, expand_regions, region_report
 
 __all__ = ['report', 'format_report', 'sqnr_db']
 
@@ -102,8 +106,15 @@ def report(fp32_sym, qsym, arg_params=None, aux_params=None, qarg_params=None, q
     """List of dicts, one per BatchNorm of `fp32_sym`: layer, node (in `qsym`),
     fate, detail and, when `data` (one batch, numpy) and all params are given,
     sqnr_db of that layer's quantized output against fp32 (None where the
-    layer has no quantized output of its own); the last row is the model output."""
+    layer has no quantized output of its own); the last row is the model output.
+    A partitioned `qsym` adds rows for its regions and for the nodes left to
+    MXNet; the BatchNorm rows are measured on the graph without regions (MXNet
+    runs the same ops, see README for where the two differ), the model output
+    on `qsym` itself."""
+    partitioned = qsym
+    qsym = expand_regions(qsym)
     rows = _fates(fp32_sym, qsym, excluded_sym_names, excluded_op_names)
+    rows += _region_rows(partitioned)
     for row in rows:
         row['sqnr_db'] = None
     if data is None or None in (arg_params, aux_params, qarg_params, qaux_params):
@@ -121,8 +132,9 @@ def report(fp32_sym, qsym, arg_params=None, aux_params=None, qarg_params=None, q
         fp32_values = run_symbol(
             internal_outputs(fp32_sym, fp32_outputs + [fp32_sym.list_outputs()[0]]), arg_params,
             aux_params, data, data_name)
-    q_values = run_symbol(internal_outputs(qsym, q_outputs + [qsym.list_outputs()[0]]),
-                          qarg_params, qaux_params, data, data_name)
+    q_values = run_symbol(internal_outputs(qsym, q_outputs), qarg_params, qaux_params, data,
+                          data_name) if q_outputs else []
+    q_values += run_symbol(partitioned, qarg_params, qaux_params, data, data_name)[:1]
     for i, row in enumerate(measured):
         reference = fp32_values[i]
         if row['fate'].endswith('uint8 out'):
@@ -135,9 +147,25 @@ def report(fp32_sym, qsym, arg_params=None, aux_params=None, qarg_params=None, q
     return rows
 
 
+def _region_rows(qsym):
+    """Rows for the int8 regions of a partitioned symbol and the nodes left to MXNet."""
+    if not any(n['op'] == REGION_OP for n in symbol_nodes(qsym)):
+        return []
+    regions = region_report(qsym)
+    rows = []
+    for r in regions['regions']:
+        kinds = ', '.join('%s x%d' % kv for kv in sorted(r['op_counts'].items()))
+        rows.append({'layer': r['node'], 'node': r['node'], 'fate': 'region',
+                     'detail': '%d ops: %s' % (r['ops'], kinds)})
+    for n in regions['left_to_mxnet']:
+        rows.append({'layer': n['node'], 'node': n['node'], 'fate': 'left to MXNet',
+                     'detail': '%s: %s' % (n['op'], n['reason'])})
+    return rows
+
+
 def format_report(rows):
     """The report as a Markdown table."""
-    lines = ['| BatchNorm | fate | detail | SQNR dB |', '|---|---|---|---|']
+    lines = ['| layer | fate | detail | SQNR dB |', '|---|---|---|---|']
     for r in rows:
         sqnr = '' if r['sqnr_db'] is None else '%.1f' % r['sqnr_db']
         lines.append('| %s | %s | %s | %s |' % (r['layer'], r['fate'], r['detail'], sqnr))

@@ -26,7 +26,8 @@ MARKER_OP = '_contrib_quantized_batch_norm_relu'
 # node that needs the plugin's numerics (MXNet's own op of the same name differs).
 PLUGIN_OPS = ('_contrib_quantized_batch_norm_relu',
               '_contrib_quantized_batch_norm_relu_global_avg_pool',
-              '_contrib_batch_norm_quantize', '_contrib_batch_norm_relu_quantize')
+              '_contrib_batch_norm_quantize', '_contrib_batch_norm_relu_quantize',
+              '_bnq_quantized_region')
 PLUGIN_ATTR = '__bnq_plugin__'
 
 _LOG = logging.getLogger(__name__)

@@ -1,12 +1,14 @@
 """Drop-in replacements for MXNet's quantization entry points.
 
 They run MXNet's own flow (MKLDNN_QUANTIZE fusion, the quantize pass,
-calibration, MXNet's post-quantization fusion) and then the plugin's
+calibration, MXNet's post-quantization fusion), then the plugin's
 BNQ_QUANTIZE graph pass, which quantizes every BatchNorm that could not be
 folded into a convolution and fuses quantized BatchNorm + ReLU (+ global
-average pooling) into one op with uint8 output.  The only addition to MXNet's
-flow is the statistic that pass needs, collected in the same calibration run:
-the post-ReLU range of each BatchNorm+ReLU pair.
+average pooling) into one op with uint8 output, and then (``regions=True``,
+the default) the BNQ_REGIONS partitioner, which hands every int8 region of
+the graph to the plugin to run whole (see regions.py).  The only addition to
+MXNet's flow is the statistic the pass needs, collected in the same
+calibration run: the post-ReLU range of each BatchNorm+ReLU pair.
 """
 import logging
 import os
@@ -18,6 +20,7 @@ from mxnet.contrib import quantization as mxq
 from .fusion_guard import guard_shared_convolutions
 from .graph_runner import QUANTIZED_PREFIX, symbol_nodes
 from .library import load
+from .regions import PartitionNeedsShapes, partition
 
 __all__ = ['quantize_model', 'quantize_model_mkldnn', 'quantize_net', 'rewrite_quantized_symbol',
            'BN_MODES', 'PASS_NAME']
@@ -32,7 +35,7 @@ CALIB_MODES = ('none', 'naive', 'entropy')
 
 
 def _check_arguments(excluded_sym_names, excluded_op_names, calib_mode, calib_data,
-                     quantized_dtype, bn_mode):
+                     quantized_dtype, bn_mode, regions):
     for name, value in (('excluded_sym_names', excluded_sym_names),
                         ('excluded_op_names', excluded_op_names)):
         if value is not None and not isinstance(value, list):
@@ -45,6 +48,8 @@ def _check_arguments(excluded_sym_names, excluded_op_names, calib_mode, calib_da
     if quantized_dtype not in ('int8', 'uint8', 'auto'):
         raise ValueError("unknown quantized_dtype %r, expected 'int8', 'uint8' or 'auto'"
                          % quantized_dtype)
+    if not isinstance(regions, bool):
+        raise ValueError('regions must be True or False, got %r' % (regions,))
     if bn_mode not in BN_MODES:
         raise ValueError('unknown bn_mode %r, expected one of %s' % (bn_mode, BN_MODES))
 
@@ -128,9 +133,10 @@ def rewrite_quantized_symbol(qsym, qarg_params, aux_params, *, relu_calib_ranges
 
 def _quantize(sym, arg_params, aux_params, data_names, label_names, ctx, excluded_sym_names,
               excluded_op_names, calib_mode, calib_data, num_calib_examples, quantized_dtype,
-              quantize_mode, quantize_granularity, logger, bn_mode, mkldnn, fusion_guard):
+              quantize_mode, quantize_granularity, logger, bn_mode, mkldnn, fusion_guard,
+              regions):
     _check_arguments(excluded_sym_names, excluded_op_names, calib_mode, calib_data,
-                     quantized_dtype, bn_mode)
+                     quantized_dtype, bn_mode, regions)
     if not isinstance(ctx, mx.Context) or ctx.device_type != 'cpu':
         raise ValueError('mxnet_bnq quantizes for a single CPU context, got %s' % (ctx,))
     if not isinstance(sym, mx.sym.Symbol):
@@ -176,6 +182,7 @@ def _quantize(sym, arg_params, aux_params, data_names, label_names, ctx, exclude
     if logger:
         logger.info('Quantizing parameters')
     qarg_params = mxq._quantize_params(qsym, arg_params, th_dict)
+    data_shapes = calib_data.provide_data if isinstance(calib_data, mx.io.DataIter) else None
     if mkldnn:
         qsym = qsym.get_backend_symbol('MKLDNN_QUANTIZE')
     if bn_mode == 'int8':
@@ -184,7 +191,22 @@ def _quantize(sym, arg_params, aux_params, data_names, label_names, ctx, exclude
                                         excluded_sym_names=excluded_sym_names,
                                         excluded_op_names=excluded_op_names,
                                         quantized_dtype=quantized_dtype)
+    # 'native' keeps MXNet's own BatchNorm op, which loading the plugin replaces.
+    if regions and bn_mode != 'native':
+        qsym = _partition(qsym, qarg_params, aux_params, data_shapes, logger)
     return qsym, qarg_params, aux_params
+
+
+def _partition(qsym, qarg_params, aux_params, data_shapes, logger):
+    try:
+        qsym = partition(qsym, qarg_params, aux_params, data_shapes)
+    except PartitionNeedsShapes as err:
+        # The graph stays as MXNet's executor runs it: right, only slower.
+        logging.getLogger(__name__).warning('%s; the model is returned without regions', err)
+        return qsym
+    if logger:
+        logger.info('Partitioned the quantized graph into int8 regions run by mxnet_bnq')
+    return qsym
 
 
 def quantize_model(sym, arg_params, aux_params, data_names=('data',),
@@ -192,17 +214,20 @@ def quantize_model(sym, arg_params, aux_params, data_names=('data',),
                    excluded_op_names=None, calib_mode='entropy', calib_data=None,
                    num_calib_examples=None, quantized_dtype='int8', quantize_mode='smart',
                    quantize_granularity='tensor-wise', logger=None, bn_mode='int8',
-                   fusion_guard=True):
+                   fusion_guard=True, regions=True):
     """``mx.contrib.quantization.quantize_model`` plus the plugin's BatchNorm rewrite.
 
     Same arguments, defaults and return value ``(qsym, qarg_params, aux_params)``.
     Extras: ``bn_mode``, one of :data:`BN_MODES`; ``fusion_guard`` applies
     :func:`mxnet_bnq.guard_shared_convolutions` first (MXNet's fp32 fusion is
-    wrong for a convolution shared by a BatchNorm and another consumer)."""
+    wrong for a convolution shared by a BatchNorm and another consumer);
+    ``regions`` partitions the result into int8 regions that the plugin runs
+    (:func:`mxnet_bnq.regions.partition`; ``False`` gives the graph of MXNet's
+    executor and the plugin's single ops; ignored for ``bn_mode='native'``)."""
     return _quantize(sym, arg_params, aux_params, data_names, label_names, ctx,
                      excluded_sym_names, excluded_op_names, calib_mode, calib_data,
                      num_calib_examples, quantized_dtype, quantize_mode, quantize_granularity,
-                     logger, bn_mode, mkldnn=False, fusion_guard=fusion_guard)
+                     logger, bn_mode, mkldnn=False, fusion_guard=fusion_guard, regions=regions)
 
 
 def quantize_model_mkldnn(sym, arg_params, aux_params, data_names=('data',),
@@ -210,13 +235,13 @@ def quantize_model_mkldnn(sym, arg_params, aux_params, data_names=('data',),
                           excluded_op_names=None, calib_mode='entropy', calib_data=None,
                           num_calib_examples=None, quantized_dtype='int8', quantize_mode='smart',
                           quantize_granularity='tensor-wise', logger=None, bn_mode='int8',
-                          fusion_guard=True):
+                          fusion_guard=True, regions=True):
     """``mx.contrib.quantization.quantize_model_mkldnn`` plus the plugin's BatchNorm
     rewrite; extras as :func:`quantize_model`."""
     return _quantize(sym, arg_params, aux_params, data_names, label_names, ctx,
                      excluded_sym_names, excluded_op_names, calib_mode, calib_data,
                      num_calib_examples, quantized_dtype, quantize_mode, quantize_granularity,
-                     logger, bn_mode, mkldnn=True, fusion_guard=fusion_guard)
+                     logger, bn_mode, mkldnn=True, fusion_guard=fusion_guard, regions=regions)
 
 
 def _export_block(network, data_nd):
@@ -236,7 +261,7 @@ def quantize_net(network, quantized_dtype='auto', quantize_mode='full',
                  quantize_granularity='tensor-wise', exclude_layers=None,
                  exclude_layers_match=None, exclude_operators=None, calib_data=None,
                  data_shapes=None, calib_mode='none', num_calib_examples=None, ctx=mx.cpu(),
-                 logger=None, bn_mode='int8', fusion_guard=True):
+                 logger=None, bn_mode='int8', fusion_guard=True, regions=True):
     """``mx.contrib.quantization.quantize_net_v2`` plus the plugin's BatchNorm rewrite.
 
     Returns a ``SymbolBlock`` running the quantized model."""
@@ -262,7 +287,7 @@ def quantize_net(network, quantized_dtype='auto', quantize_mode='full',
         calib_data=calib_data, num_calib_examples=num_calib_examples,
         quantized_dtype=quantized_dtype, quantize_mode=quantize_mode,
         quantize_granularity=quantize_granularity, logger=logger, bn_mode=bn_mode,
-        fusion_guard=fusion_guard)
+        fusion_guard=fusion_guard, regions=regions)
     net = mx.gluon.SymbolBlock(qsym, [mx.sym.var(n) for n in data_names])
     params = net.collect_params()
     for name, value in list(qargs.items()) + list(qauxs.items()):

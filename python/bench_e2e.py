@@ -1,22 +1,26 @@
 #!/usr/bin/env python
-"""End-to-end inference speed of quantized gluoncv resnet50_v2 (random weights;
-speed does not depend on them), 224x224, synthetic data:
+"""End-to-end inference speed of quantized gluoncv models (random weights;
+speed does not depend on them), 224x224, synthetic data, per model and batch:
 
-  fp32                     the fp32 model (MXNet's fp32 fusion, with the fusion guard)
-  int8, BN fp32            MXNet's flow with every standalone BatchNorm left fp32
-  int8, MXNet's BN         MXNet's flow with its own quantized BatchNorm
-  int8, mxnet_bnq          mxnet_bnq's flow (int8 BN, fused BN+ReLU in uint8)
+  fp32              the fp32 model (MXNet's fp32 fusion, with the fusion guard)
+  MXNet int8        MXNet's own flow (mx.contrib.quantization.quantize_model_mkldnn),
+                    run without the plugin
+  ours, no regions  mxnet_bnq's flow with regions=False (MXNet runs every op)
+  ours, regions     mxnet_bnq's flow (int8 regions run by the plugin)
+  ours, VNNI        the same, with oneDNN limited to AVX512_CORE_VNNI (no AMX)
 
-Each variant runs in its own process (MXNet's BN op only exists without the
-plugin).  Median images/s over timed batches after warm-up; all variants with
-OMP_NUM_THREADS threads (default: all cores).
+Each run is its own process (MXNet's BatchNorm op only exists without the
+plugin); images/s is the median over timed batches after warm-up, and the
+process's peak RSS is reported too.  All runs use OMP_NUM_THREADS threads
+(default: all cores).  Writes results/bench_e2e.{md,json,png}.
 
-    python python/bench_e2e.py --batch-sizes 8 64
+    python python/bench_e2e.py --models resnet50_v2 --batch-sizes 8 64
 """
 import argparse
 import json
 import logging
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -25,38 +29,52 @@ import time
 
 from results_io import save_results
 
-VARIANTS = ['fp32', 'fp32_bn', 'native', 'int8']
-NAMES = {'fp32': 'fp32', 'fp32_bn': 'int8, BN fp32', 'native': "int8, MXNet's BN",
-         'int8': 'int8, mxnet_bnq'}
+VARIANTS = ['fp32', 'mxnet', 'noregions', 'regions', 'regions_vnni']
+NAMES = {'fp32': 'fp32', 'mxnet': 'MXNet int8', 'noregions': 'ours, no regions',
+         'regions': 'ours, regions', 'regions_vnni': 'ours, regions, VNNI only'}
+# The saved model each variant runs, and extra environment.
+MODEL_OF = {'fp32': 'fp32', 'mxnet': 'mxnet', 'noregions': 'noregions', 'regions': 'regions',
+            'regions_vnni': 'regions'}
+ENV_OF = {'regions_vnni': {'ONEDNN_MAX_CPU_ISA': 'AVX512_CORE_VNNI'}}
 LOG = logging.getLogger('bench_e2e')
 
 
 def make_models(model, image, workdir):
-    """Exports the fp32 model and the three quantized variants into workdir."""
+    """Exports the fp32 model and the quantized variants into workdir/<model>-*."""
     import mxnet as mx  # pylint: disable=import-outside-toplevel
     import numpy as np  # pylint: disable=import-outside-toplevel
-    import mxnet_bnq  # pylint: disable=import-outside-toplevel
     from gluoncv.model_zoo import get_model  # pylint: disable=import-outside-toplevel
+    import mxnet_bnq  # pylint: disable=import-outside-toplevel
     mx.random.seed(0)
     net = get_model(model, pretrained=False)
     net.initialize(mx.init.Xavier())
     net.hybridize()
     net(mx.nd.zeros((1, 3, image, image)))
-    prefix = os.path.join(workdir, 'fp32')
+    prefix = os.path.join(workdir, model + '-fp32')
     net.export(prefix, epoch=0)
     sym, args, aux = mx.model.load_checkpoint(prefix, 0)
-    calib = mx.io.NDArrayIter(np.random.default_rng(0).uniform(
-        -2, 2, (8, 3, image, image)).astype('f'), batch_size=8)
-    for bn_mode in ('fp32', 'native', 'int8'):
-        qsym, qargs, qaux = mxnet_bnq.quantize_model_mkldnn(
+    data = np.random.default_rng(0).uniform(-2, 2, (8, 3, image, image)).astype('f')
+    calib = mx.io.NDArrayIter(data, batch_size=8)
+    models = {
+        'mxnet': lambda: mx.contrib.quantization.quantize_model_mkldnn(
             sym, args, aux, calib_mode='naive', calib_data=calib, label_names=None,
-            quantized_dtype='auto', bn_mode=bn_mode)
-        out = os.path.join(workdir, 'fp32_bn' if bn_mode == 'fp32' else bn_mode)
-        mx.model.save_checkpoint(out, 0, qsym, qargs, qaux)
+            quantized_dtype='auto', num_calib_examples=8),
+        'noregions': lambda: mxnet_bnq.quantize_model_mkldnn(
+            sym, args, aux, calib_mode='naive', calib_data=calib, label_names=None,
+            quantized_dtype='auto', regions=False),
+        'regions': lambda: mxnet_bnq.quantize_model_mkldnn(
+            sym, args, aux, calib_mode='naive', calib_data=calib, label_names=None,
+            quantized_dtype='auto'),
+    }
+    for name, quantize in models.items():
+        calib.reset()
+        qsym, qargs, qaux = quantize()
+        mx.model.save_checkpoint(os.path.join(workdir, '%s-%s' % (model, name)), 0, qsym, qargs,
+                                 qaux)
 
 
 def time_variant(prefix, batch, image, seconds):
-    """images/s of one saved model (runs in a fresh process)."""
+    """(images/s, peak RSS in MB) of one saved model (runs in a fresh process)."""
     import mxnet as mx  # pylint: disable=import-outside-toplevel
     import numpy as np  # pylint: disable=import-outside-toplevel
     import mxnet_bnq  # pylint: disable=import-outside-toplevel
@@ -65,7 +83,7 @@ def time_variant(prefix, batch, image, seconds):
     if mxnet_bnq.needs_plugin(text):
         mxnet_bnq.load()
     sym = mx.sym.load_json(text)
-    if os.path.basename(prefix) == 'fp32':
+    if prefix.endswith('-fp32'):
         sym, _ = mxnet_bnq.guard_shared_convolutions(sym)
     saved = mx.nd.load(prefix + '-0000.params')
     # bind, not simple_bind: quantized weights keep their int8 type
@@ -84,15 +102,35 @@ def time_variant(prefix, batch, image, seconds):
             times.append(time.perf_counter() - start)
         if sum(times) > seconds and len(times) >= 5:
             break
-    return batch / statistics.median(times)
+    return batch / statistics.median(times), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def plot(rows, path):
+    import matplotlib  # pylint: disable=import-outside-toplevel
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    labels = ['%s\nbatch %d' % (r['model'], r['batch']) for r in rows]
+    fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(rows)), 4.5))
+    width = 0.8 / len(VARIANTS)
+    for i, v in enumerate(VARIANTS):
+        ratios = [r[v] / r['mxnet'] for r in rows]
+        ax.bar([k + i * width for k in range(len(rows))], ratios, width, label=NAMES[v])
+    ax.axhline(1.0, color='black', linewidth=0.8)
+    ax.set_xticks([k + 0.4 - width / 2 for k in range(len(rows))])
+    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_ylabel("images/s relative to MXNet's int8 flow")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--model', default='resnet50_v2')
+    parser.add_argument('--models', nargs='+',
+                        default=['resnet50_v2', 'resnet18_v2', 'resnet50_v1', 'mobilenetv2_1.0'])
     parser.add_argument('--image', type=int, default=224)
-    parser.add_argument('--batch-sizes', type=int, nargs='+', default=[8, 64])
-    parser.add_argument('--seconds', type=float, default=20.0, help='timing budget per run')
+    parser.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 8, 64])
+    parser.add_argument('--seconds', type=float, default=5.0, help='timing budget per run')
     parser.add_argument('--out-dir', default='results')
     parser.add_argument('--time-one', nargs=2, metavar=('PREFIX', 'BATCH'), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -105,29 +143,34 @@ def main():
                                                           str(os.cpu_count())))
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
-        LOG.info('quantizing %s three ways', args.model)
-        subprocess.run([sys.executable, '-c', 'import sys; sys.path.insert(0, %r); '
-                        'import bench_e2e; bench_e2e.make_models(%r, %d, %r)'
-                        % (os.path.dirname(os.path.abspath(__file__)), args.model, args.image,
-                           workdir)], check=True, env=env)
-        for batch in args.batch_sizes:
-            row = {'batch': batch}
-            for variant in VARIANTS:
-                out = subprocess.run(
-                    [sys.executable, os.path.abspath(__file__), '--image', str(args.image),
-                     '--seconds', str(args.seconds), '--time-one',
-                     os.path.join(workdir, variant), str(batch)],
-                    check=True, env=env, capture_output=True, text=True).stdout
-                row[variant] = json.loads(out.strip().splitlines()[-1])
-                LOG.info('batch %d, %s: %.1f images/s', batch, NAMES[variant], row[variant])
-            rows.append(row)
-    lines = ['| batch | ' + ' | '.join(NAMES[v] + ' img/s' for v in VARIANTS) + ' |',
-             '|---' * (len(VARIANTS) + 1) + '|']
+        for model in args.models:
+            LOG.info('quantizing %s', model)
+            subprocess.run([sys.executable, '-c', 'import sys; sys.path.insert(0, %r); '
+                            'import bench_e2e; bench_e2e.make_models(%r, %d, %r)'
+                            % (os.path.dirname(os.path.abspath(__file__)), model, args.image,
+                               workdir)], check=True, env=env, capture_output=True)
+            for batch in args.batch_sizes:
+                row = {'model': model, 'batch': batch}
+                for variant in VARIANTS:
+                    out = subprocess.run(
+                        [sys.executable, os.path.abspath(__file__), '--image', str(args.image),
+                         '--seconds', str(args.seconds), '--time-one',
+                         os.path.join(workdir, '%s-%s' % (model, MODEL_OF[variant])), str(batch)],
+                        check=True, env=dict(env, **ENV_OF.get(variant, {})), capture_output=True,
+                        text=True).stdout
+                    row[variant], row[variant + '_rss_mb'] = json.loads(out.strip().splitlines()[-1])
+                    LOG.info('%s batch %d, %s: %.1f images/s, %.0f MB', model, batch,
+                             NAMES[variant], row[variant], row[variant + '_rss_mb'])
+                rows.append(row)
+    lines = ['| model | batch | ' + ' | '.join(NAMES[v] for v in VARIANTS) +
+             ' | regions / MXNet | RSS regions / MXNet |', '|---' * (len(VARIANTS) + 4) + '|']
     for row in rows:
-        lines.append('| %d | ' % row['batch'] + ' | '.join('%.1f' % row[v] for v in VARIANTS)
-                     + ' |')
-    print('%s, %dx%d, %s threads' % (args.model, args.image, args.image, env['OMP_NUM_THREADS']))
-    save_results(args.out_dir, 'bench_e2e', '\n'.join(lines), rows)
+        lines.append('| %s | %d | ' % (row['model'], row['batch']) +
+                     ' | '.join('%.1f' % row[v] for v in VARIANTS) +
+                     ' | %.2fx | %.2fx |' % (row['regions'] / row['mxnet'],
+                                             row['regions_rss_mb'] / row['mxnet_rss_mb']))
+    print('images/s, %dx%d, %s threads' % (args.image, args.image, env['OMP_NUM_THREADS']))
+    save_results(args.out_dir, 'bench_e2e', '\n'.join(lines), rows, chart=plot)
 
 
 if __name__ == '__main__':

@@ -15,15 +15,14 @@ dnnl::memory::desc SrcDesc(int64_t rows, int64_t inner) {
 dnnl::memory::desc OnesDesc(int64_t inner) { return {{inner, 1}, dt::s8, tag::ab}; }
 dnnl::memory::desc SumsDesc(int64_t rows) { return {{rows, 1}, dt::s32, tag::ab}; }
 
-// sum / inner rounded to nearest, ties to even, for 0 <= sum <= 255 * inner.
-uint8_t RoundedMean(int32_t sum, int32_t inner) {
-  int32_t q = sum / inner;
-  const int32_t twice_rest = 2 * (sum % inner);
-  if (twice_rest > inner || (twice_rest == inner && (q & 1))) ++q;
+}  // namespace
+
+uint8_t RoundedMean(int32_t sum, int32_t count) {
+  int32_t q = sum / count;
+  const int32_t twice_rest = 2 * (sum % count);
+  if (twice_rest > count || (twice_rest == count && (q & 1))) ++q;
   return static_cast<uint8_t>(q);
 }
-
-}  // namespace
 
 ChannelMeanKernel::ChannelMeanKernel() : engine_(dnnl::engine::kind::cpu, 0) {}
 

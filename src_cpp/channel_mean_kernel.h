@@ -23,6 +23,9 @@
 
 namespace bnq {
 
+// sum / count rounded to nearest, ties to even, for 0 <= sum <= 255 * count.
+uint8_t RoundedMean(int32_t sum, int32_t count);
+
 class ChannelMeanKernel {
  public:
   static constexpr size_t kCacheCapacity = 8;

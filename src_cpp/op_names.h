@@ -13,6 +13,12 @@ constexpr char kQuantizedBatchNormReluPoolOp[] =
 constexpr char kBatchNormQuantizeOp[] = "_contrib_batch_norm_quantize";
 constexpr char kBatchNormReluQuantizeOp[] = "_contrib_batch_norm_relu_quantize";
 
+// The subgraph op of a region (BNQ_REGIONS partitioner): a whole int8 region
+// run inside the library.
+constexpr char kRegionOp[] = "_bnq_quantized_region";
+constexpr char kRegionPartitioner[] = "BNQ_REGIONS";
+
+// The plugin's BatchNorm ops.
 inline bool IsPluginOp(const std::string& op) {
   for (const char* name : {kQuantizedBatchNormOp, kQuantizedBatchNormReluOp,
                            kQuantizedBatchNormReluPoolOp, kBatchNormQuantizeOp,

@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import pytest
 
+import mxnet_bnq
+
 import real_images
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -135,7 +137,11 @@ def test_gluoncv_architecture_on_real_images(recs, tmp_path):
         '--image-shape', '3,224,224', '--output-dir', str(tmp_path), '--quiet'])
     prefix = str(tmp_path / 'resnet50_v2-quantized-1batches-naive')
     with open(prefix + '-symbol.json') as f:
-        ops = [node['op'] for node in json.load(f)['nodes']]
+        text = f.read()
+    # One int8 region runs the whole network; inside it, every BatchNorm is quantized.
+    assert [n['op'] for n in json.loads(text)['nodes'] if n['op'] != 'null'] == \
+        ['_bnq_quantized_region']
+    ops = [node['op'] for node in json.loads(mxnet_bnq.expand_regions(text).tojson())['nodes']]
     assert 'BatchNorm' not in ops  # none left fp32, none excluded
     # Each of the 16 blocks' pre-activation BN+ReLU, the input BN and the head.
     assert ops.count('_contrib_quantized_batch_norm_relu') == 16, ops

@@ -17,13 +17,22 @@ import small_nets
 LOG = logging.getLogger('test')
 
 
+def nodes(sym):
+    """The nodes of the graph the flow made, seen through its int8 regions."""
+    return json.loads(mxnet_bnq.expand_regions(sym).tojson())['nodes']
+
+
 def ops(sym):
-    return collections.Counter(n['op'] for n in json.loads(sym.tojson())['nodes']
-                               if n['op'] != 'null')
+    return collections.Counter(n['op'] for n in nodes(sym) if n['op'] != 'null')
 
 
 def node(sym, name):
-    return next(n for n in json.loads(sym.tojson())['nodes'] if n['name'] == name)
+    return next(n for n in nodes(sym) if n['name'] == name)
+
+
+def batch_norm_rows(rows):
+    """The report's rows about BatchNorms (not its region rows)."""
+    return [r for r in rows if r['fate'] not in ('region', 'left to MXNet')]
 
 
 def calib_iter(shape, n=8, seed=0):
@@ -45,7 +54,7 @@ def test_every_batchnorm_is_folded_or_quantized(zoo, name, tmp_path):
         sym, args, aux, calib_mode='naive', calib_data=calib_iter(shape), label_names=None,
         quantized_dtype='auto')
     assert ops(qsym)['BatchNorm'] == 0 and ops(qsym)['_contrib_quantized_act'] == 0, ops(qsym)
-    rows = mxnet_bnq.report(sym, qsym)
+    rows = batch_norm_rows(mxnet_bnq.report(sym, qsym))
     assert rows and all(r['fate'].startswith(('folded', 'int8', 'fusion guard')) for r in rows), rows
     x = np.random.default_rng(1).uniform(0, 1, (2,) + shape[1:]).astype('f')
     (before,) = small_nets.forward(qsym, qargs, qaux, x)
@@ -168,7 +177,8 @@ def test_report_lists_fates_and_sqnr(zoo):
         sym, args, aux, calib_mode='naive', calib_data=calib_iter(shape), label_names=None,
         quantized_dtype='auto')
     x = np.random.default_rng(0).uniform(0, 1, (8,) + shape[1:]).astype('f')
-    rows = mxnet_bnq.report(sym, qsym, args, aux, qargs, qaux, data=x)
+    all_rows = mxnet_bnq.report(sym, qsym, args, aux, qargs, qaux, data=x)
+    rows = batch_norm_rows(all_rows)
     fates = collections.Counter((r['fate'], r['detail']) for r in rows[:-1]
                                 if not r['fate'].startswith('folded'))
     assert fates == {('int8 BN+ReLU, uint8 out', 'fused_relu'): 8,
@@ -177,8 +187,12 @@ def test_report_lists_fates_and_sqnr(zoo):
     assert sum(r['fate'].startswith('folded') for r in rows) == 9
     measured = [r for r in rows if r['sqnr_db'] is not None]
     assert len(measured) == 11 and all(r['sqnr_db'] > 15 for r in measured), rows
-    table = mxnet_bnq.format_report(rows)
-    assert table.count('\n') == len(rows) + 1 and 'resnetv20_stage1_batchnorm0_fwd' in table
+    table = mxnet_bnq.format_report(all_rows)
+    assert table.count('\n') == len(all_rows) + 1 and 'resnetv20_stage1_batchnorm0_fwd' in table
+    # The whole network is one int8 region; nothing is left to MXNet.
+    regions = [r for r in all_rows if r['fate'] == 'region']
+    assert len(regions) == 1 and regions[0]['detail'].startswith('33 ops'), regions
+    assert not [r for r in all_rows if r['fate'] == 'left to MXNet']
 
 
 class NotHybridizable(mx.gluon.HybridBlock):
@@ -269,7 +283,7 @@ def test_batchnorm_on_the_input_is_quantized(calib_mode, expected):
         sym, args, aux, calib_mode=calib_mode, label_names=None, quantized_dtype='auto',
         calib_data=mx.io.NDArrayIter(calib, batch_size=8))
     assert ops(qsym)['BatchNorm'] == 0, ops(qsym)
-    producer = json.loads(qsym.tojson())['nodes']
+    producer = nodes(qsym)
     bn = node(qsym, 'bn')
     assert bn['op'] in expected and bn['attrs']['__bnq_rewrite__'] == 'quantized_fp32_input_bn'
     assert {producer[i[0]]['op'] for i in bn['inputs'][:1]} | {bn['op']} <= expected | {'null'}

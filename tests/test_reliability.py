@@ -204,7 +204,10 @@ def test_truncated_or_edited_files_give_clear_errors(tmp_path):
     proc = inference(prefix, symbol=str(tmp_path / 'cut-symbol.json'))
     assert proc.returncode != 0 and 'not a valid symbol file' in proc.stderr
     graph = json.loads(text)
-    node = next(n for n in graph['nodes'] if n['op'].startswith('_contrib_quantized_batch_norm'))
+    # The BatchNorm op, at the top level or inside an int8 region.
+    everywhere = graph['nodes'] + [m for n in graph['nodes'] for sub in n.get('subgraphs', [])
+                                   for m in sub['nodes']]
+    node = next(n for n in everywhere if n['op'].startswith('_contrib_quantized_batch_norm'))
     node['attrs']['eps'] = 'abc'
     (tmp_path / 'edit-symbol.json').write_text(json.dumps(graph))
     proc = inference(prefix, symbol=str(tmp_path / 'edit-symbol.json'))

@@ -1,0 +1,175 @@
+#include "quantized_conv_scales.h"
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <limits>
+
+namespace bnq {
+namespace region {
+namespace {
+
+// MXNet's MaxValue<int32_t>() as the float it becomes.
+constexpr float kInt32MaxAsFloat = static_cast<float>(INT32_MAX);
+
+float MaxAbs(float a, float b) { return std::max(std::fabs(a), std::fabs(b)); }
+
+bool AllFinite(const float* v, int64_t n, const char* what, std::string* error) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (!std::isfinite(v[i])) {
+      *error = std::string(what) + " element " + std::to_string(i) + " is not finite";
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+int8_t SaturateRoundS8(float v) {
+  const float r = std::nearbyint(v);  // the default rounding mode: ties to even
+  return static_cast<int8_t>(std::min(127.f, std::max(-128.f, r)));
+}
+
+int32_t SaturateRoundS32(float v) {
+  const float r = std::nearbyint(v);
+  if (!(r > -2147483648.f)) return INT32_MIN;  // also NaN, as oneDNN's saturation
+  if (r >= 2147483648.f) return INT32_MAX;
+  return static_cast<int32_t>(r);
+}
+
+float QuantizeScale(QuantType t, float min, float max) {
+  const float range = MaxAbs(min, max);
+  return range != 0.f ? QuantizedRange(t) / range : kInt32MaxAsFloat;
+}
+
+void FoldBatchNormIntoConv(const FoldedBatchNorm& bn, int64_t out_channels,
+                           int64_t per_channel, std::vector<float>* weights,
+                           std::vector<float>* bias) {
+  const bool had_bias = !bias->empty();
+  bias->resize(out_channels);
+  for (int64_t c = 0; c < out_channels; ++c) {
+    // float / double sqrt, as MXNet's expression with a double eps evaluates.
+    const float alpha =
+        static_cast<float>((bn.fix_gamma ? 1.0f : bn.gamma[c]) / std::sqrt(bn.var[c] + bn.eps));
+    (*bias)[c] = had_bias ? bn.beta[c] + alpha * ((*bias)[c] - bn.mean[c])
+                          : bn.beta[c] - alpha * bn.mean[c];
+    float* w = weights->data() + c * per_channel;
+    for (int64_t k = 0; k < per_channel; ++k) w[k] = w[k] * alpha;
+  }
+}
+
+bool QuantizeConv(const ConvOutput& out, int64_t out_channels, int64_t per_channel,
+                  const float* weights, const float* bias, QuantizedConv* q,
+                  std::string* error) {
+  const int64_t count = out_channels * per_channel;
+  if (!AllFinite(weights, count, "weight", error)) return false;
+  if (bias != nullptr && !AllFinite(bias, out_channels, "bias", error)) return false;
+  if (!std::isfinite(out.data_min) || !std::isfinite(out.data_max)) {
+    *error = "the input range is not finite";
+    return false;
+  }
+  q->data_scale = QuantizeScale(out.data_type, out.data_min, out.data_max);
+
+  std::vector<float> max_abs(out_channels, 0.f);
+  for (int64_t c = 0; c < out_channels; ++c) {
+    // MXNet keeps each channel's min and max (starting at the type's limits).
+    float lo = std::numeric_limits<float>::max(), hi = std::numeric_limits<float>::lowest();
+    for (int64_t k = 0; k < per_channel; ++k) {
+      lo = std::min(lo, weights[c * per_channel + k]);
+      hi = std::max(hi, weights[c * per_channel + k]);
+    }
+    max_abs[c] = MaxAbs(lo, hi);
+  }
+
+  std::vector<float> weight_scales;
+  if (out.calibrated) {
+    weight_scales.resize(out_channels);
+    for (int64_t c = 0; c < out_channels; ++c) {
+      float scale = max_abs[c] != 0.f ? 127.5f / max_abs[c] : kInt32MaxAsFloat;
+      if (bias != nullptr && bias[c] != 0.f) {
+        // Keeps the int32 bias within INT_MAX / 2 (a oneDNN bug, says MXNet).
+        const float limit = (bias[c] > 0 ? kInt32MaxAsFloat : -2147483648.f);
+        scale = std::min(scale, limit / 2 / bias[c] / q->data_scale);
+      }
+      weight_scales[c] = scale;
+    }
+  } else {
+    const float total = *std::max_element(max_abs.begin(), max_abs.end());
+    weight_scales.assign(1, total != 0.f ? 127.5f / total : kInt32MaxAsFloat);
+    // MXNet's int32 output range: one level of weight times one level of data.
+    const float weight_level = total / 127.f;
+    const float data_level = MaxAbs(out.data_min, out.data_max) /
+                             (out.data_type == QuantType::kInt8 ? 127.f : 255.f);
+    q->max_output = weight_level * data_level * kInt32MaxAsFloat;
+    q->min_output = -q->max_output;
+  }
+
+  q->weights.resize(count);
+  for (int64_t c = 0; c < out_channels; ++c) {
+    const float s = weight_scales[out.calibrated ? c : 0];
+    for (int64_t k = 0; k < per_channel; ++k) {
+      q->weights[c * per_channel + k] = SaturateRoundS8(weights[c * per_channel + k] * s);
+    }
+  }
+  q->bias.clear();
+  if (bias != nullptr) {
+    q->bias.resize(out_channels);
+    for (int64_t c = 0; c < out_channels; ++c) {
+      const float bias_scale = weight_scales[out.calibrated ? c : 0] * q->data_scale;
+      q->bias[c] = SaturateRoundS32(bias[c] * bias_scale);
+    }
+  }
+
+  if (out.calibrated) {
+    q->output_scale = QuantizeScale(out.uint8_output ? QuantType::kUint8 : QuantType::kInt8,
+                                    out.calib_min, out.calib_max);
+    q->requantize.resize(out_channels);
+    for (int64_t c = 0; c < out_channels; ++c) {
+      q->requantize[c] = q->output_scale / q->data_scale / weight_scales[c];
+    }
+    q->min_output = out.calib_min;
+    q->max_output = out.calib_max;
+  } else {
+    q->output_scale = q->data_scale * weight_scales[0];
+    q->requantize.assign(1, 1.f);
+  }
+  return true;
+}
+
+bool QuantizeFullyConnected(QuantType data_type, float data_min, float data_max,
+                            const int8_t* weights, int64_t weight_count, float weight_min,
+                            float weight_max, const int8_t* bias, int64_t out_channels,
+                            float bias_min, float bias_max, QuantizedFullyConnected* q,
+                            std::string* error) {
+  for (float v : {data_min, data_max, weight_min, weight_max, bias_min, bias_max}) {
+    if (!std::isfinite(v)) {
+      *error = "a quantization range of the fully connected op is not finite";
+      return false;
+    }
+  }
+  const float data_scale = QuantizeScale(data_type, data_min, data_max);
+  float weight_scale = QuantizeScale(QuantType::kInt8, weight_min, weight_max);
+  q->weights.assign(weights, weights + weight_count);
+  q->bias.clear();
+  if (bias != nullptr) {
+    const float bias_scale = QuantizeScale(QuantType::kInt8, bias_min, bias_max);
+    float rescale = data_scale * weight_scale / bias_scale;
+    const float max_rescale = kInt32MaxAsFloat / 2 / MaxAbs(bias_min, bias_max) / bias_scale;
+    if (rescale > max_rescale) {  // MXNet shrinks the weights to keep the bias in range
+      rescale = max_rescale;
+      const float weight_rescale = rescale * bias_scale / data_scale / weight_scale;
+      for (auto& w : q->weights) w = static_cast<int8_t>(std::round(w * weight_rescale));
+      weight_scale *= weight_rescale;
+    }
+    q->bias.resize(out_channels);
+    for (int64_t c = 0; c < out_channels; ++c) {
+      q->bias[c] = static_cast<int32_t>(std::round(bias[c] * rescale));
+    }
+  }
+  q->output_scale = 1.0f / data_scale / weight_scale;
+  return true;
+}
+
+}  // namespace region
+}  // namespace bnq

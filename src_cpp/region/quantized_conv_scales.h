@@ -1,0 +1,92 @@
+// The scale arithmetic of MXNet 1.9.1's quantized convolution and fully
+// connected ops (src/operator/subgraph/mkldnn/mkldnn_conv.cc, mkldnn_fc.cc,
+// mkldnn_common.h), reproduced step by step so that a region computes MXNet's
+// bits.  Pure: no MXNet, no oneDNN.  A region's convolution then runs
+//
+//     dst = saturate(round(post_ops(acc * requantize[c] + bias[c] * requantize[c])))
+//
+// on the quantized weights and bias made here (acc = the int32 accumulation).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "../scale_shift_folding.h"
+
+namespace bnq {
+namespace region {
+
+// Quantization levels per unit of real value of a tensor of type `t` with
+// range [min, max]: QuantizedRange(t) / max(|min|, |max|), or 2^31 when that
+// maximum is 0 (MXNet's GetQuantizeScale).
+float QuantizeScale(QuantType t, float min, float max);
+
+// A BatchNorm folded into the convolution before it (with_bn).
+struct FoldedBatchNorm {
+  const float* gamma;
+  const float* beta;
+  const float* mean;
+  const float* var;
+  double eps;
+  bool fix_gamma;
+};
+
+// MXNet's UpdateConvWeightBias: weights (out_channels x per_channel, in
+// place) scaled by alpha[c] = (fix_gamma ? 1 : gamma) / sqrt(var + eps), and
+// the bias beta + alpha * (bias - mean) (beta - alpha * mean without a bias;
+// `bias` is resized to out_channels when empty).
+void FoldBatchNormIntoConv(const FoldedBatchNorm& bn, int64_t out_channels,
+                           int64_t per_channel, std::vector<float>* weights,
+                           std::vector<float>* bias);
+
+// How a convolution's output is quantized.
+struct ConvOutput {
+  QuantType data_type;      // of the convolution's input
+  float data_min, data_max;  // its range
+  bool calibrated;          // min/max_calib_range set: int8/uint8 output
+  float calib_min, calib_max;
+  bool uint8_output;        // relu without sum, or relu after the sum
+};
+
+struct QuantizedConv {
+  std::vector<int8_t> weights;     // same element order as the float weights
+  std::vector<int32_t> bias;       // empty without a bias
+  std::vector<float> requantize;   // per output channel (calibrated) or one value
+  float data_scale = 0.f;
+  float output_scale = 0.f;        // levels per unit of the output (calibrated)
+  float min_output = 0.f, max_output = 0.f;
+};
+
+// MXNet's GetWeightScales + ConvertWeightBias2MKLDNN + the requantize scales
+// of SgMKLDNNConvOperator::Forward.  `bias` may be null.  Calibrated:
+// per-channel weight scales 127.5 / max|w[c]| (capped so that the int32 bias
+// stays within INT_MAX / 2), requantize[c] = output_scale / data_scale /
+// weight_scale[c].  Uncalibrated: one weight scale, int32 output, requantize
+// {1}, and MXNet's int32 output range.
+// Returns false and sets `error` for non-finite weights or bias.
+bool QuantizeConv(const ConvOutput& out, int64_t out_channels, int64_t per_channel,
+                  const float* weights, const float* bias, QuantizedConv* q,
+                  std::string* error);
+
+// The quantized fully connected op with int8 weights and bias quantized
+// offline (tensor-wise) and float output: MXNet's SgMKLDNNFCOp::Forward.
+struct QuantizedFullyConnected {
+  std::vector<int8_t> weights;   // rescaled when the bias would overflow
+  std::vector<int32_t> bias;     // empty without a bias
+  float output_scale = 0.f;      // real value = acc_with_bias * output_scale
+};
+
+bool QuantizeFullyConnected(QuantType data_type, float data_min, float data_max,
+                            const int8_t* weights, int64_t weight_count, float weight_min,
+                            float weight_max, const int8_t* bias, int64_t out_channels,
+                            float bias_min, float bias_max, QuantizedFullyConnected* q,
+                            std::string* error);
+
+// Rounding of float to int as the oneDNN reorders MXNet uses do it: to
+// nearest, ties to even, saturated to the type's range.
+int8_t SaturateRoundS8(float v);
+int32_t SaturateRoundS32(float v);
+
+}  // namespace region
+}  // namespace bnq

@@ -1,0 +1,612 @@
+#include "region_compiler.h"
+
+#include <cstring>
+#include <map>
+#include <stdexcept>
+#include <utility>
+
+#include "../scale_shift_folding.h"
+#include "quantized_conv_scales.h"
+#include "region_node_attrs.h"
+
+namespace bnq {
+namespace region {
+
+using mxnet::ext::Graph;
+using mxnet::ext::MXTensor;
+using mxnet::ext::NodeEntry;
+using dt = dnnl::memory::data_type;
+using tag = dnnl::memory::format_tag;
+using dims = dnnl::memory::dims;
+
+namespace {
+
+[[noreturn]] void Fail(const Node* node, const std::string& message) {
+  throw std::runtime_error((node ? node->name + ": " : std::string()) + message);
+}
+
+dt ToDnnlType(int mx_type, const Node* node) {
+  switch (mx_type) {
+    case mxnet::ext::kFloat32: return dt::f32;
+    case mxnet::ext::kUint8: return dt::u8;
+    case mxnet::ext::kInt8: return dt::s8;
+    case mxnet::ext::kInt32: return dt::s32;
+    default: Fail(node, "unsupported data type " + std::to_string(mx_type));
+  }
+}
+
+tag PlainTag(size_t ndims) {
+  switch (ndims) {
+    case 1: return tag::a;
+    case 2: return tag::ab;
+    case 3: return tag::abc;
+    case 4: return tag::abcd;
+    case 5: return tag::abcde;
+    default: throw std::runtime_error("tensors of " + std::to_string(ndims) +
+                                      " dimensions are not supported in regions");
+  }
+}
+
+dnnl::memory::desc PlainDesc(const dims& d, dt type) { return {d, type, PlainTag(d.size())}; }
+
+// A strided layout without blocks (plain, NHWC, ...): can be viewed with another type.
+bool IsStrided(const dnnl::memory::desc& md) {
+  return md.get_format_kind() == dnnl::memory::format_kind::blocked && md.get_inner_nblks() == 0;
+}
+
+dnnl::memory::desc WithType(const dnnl::memory::desc& md, dt type) {
+  return {md.get_dims(), type, md.get_strides()};
+}
+
+QuantType ToQuantType(dt type, const Node* node) {
+  if (type == dt::s8) return QuantType::kInt8;
+  if (type == dt::u8) return QuantType::kUint8;
+  Fail(node, "expects int8 or uint8 data");
+}
+
+// A oneDNN memory holding a copy of `bytes` (owned by oneDNN).
+dnnl::memory Owned(const dnnl::engine& engine, const dnnl::memory::desc& md, const void* bytes) {
+  dnnl::memory m(md, engine);
+  std::memcpy(m.get_data_handle(), bytes, md.get_size());
+  return m;
+}
+
+}  // namespace
+
+// The state of one build: which value or range each node output became.
+class CompiledRegion::Builder {
+ public:
+  Builder(CompiledRegion* region, const Graph& graph, const std::vector<MXTensor>& inputs)
+      : r_(*region), graph_(graph), inputs_(inputs) {
+    for (size_t i = 0; i < graph.inputs.size(); ++i) input_index_[graph.inputs[i]] = static_cast<int>(i);
+  }
+
+  void Build(const std::vector<MXTensor>& outputs) {
+    r_.input_values_.assign(inputs_.size(), -1);
+    std::vector<Node*> order = graph_.topological_sort();  // consumers first
+    for (auto it = order.rbegin(); it != order.rend(); ++it) {
+      Node* node = *it;
+      if (node->op == "null") continue;
+      RegionNode parsed;
+      std::string why;
+      if (!ParseRegionNode(node, &parsed, &why)) Fail(node, why);
+      switch (parsed.kind) {
+        case OpKind::kConv: Conv(node, parsed.conv); break;
+        case OpKind::kFullyConnected: FullyConnected(node, parsed.fc); break;
+        case OpKind::kPooling: Pooling(node, parsed.pool); break;
+        case OpKind::kRelu: Relu(node); break;
+        case OpKind::kFlatten: Flatten(node); break;
+        case OpKind::kBatchNorm: BatchNorm(node, parsed.bn); break;
+      }
+    }
+    Outputs(outputs);
+  }
+
+ private:
+  using Key = std::pair<const Node*, int>;
+
+  const MXTensor& InputTensor(const NodeEntry& e, InputUse use) {
+    auto it = input_index_.find(e.node);
+    if (it == input_index_.end()) Fail(e.node, "expected a region input");
+    InputRecord& rec = r_.input_records_[it->second];
+    if (rec.use != InputUse::kUnused && rec.use != use) {
+      Fail(e.node, "a region input used both as data and as a parameter");
+    }
+    rec.use = use;
+    return inputs_[it->second];
+  }
+
+  // The tensor value of entry `e`: a region input or an earlier node's output.
+  int Data(const NodeEntry& e) {
+    auto found = values_.find({e.node, e.entry});
+    if (found != values_.end()) return found->second;
+    auto in = input_index_.find(e.node);
+    if (in == input_index_.end()) Fail(e.node, "output " + std::to_string(e.entry) + " has no value");
+    const MXTensor& t = InputTensor(e, InputUse::kData);
+    Value v;
+    v.kind = ValueKind::kInput;
+    v.md = PlainDesc(dims(t.shape.begin(), t.shape.end()), ToDnnlType(t.dtype, e.node));
+    const int index = Add(v);
+    r_.input_values_[in->second] = index;
+    values_[{e.node, e.entry}] = index;
+    return index;
+  }
+
+  // A parameter (weights, BatchNorm statistics) as float32 or int8.
+  const MXTensor& Param(const NodeEntry& e, int dtype, int64_t elements) {
+    const MXTensor& t = InputTensor(e, InputUse::kParam);
+    r_.input_records_[input_index_[e.node]].version = t.verID;
+    if (t.dtype != dtype || t.size() != elements) {
+      Fail(e.node, "parameter of " + std::to_string(t.size()) + " elements of type " +
+                       std::to_string(t.dtype) + ", expected " + std::to_string(elements) +
+                       " of type " + std::to_string(dtype));
+    }
+    return t;
+  }
+
+  // A range (min or max) of quantized data: a region input or a node's output 1 or 2.
+  float Scalar(const NodeEntry& e) {
+    auto found = scalars_.find({e.node, e.entry});
+    if (found != scalars_.end()) return found->second;
+    const MXTensor& t = InputTensor(e, InputUse::kScalar);
+    if (t.dtype != mxnet::ext::kFloat32 || t.size() != 1) Fail(e.node, "a range must be one float32");
+    const float v = *static_cast<const float*>(t.data_ptr);
+    r_.input_records_[input_index_[e.node]].scalar = v;
+    return v;
+  }
+
+  int Add(const Value& v) {
+    r_.values_.push_back(v);
+    return static_cast<int>(r_.values_.size()) - 1;
+  }
+
+  int NewValue(const dnnl::memory::desc& md, float min, float max) {
+    Value v;
+    v.md = md;
+    v.min = min;
+    v.max = max;
+    return Add(v);
+  }
+
+  void SetOutputs(const Node* node, int value, float min, float max) {
+    values_[{node, 0}] = value;
+    scalars_[{node, 1}] = min;
+    scalars_[{node, 2}] = max;
+  }
+
+  PrimitiveStep* AddStep(const Node* node, const std::string& what, dnnl::primitive p) {
+    r_.steps_.emplace_back(new PrimitiveStep(node->name + what, std::move(p)));
+    return static_cast<PrimitiveStep*>(r_.steps_.back().get());
+  }
+
+  // `value` in layout `md` (same dims and type): itself, or a reordered copy.
+  int InLayout(const Node* node, int value, const dnnl::memory::desc& md) {
+    const Value v = r_.values_[value];  // a copy: NewValue() may move the vector
+    if (v.md == md) return value;
+    const int copy = NewValue(md, v.min, v.max);
+    dnnl::reorder::primitive_desc pd(r_.engine_, v.md, r_.engine_, md);
+    PrimitiveStep* s = AddStep(node, "/reorder", dnnl::reorder(pd));
+    s->Read(DNNL_ARG_FROM, value, v.md);
+    s->Write(DNNL_ARG_TO, copy, md);
+    return copy;
+  }
+
+  std::vector<float> Floats(const MXTensor& t) {
+    const float* p = static_cast<const float*>(t.data_ptr);
+    return std::vector<float>(p, p + t.size());
+  }
+
+  void Conv(const Node* node, const ConvAttrs& a) {
+    if (static_cast<int>(node->inputs.size()) != a.num_inputs()) Fail(node, "unexpected input count");
+    const int data = Data(node->inputs[0]);
+    const Value in = r_.values_[data];  // a copy: NewValue() may move the vector
+    const dims in_dims = in.md.get_dims();
+    if (in_dims.size() != 4) Fail(node, "expects 4-D data");
+    const int64_t n = in_dims[0], ic = in_dims[1], oc = a.num_filter, g = a.num_group;
+    if (ic % g != 0) Fail(node, "input channels are not a multiple of num_group");
+    const int64_t per_channel = (ic / g) * a.kernel[0] * a.kernel[1];
+
+    std::vector<float> weights = Floats(Param(node->inputs[1], mxnet::ext::kFloat32, oc * per_channel));
+    std::vector<float> bias;
+    int next = 2;
+    if (!a.no_bias) bias = Floats(Param(node->inputs[next++], mxnet::ext::kFloat32, oc));
+    if (a.with_bn) {
+      const MXTensor& gamma = Param(node->inputs[next], mxnet::ext::kFloat32, oc);
+      const MXTensor& beta = Param(node->inputs[next + 1], mxnet::ext::kFloat32, oc);
+      const MXTensor& mean = Param(node->inputs[next + 2], mxnet::ext::kFloat32, oc);
+      const MXTensor& var = Param(node->inputs[next + 3], mxnet::ext::kFloat32, oc);
+      FoldBatchNormIntoConv({static_cast<const float*>(gamma.data_ptr),
+                             static_cast<const float*>(beta.data_ptr),
+                             static_cast<const float*>(mean.data_ptr),
+                             static_cast<const float*>(var.data_ptr), a.bn.eps, a.bn.fix_gamma},
+                            oc, per_channel, &weights, &bias);
+    }
+    const int dmin = a.data_min_input();
+    ConvOutput out{ToQuantType(in.md.get_data_type(), node), Scalar(node->inputs[dmin]),
+                   Scalar(node->inputs[dmin + 1]), a.calibrated, a.min_calib, a.max_calib,
+                   a.uint8_output()};
+    if (out.data_min < 0 && out.data_type == QuantType::kUint8) {
+      Fail(node, "uint8 data with a negative range");
+    }
+    QuantizedConv q;
+    std::string error;
+    if (!QuantizeConv(out, oc, per_channel, weights.data(), bias.empty() ? nullptr : bias.data(),
+                      &q, &error)) {
+      Fail(node, error);
+    }
+
+    dims out_dims{n, oc, 0, 0}, strides, dilates, pad;
+    for (int i = 0; i < 2; ++i) {
+      const int64_t extent = a.dilate[i] * (a.kernel[i] - 1) + 1;
+      const int64_t size = (in_dims[2 + i] + 2 * a.pad[i] - extent) / a.stride[i] + 1;
+      if (size <= 0) Fail(node, "the kernel is larger than the padded input");
+      out_dims[2 + i] = size;
+      strides.push_back(a.stride[i]);
+      dilates.push_back(a.dilate[i] - 1);
+      pad.push_back(a.pad[i]);
+    }
+    const dt out_type = a.uint8_output() ? dt::u8 : dt::s8;
+    const dims w_dims = g == 1 ? dims{oc, ic, a.kernel[0], a.kernel[1]}
+                               : dims{g, oc / g, ic / g, a.kernel[0], a.kernel[1]};
+    const dnnl::memory::desc w_plain(w_dims, dt::s8, g == 1 ? tag::oihw : tag::goihw);
+    const dnnl::memory::desc bias_md({oc}, dt::f32, tag::a);
+
+    dnnl::post_ops ops;
+    int sum = -1;
+    float sum_scale = 1.f;
+    if (a.with_act) ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    if (a.with_sum) {
+      sum = Data(node->inputs[a.sum_input()]);
+      const int smin = a.data_min_input() + 2;
+      const QuantType sum_type = ToQuantType(r_.values_[sum].md.get_data_type(), node);
+      sum_scale = q.output_scale /
+                  QuantizeScale(sum_type, Scalar(node->inputs[smin]), Scalar(node->inputs[smin + 1]));
+      // The operand is read in its own type: a uint8 operand stays unsigned
+      // (MXNet 1.9.1 reads it as the int8 output type, see the README).
+      ops.append_sum(sum_scale, 0, r_.values_[sum].md.get_data_type());
+    }
+    if (a.with_postsum_act) ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    dnnl::primitive_attr attr;
+    attr.set_scales_mask(DNNL_ARG_WEIGHTS, g == 1 ? 1 : 3);
+    attr.set_post_ops(ops);
+
+    const dnnl::memory::desc src_any(in_dims, in.md.get_data_type(), tag::any);
+    // With a sum the output must be viewable in the operand's type: NHWC.
+    const dnnl::memory::desc dst_md(out_dims, out_type, a.with_sum ? tag::nhwc : tag::any);
+    dnnl::convolution_forward::primitive_desc pd(
+        r_.engine_, dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+        src_any, dnnl::memory::desc(w_dims, dt::s8, tag::any), bias_md, dst_md, strides,
+        dilates, pad, pad, attr);
+
+    // Weights quantized once, reordered to the primitive's layout (the reorder
+    // also computes the compensation that int8 data needs).
+    dnnl::memory weights_mem(pd.weights_desc(), r_.engine_);
+    {
+      dnnl::memory plain(w_plain, r_.engine_, q.weights.data());
+      dnnl::stream s(r_.engine_);
+      dnnl::reorder(plain, weights_mem).execute(s, plain, weights_mem);
+      s.wait();
+    }
+    std::vector<float> bias_f32(oc, 0.f);
+    for (int64_t c = 0; c < oc; ++c) {
+      if (!q.bias.empty()) bias_f32[c] = static_cast<float>(q.bias[c]) * q.requantize[c];
+    }
+    const int src = InLayout(node, data, pd.src_desc());
+    const int dst = NewValue(pd.dst_desc(), q.min_output, q.max_output);
+    if (sum >= 0) {
+      // The operand into the output buffer (in the output's layout), then the
+      // convolution adds to it.
+      const dnnl::memory::desc view = WithType(pd.dst_desc(), r_.values_[sum].md.get_data_type());
+      dnnl::reorder::primitive_desc rpd(r_.engine_, r_.values_[sum].md, r_.engine_, view);
+      PrimitiveStep* copy = AddStep(node, "/sum_operand", dnnl::reorder(rpd));
+      copy->Read(DNNL_ARG_FROM, sum, r_.values_[sum].md);
+      copy->Write(DNNL_ARG_TO, dst, view);
+    }
+    PrimitiveStep* s = AddStep(node, "", dnnl::convolution_forward(pd));
+    s->Read(DNNL_ARG_SRC, src, pd.src_desc());
+    s->Constant(DNNL_ARG_WEIGHTS, weights_mem);
+    s->Constant(DNNL_ARG_BIAS, Owned(r_.engine_, bias_md, bias_f32.data()));
+    s->Constant(DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS,
+                Owned(r_.engine_, dnnl::memory::desc({oc}, dt::f32, tag::a), q.requantize.data()));
+    if (sum >= 0) s->Read(DNNL_ARG_DST, dst, pd.dst_desc());
+    s->Write(DNNL_ARG_DST, dst, pd.dst_desc());
+    SetOutputs(node, dst, q.min_output, q.max_output);
+  }
+
+  void Pooling(const Node* node, PoolingAttrs a) {
+    const int data = Data(node->inputs[0]);
+    const Value in = r_.values_[data];  // a copy: NewValue() may move the vector
+    const dims d = in.md.get_dims();
+    if (d.size() != 4) Fail(node, "expects 4-D data");
+    if (a.global) a.kernel = {d[2], d[3]};
+    dims out_dims{d[0], d[1], 0, 0}, pad_r(2);
+    for (int i = 0; i < 2; ++i) {
+      const int64_t span = d[2 + i] + 2 * a.pad[i] - a.kernel[i];
+      if (span < 0) Fail(node, "the pooling kernel is larger than the padded input");
+      const int64_t size = (a.full_convention ? (span + a.stride[i] - 1) / a.stride[i]
+                                              : span / a.stride[i]) + 1;
+      out_dims[2 + i] = size;
+      pad_r[i] = (size - 1) * a.stride[i] + a.kernel[i] - d[2 + i] - a.pad[i];
+    }
+    const dnnl::algorithm alg = a.max ? dnnl::algorithm::pooling_max
+                                : a.count_include_pad ? dnnl::algorithm::pooling_avg_include_padding
+                                                      : dnnl::algorithm::pooling_avg_exclude_padding;
+    dnnl::pooling_forward::primitive_desc pd(
+        r_.engine_, dnnl::prop_kind::forward_inference, alg, in.md,
+        dnnl::memory::desc(out_dims, in.md.get_data_type(), tag::any), {a.stride[0], a.stride[1]},
+        {a.kernel[0], a.kernel[1]}, {0, 0}, {a.pad[0], a.pad[1]}, pad_r);
+    const float min = Scalar(node->inputs[1]), max = Scalar(node->inputs[2]);
+    const int dst = NewValue(pd.dst_desc(), min, max);
+    PrimitiveStep* s = AddStep(node, "", dnnl::pooling_forward(pd));
+    s->Read(DNNL_ARG_SRC, data, in.md);
+    s->Write(DNNL_ARG_DST, dst, pd.dst_desc());
+    SetOutputs(node, dst, min, max);
+  }
+
+  void Relu(const Node* node) {
+    const int data = Data(node->inputs[0]);
+    const dnnl::memory::desc md = r_.values_[data].md;
+    dnnl::eltwise_forward::primitive_desc pd(r_.engine_, dnnl::prop_kind::forward_inference,
+                                             dnnl::algorithm::eltwise_relu, md, md, 0.f, 0.f);
+    const float min = Scalar(node->inputs[1]), max = Scalar(node->inputs[2]);
+    const int dst = NewValue(md, min, max);
+    PrimitiveStep* s = AddStep(node, "", dnnl::eltwise_forward(pd));
+    s->Read(DNNL_ARG_SRC, data, md);
+    s->Write(DNNL_ARG_DST, dst, md);
+    SetOutputs(node, dst, min, max);
+  }
+
+  // `value` as a 2-D (N, rest) tensor in NCHW element order.
+  int Flattened(const Node* node, int value) {
+    const Value v = r_.values_[value];  // a copy: NewValue() may move the vector
+    const dims d = v.md.get_dims();
+    int64_t rest = 1;
+    for (size_t i = 1; i < d.size(); ++i) rest *= d[i];
+    const dnnl::memory::desc flat({d[0], rest}, v.md.get_data_type(), tag::ab);
+    if (d.size() == 2 && v.md == flat) return value;
+    // (N, C, 1, 1) in a strided layout is already (N, C): share the bytes.
+    bool unit_spatial = true;
+    for (size_t i = 2; i < d.size(); ++i) unit_spatial = unit_spatial && d[i] == 1;
+    if (unit_spatial && v.kind == ValueKind::kIntermediate && IsStrided(v.md) &&
+        v.md.get_strides()[1] == 1 && v.md.get_strides()[0] == rest) {
+      const int alias = NewValue(flat, v.min, v.max);
+      r_.values_[alias].alias_of = value;
+      return alias;
+    }
+    const dnnl::memory::desc plain = PlainDesc(d, v.md.get_data_type());
+    const int out = NewValue(flat, v.min, v.max);
+    dnnl::reorder::primitive_desc pd(r_.engine_, v.md, r_.engine_, plain);
+    PrimitiveStep* s = AddStep(node, "/flatten", dnnl::reorder(pd));
+    s->Read(DNNL_ARG_FROM, value, v.md);
+    s->Write(DNNL_ARG_TO, out, plain);
+    return out;
+  }
+
+  void Flatten(const Node* node) {
+    const int out = Flattened(node, Data(node->inputs[0]));
+    SetOutputs(node, out, Scalar(node->inputs[1]), Scalar(node->inputs[2]));
+  }
+
+  void FullyConnected(const Node* node, const FullyConnectedAttrs& a) {
+    const int base = a.no_bias ? 2 : 3;
+    if (static_cast<int>(node->inputs.size()) != base * 3) Fail(node, "unexpected input count");
+    const int raw = Data(node->inputs[0]);
+    if (!a.flatten && r_.values_[raw].md.get_dims().size() != 2) {
+      Fail(node, "flatten=False on data that is not 2-D");
+    }
+    const int data = Flattened(node, raw);
+    const Value in = r_.values_[data];  // a copy: NewValue() may move the vector
+    const int64_t n = in.md.get_dims()[0], k = in.md.get_dims()[1], oc = a.num_hidden;
+    const MXTensor& w = Param(node->inputs[1], mxnet::ext::kInt8, oc * k);
+    const MXTensor* b = a.no_bias ? nullptr : &Param(node->inputs[2], mxnet::ext::kInt8, oc);
+    auto scalar = [&](int i) { return Scalar(node->inputs[base + i]); };
+    QuantizedFullyConnected q;
+    std::string error;
+    if (!QuantizeFullyConnected(ToQuantType(in.md.get_data_type(), node), scalar(0), scalar(1),
+                                static_cast<const int8_t*>(w.data_ptr), oc * k, scalar(2),
+                                scalar(3), b ? static_cast<const int8_t*>(b->data_ptr) : nullptr,
+                                oc, b ? scalar(4) : 0.f, b ? scalar(5) : 0.f, &q, &error)) {
+      Fail(node, error);
+    }
+    dnnl::primitive_attr attr;
+    attr.set_scales_mask(DNNL_ARG_WEIGHTS, 0);
+    const dnnl::memory::desc bias_md({oc}, dt::f32, tag::a);
+    const dnnl::memory::desc dst_md({n, oc}, dt::f32, tag::ab);
+    dnnl::inner_product_forward::primitive_desc pd(
+        r_.engine_, dnnl::prop_kind::forward_inference, in.md,
+        dnnl::memory::desc({oc, k}, dt::s8, tag::any), bias_md, dst_md, attr);
+    dnnl::memory weights_mem(pd.weights_desc(), r_.engine_);
+    {
+      dnnl::memory plain(dnnl::memory::desc({oc, k}, dt::s8, tag::ab), r_.engine_, q.weights.data());
+      dnnl::stream s(r_.engine_);
+      dnnl::reorder(plain, weights_mem).execute(s, plain, weights_mem);
+      s.wait();
+    }
+    std::vector<float> bias_f32(oc, 0.f);
+    for (size_t c = 0; c < q.bias.size(); ++c) bias_f32[c] = static_cast<float>(q.bias[c]) * q.output_scale;
+    const int dst = NewValue(pd.dst_desc(), 0.f, 0.f);
+    PrimitiveStep* s = AddStep(node, "", dnnl::inner_product_forward(pd));
+    s->Read(DNNL_ARG_SRC, data, in.md);
+    s->Constant(DNNL_ARG_WEIGHTS, weights_mem);
+    s->Constant(DNNL_ARG_BIAS, Owned(r_.engine_, bias_md, bias_f32.data()));
+    s->Constant(DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS,
+                Owned(r_.engine_, dnnl::memory::desc({1}, dt::f32, tag::a), &q.output_scale));
+    s->Write(DNNL_ARG_DST, dst, pd.dst_desc());
+    values_[{node, 0}] = dst;
+  }
+
+  void BatchNorm(const Node* node, const BatchNormOpAttrs& a) {
+    const int data = Data(node->inputs[0]);
+    const Value in = r_.values_[data];  // a copy: NewValue() may move the vector
+    const dims d = in.md.get_dims();
+    if (d.size() < 2) Fail(node, "expects data with a channel axis");
+    const int64_t c = d[1];
+    const MXTensor& gamma = Param(node->inputs[1], mxnet::ext::kFloat32, c);
+    const MXTensor& beta = Param(node->inputs[2], mxnet::ext::kFloat32, c);
+    const MXTensor& mean = Param(node->inputs[3], mxnet::ext::kFloat32, c);
+    const MXTensor& var = Param(node->inputs[4], mxnet::ext::kFloat32, c);
+    const ChannelParams params{static_cast<const float*>(gamma.data_ptr),
+                               static_cast<const float*>(beta.data_ptr),
+                               static_cast<const float*>(mean.data_ptr),
+                               static_cast<const float*>(var.data_ptr), c};
+    const QuantType out_type = a.relu ? QuantType::kUint8 : QuantType::kInt8;
+    FoldedScaleShift folded;
+    std::string error;
+    bool ok;
+    if (a.float_input) {
+      ok = FoldScaleShiftFloatInput(a.bn, params, out_type, a.relu, &folded, &error);
+    } else {
+      ok = FoldScaleShift(a.bn, params, Scalar(node->inputs[5]), Scalar(node->inputs[6]),
+                          ToQuantType(in.md.get_data_type(), node), out_type, a.relu, &folded,
+                          &error);
+    }
+    if (!ok) Fail(node, error);
+
+    // dst = src * scale[c] + shift[c], one binary primitive with a post-op, in
+    // the input's layout (per-channel vectors are contiguous in NHWC).
+    dims channel_dims(d.size(), 1);
+    channel_dims[1] = c;
+    const dnnl::memory::desc channel_md = PlainDesc(channel_dims, dt::f32);
+    dnnl::post_ops ops;
+    ops.append_binary(dnnl::algorithm::binary_add, channel_md);
+    dnnl::primitive_attr attr;
+    attr.set_post_ops(ops);
+    const dt dst_type = a.relu ? dt::u8 : dt::s8;
+    const dnnl::memory::desc dst_md =
+        IsStrided(in.md) ? WithType(in.md, dst_type) : dnnl::memory::desc(d, dst_type, tag::any);
+    dnnl::binary::primitive_desc pd(r_.engine_, dnnl::algorithm::binary_mul, in.md, channel_md,
+                                    dst_md, attr);
+    const int dst = NewValue(pd.dst_desc(), folded.min_output, folded.max_output);
+    PrimitiveStep* s = AddStep(node, "", dnnl::binary(pd));
+    s->Read(DNNL_ARG_SRC_0, data, in.md);
+    s->Constant(DNNL_ARG_SRC_1, Owned(r_.engine_, channel_md, folded.scale.data()));
+    s->Constant(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1,
+                Owned(r_.engine_, channel_md, folded.shift.data()));
+    s->Write(DNNL_ARG_DST, dst, pd.dst_desc());
+    if (!a.global_avg_pool) {
+      SetOutputs(node, dst, folded.min_output, folded.max_output);
+      return;
+    }
+    // The mean of each channel: exact int32 sums, then MXNet's rounding.
+    int64_t count = 1;
+    for (size_t i = 2; i < d.size(); ++i) count *= d[i];
+    if (count * 255 >= (int64_t{1} << 24)) {
+      Fail(node, "pools " + std::to_string(count) + " values per channel, more than regions "
+                 "sum exactly");
+    }
+    dims pooled(d.size(), 1);
+    pooled[0] = d[0];
+    pooled[1] = c;
+    const int sums = NewValue(PlainDesc(pooled, dt::s32), 0.f, 0.f);
+    dnnl::reduction::primitive_desc rpd(r_.engine_, dnnl::algorithm::reduction_sum,
+                                        pd.dst_desc(), r_.values_[sums].md, 0.f, 0.f);
+    PrimitiveStep* sum_step = AddStep(node, "/sum", dnnl::reduction(rpd));
+    sum_step->Read(DNNL_ARG_SRC, dst, pd.dst_desc());
+    sum_step->Write(DNNL_ARG_DST, sums, r_.values_[sums].md);
+    const int mean_value = NewValue(PlainDesc(pooled, dt::u8), folded.min_output, folded.max_output);
+    r_.steps_.emplace_back(new RoundedMeanStep(node->name + "/mean", sums, mean_value,
+                                               d[0] * c, static_cast<int32_t>(count)));
+    SetOutputs(node, mean_value, folded.min_output, folded.max_output);
+  }
+
+  void Outputs(const std::vector<MXTensor>& outputs) {
+    if (outputs.size() != graph_.outputs.size()) Fail(nullptr, "region output count mismatch");
+    for (size_t i = 0; i < graph_.outputs.size(); ++i) {
+      const NodeEntry& e = graph_.outputs[i];
+      const MXTensor& t = outputs[i];
+      Value out;
+      out.kind = ValueKind::kOutput;
+      out.md = PlainDesc(dims(t.shape.begin(), t.shape.end()), ToDnnlType(t.dtype, e.node));
+      const int index = Add(out);
+      r_.output_values_.push_back(index);
+      auto scalar = scalars_.find({e.node, e.entry});
+      if (scalar != scalars_.end()) {
+        if (t.dtype != mxnet::ext::kFloat32 || t.size() != 1) Fail(e.node, "a range output must be one float32");
+        r_.steps_.emplace_back(new ScalarStep(e.node->name + "/range", index, scalar->second));
+        continue;
+      }
+      const int value = Data(e);
+      const dnnl::memory::desc& src = r_.values_[value].md;
+      if (src.get_dims() != out.md.get_dims() || src.get_data_type() != out.md.get_data_type()) {
+        Fail(e.node, "the region computes a different shape or type than MXNet expects");
+      }
+      dnnl::reorder::primitive_desc pd(r_.engine_, src, r_.engine_, out.md);
+      PrimitiveStep* s = AddStep(e.node, "/output", dnnl::reorder(pd));
+      s->Read(DNNL_ARG_FROM, value, src);
+      s->Write(DNNL_ARG_TO, index, out.md);
+    }
+  }
+
+  CompiledRegion& r_;
+  const Graph& graph_;
+  const std::vector<MXTensor>& inputs_;
+  std::map<const Node*, int> input_index_;
+  std::map<Key, int> values_;     // tensor outputs
+  std::map<Key, float> scalars_;  // range outputs (min, max)
+};
+
+CompiledRegion::CompiledRegion(const Graph& graph, const std::vector<MXTensor>& inputs,
+                               const std::vector<MXTensor>& outputs)
+    : engine_(dnnl::engine::kind::cpu, 0) {
+  if (inputs.size() != graph.inputs.size()) {
+    throw std::runtime_error("the region has " + std::to_string(graph.inputs.size()) +
+                             " inputs, got " + std::to_string(inputs.size()));
+  }
+  for (const MXTensor& t : inputs) {
+    InputRecord rec;
+    rec.shape = t.shape;
+    rec.dtype = t.dtype;
+    input_records_.push_back(rec);
+  }
+  for (const MXTensor& t : outputs) {
+    output_shapes_.push_back(t.shape);
+    output_dtypes_.push_back(t.dtype);
+  }
+  Builder(this, graph, inputs).Build(outputs);
+  plan_.Assign(steps_, &values_);
+  for (auto& step : steps_) {
+    try {
+      step->Bind(engine_, values_);
+    } catch (const dnnl::error& e) {
+      throw std::runtime_error(step->name() + ": oneDNN error: " + e.what());
+    }
+  }
+}
+
+bool CompiledRegion::Matches(const std::vector<MXTensor>& inputs,
+                             const std::vector<MXTensor>& outputs) const {
+  if (inputs.size() != input_records_.size() || outputs.size() != output_shapes_.size()) return false;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const InputRecord& rec = input_records_[i];
+    const MXTensor& t = inputs[i];
+    if (t.shape != rec.shape || t.dtype != rec.dtype) return false;
+    if (rec.use == InputUse::kParam && t.verID != rec.version) return false;
+    if (rec.use == InputUse::kScalar && *static_cast<const float*>(t.data_ptr) != rec.scalar) {
+      return false;
+    }
+  }
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    if (outputs[i].shape != output_shapes_[i] || outputs[i].dtype != output_dtypes_[i]) return false;
+  }
+  return true;
+}
+
+void CompiledRegion::Run(const std::vector<MXTensor>& inputs,
+                         const std::vector<MXTensor>& outputs) {
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (input_values_[i] >= 0) values_[input_values_[i]].data = inputs[i].data_ptr;
+  }
+  for (size_t i = 0; i < outputs.size(); ++i) values_[output_values_[i]].data = outputs[i].data_ptr;
+  dnnl::stream stream(engine_);
+  for (auto& step : steps_) {
+    try {
+      step->Execute(stream, values_);
+    } catch (const dnnl::error& e) {
+      throw std::runtime_error(step->name() + ": oneDNN error: " + e.what());
+    }
+  }
+  stream.wait();
+}
+
+}  // namespace region
+}  // namespace bnq

@@ -1,0 +1,402 @@
+#include "region_node_attrs.h"
+
+#include <cmath>
+#include <unordered_map>
+
+#include "../number_parsing.h"
+#include "../op_names.h"
+
+namespace bnq {
+namespace region {
+namespace {
+
+using Attrs = std::unordered_map<std::string, std::string>;
+
+bool IsHidden(const std::string& key) {
+  return key.size() > 4 && key.compare(0, 2, "__") == 0 &&
+         key.compare(key.size() - 2, 2, "__") == 0;
+}
+
+// "(3, 3)", "[3,3]", "(3,)" or "3" -> {3, 3}, {3}.
+bool ParseTuple(const std::string& text, std::vector<int64_t>* out) {
+  std::string s = Trim(text);
+  if (!s.empty() && (s.front() == '(' || s.front() == '[')) {
+    if (s.size() < 2 || (s.back() != ')' && s.back() != ']')) return false;
+    s = s.substr(1, s.size() - 2);
+  }
+  out->clear();
+  size_t start = 0;
+  while (start <= s.size()) {
+    size_t end = s.find(',', start);
+    if (end == std::string::npos) end = s.size();
+    const std::string item = Trim(s.substr(start, end - start));
+    if (!item.empty()) {
+      int v = 0;
+      if (!ParseInteger(item, &v)) return false;
+      out->push_back(v);
+    } else if (end != s.size()) {
+      return false;  // an empty item before a comma
+    }
+    start = end + 1;
+  }
+  return true;
+}
+
+bool Bool(const Attrs& attrs, const char* key, bool fallback, bool* value, std::string* why) {
+  auto it = attrs.find(key);
+  if (it == attrs.end()) { *value = fallback; return true; }
+  if (ParseBool(it->second, value)) return true;
+  *why = std::string("cannot parse ") + key + "='" + it->second + "'";
+  return false;
+}
+
+// An optional float written by MXNet ("None" when unset).
+bool OptionalFloat(const Attrs& attrs, const char* key, bool* present, float* value,
+                   std::string* why) {
+  auto it = attrs.find(key);
+  *present = false;
+  if (it == attrs.end() || Trim(it->second) == "None") return true;
+  double v = 0;
+  if (!ParseDecimal(it->second, &v) || !std::isfinite(v)) {
+    *why = std::string("cannot parse ") + key + "='" + it->second + "'";
+    return false;
+  }
+  *present = true;
+  *value = static_cast<float>(v);
+  return true;
+}
+
+// Attributes the region knows for `op`; any other (not hidden) key stops the claim.
+bool OnlyKnownKeys(const Attrs& attrs, std::initializer_list<const char*> known,
+                   std::string* why) {
+  for (const auto& kv : attrs) {
+    if (IsHidden(kv.first)) continue;
+    bool found = false;
+    for (const char* k : known) found = found || kv.first == k;
+    if (!found) {
+      *why = "attribute " + kv.first + "='" + kv.second + "' is not supported in regions";
+      return false;
+    }
+  }
+  return true;
+}
+
+// A spatial parameter: given, or `fallback` repeated for each spatial dim.
+bool Spatial(const Attrs& attrs, const char* key, size_t dims, int64_t fallback,
+             std::vector<int64_t>* out, std::string* why) {
+  auto it = attrs.find(key);
+  if (it == attrs.end() || Trim(it->second) == "()" || Trim(it->second) == "[]") {
+    out->assign(dims, fallback);
+    return true;
+  }
+  if (!ParseTuple(it->second, out) || out->size() != dims) {
+    *why = std::string("cannot parse ") + key + "='" + it->second + "' for " +
+           std::to_string(dims) + " spatial dimensions";
+    return false;
+  }
+  return true;
+}
+
+bool ParseConvolution(const Attrs& a, ConvAttrs* conv, std::string* why) {
+  if (!OnlyKnownKeys(a, {"kernel", "stride", "dilate", "pad", "num_filter", "num_group",
+                         "no_bias", "layout", "workspace", "cudnn_tune", "cudnn_off"},
+                     why)) {
+    return false;
+  }
+  auto k = a.find("kernel");
+  if (k == a.end() || !ParseTuple(k->second, &conv->kernel)) {
+    *why = "the convolution has no readable kernel";
+    return false;
+  }
+  const size_t dims = conv->kernel.size();
+  if (dims != 2) {
+    *why = "only 2-D convolutions are supported in regions (kernel " + k->second + ")";
+    return false;
+  }
+  auto layout = a.find("layout");
+  if (layout != a.end() && Trim(layout->second) != "NCHW" && Trim(layout->second) != "None") {
+    *why = "convolution layout " + layout->second + " is not supported in regions";
+    return false;
+  }
+  if (!Spatial(a, "stride", dims, 1, &conv->stride, why) ||
+      !Spatial(a, "dilate", dims, 1, &conv->dilate, why) ||
+      !Spatial(a, "pad", dims, 0, &conv->pad, why)) {
+    return false;
+  }
+  int v = 0;
+  auto nf = a.find("num_filter");
+  if (nf == a.end() || !ParseInteger(nf->second, &v) || v <= 0) {
+    *why = "the convolution has no valid num_filter";
+    return false;
+  }
+  conv->num_filter = v;
+  auto ng = a.find("num_group");
+  if (ng != a.end()) {
+    if (!ParseInteger(ng->second, &v) || v <= 0 || conv->num_filter % v != 0) {
+      *why = "invalid num_group='" + ng->second + "'";
+      return false;
+    }
+    conv->num_group = v;
+  }
+  for (size_t i = 0; i < dims; ++i) {
+    if (conv->kernel[i] <= 0 || conv->stride[i] <= 0 || conv->dilate[i] <= 0 || conv->pad[i] < 0) {
+      *why = "invalid kernel/stride/dilate/pad";
+      return false;
+    }
+  }
+  return Bool(a, "no_bias", false, &conv->no_bias, why);
+}
+
+bool IsRelu(const Node* n) {
+  if (n->op == "Activation") {
+    auto it = n->attrs.find("act_type");
+    return it != n->attrs.end() && Trim(it->second) == "relu";
+  }
+  return n->op == "relu";
+}
+
+bool ParseConv(const Node* node, ConvAttrs* conv, std::string* why) {
+  const Attrs& a = node->attrs;
+  if (!OnlyKnownKeys(a, {"quantized", "with_bn", "with_act", "with_sum", "with_postsum_act",
+                         "min_calib_range", "max_calib_range"},
+                     why)) {
+    return false;
+  }
+  bool quantized = false;
+  if (!Bool(a, "quantized", false, &quantized, why) ||
+      !Bool(a, "with_bn", false, &conv->with_bn, why) ||
+      !Bool(a, "with_act", false, &conv->with_act, why) ||
+      !Bool(a, "with_sum", false, &conv->with_sum, why) ||
+      !Bool(a, "with_postsum_act", false, &conv->with_postsum_act, why)) {
+    return false;
+  }
+  if (!quantized) { *why = "a float32 convolution (not quantized)"; return false; }
+  bool has_min = false, has_max = false;
+  if (!OptionalFloat(a, "min_calib_range", &has_min, &conv->min_calib, why) ||
+      !OptionalFloat(a, "max_calib_range", &has_max, &conv->max_calib, why)) {
+    return false;
+  }
+  if (has_min != has_max) { *why = "only one of min/max_calib_range is set"; return false; }
+  conv->calibrated = has_min;
+  if (!conv->calibrated) {
+    *why = "an uncalibrated convolution (int32 output) is not supported in regions yet";
+    return false;
+  }
+  if (node->subgraphs.size() != 1) { *why = "the fused convolution has no subgraph"; return false; }
+  // The fused subgraph, in order: Convolution, [BatchNorm], [act], [elemwise_add], [act].
+  bool seen_conv = false, seen_sum = false;
+  for (size_t i = 0; i < node->subgraphs[0]->size(); ++i) {
+    const Node* n = node->subgraphs[0]->getNode(i);
+    if (n->op == "null") continue;
+    if (n->op == "Convolution") {
+      if (seen_conv || !ParseConvolution(n->attrs, conv, why)) {
+        if (why->empty()) *why = "two convolutions in one fused op";
+        return false;
+      }
+      seen_conv = true;
+    } else if (n->op == "BatchNorm") {
+      std::string error;
+      if (!ParseBatchNormAttrs(n->attrs, &conv->bn, &error)) {
+        *why = "fused BatchNorm: " + error;
+        return false;
+      }
+    } else if (n->op == "elemwise_add" || n->op == "_plus" || n->op == "broadcast_add") {
+      seen_sum = true;
+    } else if (n->op == "Activation" || n->op == "relu" || n->op == "LeakyReLU" ||
+               n->op == "clip") {
+      if (!IsRelu(n)) {
+        auto t = n->attrs.find("act_type");
+        *why = "fused activation " + n->op +
+               (t != n->attrs.end() ? "(" + t->second + ")" : std::string()) +
+               " is not supported in regions yet (only relu)";
+        return false;
+      }
+    } else {
+      *why = "fused op " + n->op + " is not supported in regions";
+      return false;
+    }
+  }
+  if (!seen_conv) { *why = "the fused op has no Convolution"; return false; }
+  if (seen_sum != conv->with_sum) { *why = "with_sum disagrees with the fused subgraph"; return false; }
+  if (conv->with_postsum_act && !conv->with_sum) {
+    *why = "with_postsum_act without with_sum";
+    return false;
+  }
+  return true;
+}
+
+bool ParsePooling(const Node* node, PoolingAttrs* pool, std::string* why) {
+  const Attrs& a = node->attrs;
+  if (!OnlyKnownKeys(a, {"kernel", "stride", "pad", "pool_type", "global_pool",
+                         "pooling_convention", "count_include_pad", "layout", "cudnn_off",
+                         "p_value"},
+                     why)) {
+    return false;
+  }
+  if (!Bool(a, "global_pool", false, &pool->global, why)) return false;
+  auto type = a.find("pool_type");
+  const std::string t = type == a.end() ? "max" : Trim(type->second);
+  if (t != "max" && t != "avg") {
+    *why = "pool_type " + t + " is not supported in regions";
+    return false;
+  }
+  pool->max = t == "max";
+  auto conv = a.find("pooling_convention");
+  const std::string c = conv == a.end() ? "valid" : Trim(conv->second);
+  if (c != "valid" && c != "full") {
+    *why = "pooling_convention " + c + " is not supported in regions";
+    return false;
+  }
+  pool->full_convention = c == "full";
+  auto layout = a.find("layout");
+  if (layout != a.end() && Trim(layout->second) != "NCHW" && Trim(layout->second) != "None") {
+    *why = "pooling layout " + layout->second + " is not supported in regions";
+    return false;
+  }
+  auto cip = a.find("count_include_pad");
+  if (cip != a.end() && Trim(cip->second) != "None" &&
+      !ParseBool(cip->second, &pool->count_include_pad)) {
+    *why = "cannot parse count_include_pad='" + cip->second + "'";
+    return false;
+  }
+  if (pool->global) {
+    pool->kernel.assign(2, 0);  // set from the input shape
+    pool->stride.assign(2, 1);
+    pool->pad.assign(2, 0);
+    return true;
+  }
+  auto k = a.find("kernel");
+  if (k == a.end() || !ParseTuple(k->second, &pool->kernel) || pool->kernel.size() != 2) {
+    *why = "only 2-D pooling with a kernel is supported in regions";
+    return false;
+  }
+  if (!Spatial(a, "stride", 2, 1, &pool->stride, why) ||
+      !Spatial(a, "pad", 2, 0, &pool->pad, why)) {
+    return false;
+  }
+  for (int i = 0; i < 2; ++i) {
+    if (pool->kernel[i] <= 0 || pool->stride[i] <= 0 || pool->pad[i] < 0 ||
+        pool->pad[i] >= pool->kernel[i]) {
+      *why = "invalid pooling kernel/stride/pad";
+      return false;
+    }
+  }
+  return true;
+}
+
+bool ParseFullyConnected(const Node* node, FullyConnectedAttrs* fc, std::string* why) {
+  const Attrs& a = node->attrs;
+  if (!OnlyKnownKeys(a, {"quantized", "enable_float_output", "with_eltwise", "min_calib_range",
+                         "max_calib_range", "channel_wise_quantize"},
+                     why)) {
+    return false;
+  }
+  bool quantized = false, float_output = false, eltwise = false, channel_wise = false;
+  if (!Bool(a, "quantized", false, &quantized, why) ||
+      !Bool(a, "enable_float_output", false, &float_output, why) ||
+      !Bool(a, "with_eltwise", false, &eltwise, why) ||
+      !Bool(a, "channel_wise_quantize", false, &channel_wise, why)) {
+    return false;
+  }
+  if (!quantized) { *why = "a float32 fully connected op (not quantized)"; return false; }
+  if (!float_output) {
+    *why = "a fully connected op with int8 output is not supported in regions yet";
+    return false;
+  }
+  if (eltwise || channel_wise) {
+    *why = "fused eltwise or channel-wise fully connected ops are not supported in regions yet";
+    return false;
+  }
+  if (node->subgraphs.size() != 1) { *why = "the fused op has no subgraph"; return false; }
+  bool seen = false;
+  for (size_t i = 0; i < node->subgraphs[0]->size(); ++i) {
+    const Node* n = node->subgraphs[0]->getNode(i);
+    if (n->op == "null") continue;
+    if (n->op != "FullyConnected" || seen) {
+      *why = "fused op " + n->op + " is not supported in regions";
+      return false;
+    }
+    seen = true;
+    if (!OnlyKnownKeys(n->attrs, {"num_hidden", "no_bias", "flatten"}, why)) return false;
+    int v = 0;
+    auto nh = n->attrs.find("num_hidden");
+    if (nh == n->attrs.end() || !ParseInteger(nh->second, &v) || v <= 0) {
+      *why = "the fully connected op has no valid num_hidden";
+      return false;
+    }
+    fc->num_hidden = v;
+    if (!Bool(n->attrs, "no_bias", false, &fc->no_bias, why) ||
+        !Bool(n->attrs, "flatten", true, &fc->flatten, why)) {
+      return false;
+    }
+  }
+  if (!seen) { *why = "the fused op has no FullyConnected"; return false; }
+  return true;
+}
+
+bool ParseBatchNormOp(const Node* node, BatchNormOpAttrs* bn, std::string* why) {
+  std::string error;
+  if (!ParseBatchNormAttrs(node->attrs, &bn->bn, &error)) {
+    *why = error;
+    return false;
+  }
+  bn->relu = node->op != kQuantizedBatchNormOp && node->op != kBatchNormQuantizeOp;
+  bn->global_avg_pool = node->op == kQuantizedBatchNormReluPoolOp;
+  bn->float_input = node->op == kBatchNormQuantizeOp || node->op == kBatchNormReluQuantizeOp;
+  if (bn->float_input && !bn->bn.has_calib_range) {
+    *why = "float input BatchNorm without a calibrated range";
+    return false;
+  }
+  if (bn->bn.axis != 1) {  // regions hold NCHW-ordered tensors
+    *why = "BatchNorm axis " + std::to_string(bn->bn.axis) + " (regions need axis 1)";
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+int ConvAttrs::num_inputs() const {
+  return data_min_input() + 2 + (with_sum ? 2 : 0);
+}
+int ConvAttrs::sum_input() const { return 2 + (no_bias ? 0 : 1) + (with_bn ? 4 : 0); }
+int ConvAttrs::data_min_input() const { return sum_input() + (with_sum ? 1 : 0); }
+
+bool ParseRegionNode(const Node* node, RegionNode* out, std::string* why) {
+  why->clear();
+  const std::string& op = node->op;
+  if (op == "_sg_mkldnn_conv") {
+    out->kind = OpKind::kConv;
+    return ParseConv(node, &out->conv, why);
+  }
+  if (op == "_sg_mkldnn_fully_connected") {
+    out->kind = OpKind::kFullyConnected;
+    return ParseFullyConnected(node, &out->fc, why);
+  }
+  if (op == "_contrib_quantized_pooling") {
+    out->kind = OpKind::kPooling;
+    return ParsePooling(node, &out->pool, why);
+  }
+  if (op == "_contrib_quantized_act") {
+    out->kind = OpKind::kRelu;
+    auto t = node->attrs.find("act_type");
+    if (t == node->attrs.end() || Trim(t->second) != "relu") {
+      *why = "quantized activation other than relu";
+      return false;
+    }
+    return OnlyKnownKeys(node->attrs, {"act_type"}, why);
+  }
+  if (op == "_contrib_quantized_flatten") {
+    out->kind = OpKind::kFlatten;
+    return OnlyKnownKeys(node->attrs, {}, why);
+  }
+  if (IsPluginOp(op)) {
+    out->kind = OpKind::kBatchNorm;
+    return ParseBatchNormOp(node, &out->bn, why);
+  }
+  *why = "op " + op + " is not run in regions";
+  return false;
+}
+
+}  // namespace region
+}  // namespace bnq

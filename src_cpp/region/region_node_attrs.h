@@ -1,0 +1,80 @@
+// What a region needs to know about each op it runs, parsed from the node's
+// attributes with MXNet 1.9.1's defaults (only attributes a user set reach the
+// JSON).  One parser per op kind; the partitioner claims a node only when its
+// parser accepts it, and the compiler builds from the same parsed form.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "mxnet/lib_api.h"
+
+#include "../batch_norm_attrs.h"
+
+namespace bnq {
+namespace region {
+
+using mxnet::ext::Node;
+
+enum class OpKind {
+  kConv,            // _sg_mkldnn_conv, quantized
+  kFullyConnected,  // _sg_mkldnn_fully_connected, quantized, float output
+  kPooling,         // _contrib_quantized_pooling
+  kRelu,            // _contrib_quantized_act (relu)
+  kFlatten,         // _contrib_quantized_flatten
+  kBatchNorm,       // the plugin's ops
+};
+
+struct ConvAttrs {
+  std::vector<int64_t> kernel, stride, pad, dilate;  // one entry per spatial dim
+  int64_t num_filter = 0;
+  int64_t num_group = 1;
+  bool no_bias = false;
+  bool with_bn = false, with_act = false, with_sum = false, with_postsum_act = false;
+  BatchNormAttrs bn;  // with_bn
+  bool calibrated = false;
+  float min_calib = 0.f, max_calib = 0.f;
+  // Output type: uint8 after a ReLU that nothing is added to later.
+  bool uint8_output() const { return with_postsum_act || (with_act && !with_sum); }
+  // Input positions, as MXNet's SgMKLDNNConvListInputNames orders them.
+  int num_inputs() const;
+  int sum_input() const;       // with_sum
+  int data_min_input() const;  // then data_max, sum_min, sum_max
+};
+
+struct PoolingAttrs {
+  std::vector<int64_t> kernel, stride, pad;
+  bool max = true;  // else average
+  bool global = false;
+  bool full_convention = false;  // pooling_convention='full' (ceil)
+  bool count_include_pad = true;
+};
+
+struct FullyConnectedAttrs {
+  int64_t num_hidden = 0;
+  bool no_bias = false;
+  bool flatten = true;
+};
+
+struct BatchNormOpAttrs {
+  BatchNormAttrs bn;
+  bool relu = false;
+  bool global_avg_pool = false;
+  bool float_input = false;
+};
+
+struct RegionNode {
+  OpKind kind;
+  ConvAttrs conv;
+  PoolingAttrs pool;
+  FullyConnectedAttrs fc;
+  BatchNormOpAttrs bn;
+};
+
+// Parses `node` into `out`.  Returns false with the reason in `why` when the
+// region cannot run the node (unknown op or attributes it does not support).
+bool ParseRegionNode(const Node* node, RegionNode* out, std::string* why);
+
+}  // namespace region
+}  // namespace bnq

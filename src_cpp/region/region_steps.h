@@ -1,0 +1,111 @@
+// The steps a compiled region runs, in order, and the values they pass.
+//
+// A value is one tensor of the region: a region input (its buffer is MXNet's,
+// set at each forward), a region output (MXNet's buffer too), or an
+// intermediate whose buffer the buffer plan assigns once.  Each value has the
+// layout its producer chose (oneDNN picks it with format_tag::any), so no
+// conversion happens between steps unless a consumer needs another layout,
+// and then the compiler inserts a reorder step.
+//
+// A step is a oneDNN primitive with its arguments: values (by index, each
+// argument with its own memory descriptor, so a step can view a buffer in
+// another shape) and constants the step owns (quantized weights, bias,
+// scales).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+namespace bnq {
+namespace region {
+
+enum class ValueKind { kInput, kOutput, kIntermediate };
+
+struct Value {
+  ValueKind kind = ValueKind::kIntermediate;
+  dnnl::memory::desc md;  // layout and type
+  // Real range of a quantized tensor: [min, max] (MXNet's convention).
+  float min = 0.f, max = 0.f;
+  // For an intermediate that reuses another's bytes (a flatten of a 1x1
+  // tensor): the value it aliases, else -1.
+  int alias_of = -1;
+  void* data = nullptr;  // planned (intermediate) or set per forward (input/output)
+  size_t bytes() const { return md.get_size(); }
+};
+
+class Step {
+ public:
+  explicit Step(std::string name) : name_(std::move(name)) {}
+  virtual ~Step() = default;
+
+  const std::string& name() const { return name_; }
+  const std::vector<int>& reads() const { return reads_; }
+  const std::vector<int>& writes() const { return writes_; }
+
+  // Creates the memory objects once the buffers are known.
+  virtual void Bind(const dnnl::engine& engine, const std::vector<Value>& values) = 0;
+  // Runs the step; buffers of inputs and outputs are refreshed from `values`.
+  virtual void Execute(dnnl::stream& stream, const std::vector<Value>& values) = 0;
+
+ protected:
+  std::string name_;
+  std::vector<int> reads_, writes_;
+};
+
+// One oneDNN primitive.
+class PrimitiveStep : public Step {
+ public:
+  PrimitiveStep(std::string name, dnnl::primitive primitive)
+      : Step(std::move(name)), primitive_(std::move(primitive)) {}
+
+  // `value` viewed as `md` for argument `arg`.
+  void Read(int arg, int value, const dnnl::memory::desc& md);
+  void Write(int arg, int value, const dnnl::memory::desc& md);
+  // An argument the step owns (weights, bias, scales).
+  void Constant(int arg, dnnl::memory memory);
+
+  void Bind(const dnnl::engine& engine, const std::vector<Value>& values) override;
+  void Execute(dnnl::stream& stream, const std::vector<Value>& values) override;
+
+ private:
+  struct Arg {
+    int arg;
+    int value;  // -1 for a constant
+    dnnl::memory::desc md;
+    dnnl::memory memory;
+  };
+  dnnl::primitive primitive_;
+  std::vector<Arg> args_;
+  std::unordered_map<int, dnnl::memory> bound_;
+};
+
+// dst[i] = round_half_to_even(sums[i] / count) for int32 sums (the exact mean
+// of the plugin's BatchNorm+ReLU+global average pooling op).
+class RoundedMeanStep : public Step {
+ public:
+  RoundedMeanStep(std::string name, int sums, int dst, int64_t elements, int32_t count);
+  void Bind(const dnnl::engine&, const std::vector<Value>&) override {}
+  void Execute(dnnl::stream& stream, const std::vector<Value>& values) override;
+
+ private:
+  int64_t elements_;
+  int32_t count_;
+};
+
+// Writes a float into a one-element output (a region output's min or max).
+class ScalarStep : public Step {
+ public:
+  ScalarStep(std::string name, int dst, float value);
+  void Bind(const dnnl::engine&, const std::vector<Value>&) override {}
+  void Execute(dnnl::stream& stream, const std::vector<Value>& values) override;
+
+ private:
+  float value_;
+};
+
+}  // namespace region
+}  // namespace bnq

@@ -1,0 +1,94 @@
+"""Independent numpy reference of MXNet 1.9.1's quantized convolution numerics
+(the fused `_sg_mkldnn_conv` with min/max_calib_range), written from the
+formulas in REGION-FACTS / mkldnn_conv.cc, not from the library's code.
+Float32 steps are done in numpy float32 where MXNet computes in float."""
+import numpy as np
+
+F = np.float32
+INT32_MAX_F = F(2147483647)  # 2^31 as a float, as MXNet's MaxValue<int32_t>() becomes
+RANGE = {'int8': F(127.5), 'uint8': F(255.5)}
+LIMITS = {'int8': (-128, 127), 'uint8': (0, 255)}
+
+
+def quantize_scale(dtype, lo, hi):
+    m = max(abs(F(lo)), abs(F(hi)))
+    return RANGE[dtype] / F(m) if m != 0 else INT32_MAX_F
+
+
+def fold_batch_norm(w, b, gamma, beta, mean, var, eps, fix_gamma):
+    """MXNet's UpdateConvWeightBias (float alpha from a double sqrt)."""
+    oc = w.shape[0]
+    w2, b2 = np.empty_like(w, dtype=F), np.empty(oc, F)
+    for c in range(oc):
+        g = 1.0 if fix_gamma else float(F(gamma[c]))
+        alpha = F(g / np.sqrt(np.float64(F(var[c])) + eps))
+        b2[c] = (F(beta[c]) + alpha * (F(b[c]) - F(mean[c]))) if b is not None \
+            else F(beta[c]) - alpha * F(mean[c])
+        w2[c] = w[c].astype(F) * alpha
+    return w2, b2
+
+
+def quantize_weights(w, b, data_scale):
+    """Per-channel int8 weights, int32 bias, weight scales (calibrated conv)."""
+    oc = w.shape[0]
+    ws = np.empty(oc, F)
+    for c in range(oc):
+        m = F(np.abs(w[c]).max())
+        s = F(127.5) / m if m != 0 else INT32_MAX_F
+        if b is not None and b[c] != 0:
+            limit = INT32_MAX_F if b[c] > 0 else F(-2147483648.0)
+            s = min(s, limit / F(2) / F(b[c]) / F(data_scale))
+        ws[c] = s
+    wq = np.clip(np.rint(w.astype(F) * ws.reshape(-1, *([1] * (w.ndim - 1)))), -128, 127)
+    bq = None
+    if b is not None:
+        bq = np.clip(np.rint(b.astype(F) * (ws * F(data_scale))), -2**31, 2**31 - 1)
+    return wq.astype(np.int64), (None if bq is None else bq.astype(np.int64)), ws
+
+
+def conv2d_int(q, wq, stride, pad, dilate, groups):
+    """Exact integer NCHW convolution (int64 accumulation)."""
+    n, ic, h, w = q.shape
+    oc, icg, kh, kw = wq.shape
+    x = np.pad(q.astype(np.int64), ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])))
+    oh = (h + 2 * pad[0] - (dilate[0] * (kh - 1) + 1)) // stride[0] + 1
+    ow = (w + 2 * pad[1] - (dilate[1] * (kw - 1) + 1)) // stride[1] + 1
+    out = np.zeros((n, oc, oh, ow), np.int64)
+    ocg = oc // groups
+    for g in range(groups):
+        xs = x[:, g * icg:(g + 1) * icg]
+        for i in range(kh):
+            for j in range(kw):
+                patch = xs[:, :, i * dilate[0]:i * dilate[0] + stride[0] * (oh - 1) + 1:stride[0],
+                           j * dilate[1]:j * dilate[1] + stride[1] * (ow - 1) + 1:stride[1]]
+                wg = wq[g * ocg:(g + 1) * ocg, :, i, j]
+                out[:, g * ocg:(g + 1) * ocg] += np.einsum('nchw,oc->nohw', patch, wg)
+    return out
+
+
+def quantized_conv(q_in, in_range, w, b, calib_range, out_dtype, stride, pad, dilate=(1, 1),
+                   groups=1, bn=None, relu=False, sum_q=None, sum_range=None,
+                   postsum_relu=False):
+    """int8/uint8 output of MXNet's calibrated fused convolution; `sum_q` is read
+    in its own type (the right result, also for a uint8 operand)."""
+    w = w.astype(F)
+    b = None if b is None else b.astype(F)
+    if bn is not None:
+        w, b = fold_batch_norm(w, b, **bn)
+    ds = quantize_scale(str(q_in.dtype), *in_range)
+    wq, bq, ws = quantize_weights(w, b, ds)
+    os_ = quantize_scale(out_dtype, *calib_range)
+    rq = (F(os_) / F(ds)) / ws
+    acc = conv2d_int(q_in, wq, stride, pad, dilate, groups).astype(F)
+    y = acc * rq.reshape(1, -1, 1, 1)
+    if bq is not None:
+        y = y + (bq.astype(F) * rq).reshape(1, -1, 1, 1)
+    if relu:
+        y = np.maximum(y, F(0))
+    if sum_q is not None:
+        sum_scale = F(os_) / quantize_scale(str(sum_q.dtype), *sum_range)
+        y = y + F(sum_scale) * sum_q.astype(F)
+    if postsum_relu:
+        y = np.maximum(y, F(0))
+    lo, hi = LIMITS[out_dtype]
+    return np.clip(np.rint(y), lo, hi).astype(out_dtype)

@@ -1,0 +1,80 @@
+"""Reading the tensors of a quantized graph as MXNet computes them, and the
+numpy reference (conv_reference.py) of one fused convolution node of it."""
+import json
+
+import mxnet as mx
+
+import conv_reference as cref
+from mxnet_bnq.graph_runner import run_symbol
+
+
+def graph(sym):
+    return json.loads(sym.tojson())
+
+
+def entry_values(sym, args, aux, x, entries):
+    """Values (numpy) of node outputs `entries` ([node index, output index]) of `sym`."""
+    g = graph(sym)
+    internals = sym.get_internals()
+    names = internals.list_outputs()
+    picked = [internals[names[g['node_row_ptr'][e[0]] + e[1]]] for e in entries]
+    return run_symbol(mx.sym.Group(picked), args, aux, x)
+
+
+def _tuple(text, default, n=2):
+    if text is None or text in ('()', '[]'):
+        return (default,) * n
+    return tuple(int(v) for v in text.strip('()[]').split(',') if v.strip())
+
+
+def fused_conv_reference(sym, args, aux, x, node_index):
+    """The right int8/uint8 output of fused convolution node `node_index` of `sym`
+    (calibrated), computed in numpy from the inputs MXNet gives that node."""
+    g = graph(sym)
+    node = g['nodes'][node_index]
+    attrs = node['attrs']
+    flag = lambda k: attrs.get(k, 'false').lower() == 'true'  # noqa: E731
+    inner = [n for n in node['subgraphs'][0]['nodes'] if n['op'] != 'null']
+    (conv,) = [n for n in inner if n['op'] == 'Convolution']
+    ca = conv['attrs']
+    no_bias = ca.get('no_bias', 'False') == 'True'
+    inputs = node['inputs']
+    name = lambda e: g['nodes'][e[0]]['name']  # noqa: E731
+    idx = 2 + (0 if no_bias else 1)
+    bn = None
+    if flag('with_bn'):
+        (bn_node,) = [n for n in inner if n['op'] == 'BatchNorm']
+        ba = bn_node['attrs']
+        values = [(args[name(e)] if name(e) in args else aux[name(e)]).asnumpy()
+                  for e in inputs[idx:idx + 4]]
+        bn = dict(gamma=values[0], beta=values[1], mean=values[2], var=values[3],
+                  eps=float(ba.get('eps', 1e-3)), fix_gamma=ba.get('fix_gamma', 'True') == 'True')
+        idx += 4
+    sum_entry = None
+    if flag('with_sum'):
+        sum_entry = inputs[idx]
+        idx += 1
+    wanted = [inputs[0], inputs[idx], inputs[idx + 1]]
+    if sum_entry is not None:
+        wanted += [sum_entry, inputs[idx + 2], inputs[idx + 3]]
+    values = entry_values(sym, args, aux, x, wanted)
+    q_in, lo, hi = values[:3]
+    relu, postsum = flag('with_act'), flag('with_postsum_act')
+    out_dtype = 'uint8' if postsum or (relu and sum_entry is None) else 'int8'
+    calib = (float(attrs['min_calib_range']), float(attrs['max_calib_range']))
+    out = cref.quantized_conv(
+        q_in, (float(lo[0]), float(hi[0])), args[name(inputs[1])].asnumpy(),
+        None if no_bias else args[name(inputs[2])].asnumpy(), calib, out_dtype,
+        stride=_tuple(ca.get('stride'), 1), pad=_tuple(ca.get('pad'), 0),
+        dilate=_tuple(ca.get('dilate'), 1), groups=int(ca.get('num_group', 1)), bn=bn,
+        relu=relu, sum_q=values[3] if sum_entry is not None else None,
+        sum_range=(float(values[4][0]), float(values[5][0])) if sum_entry is not None else None,
+        postsum_relu=postsum)
+    step = max(abs(calib[0]), abs(calib[1])) / float(cref.RANGE[out_dtype])
+    # Where MXNet 1.9.1 is wrong: grouped (not depthwise) weights quantized with
+    # one scale per group instead of per channel; a sum operand whose type
+    # differs from the output's, which it reads as the output type.
+    groups, channels = int(ca.get('num_group', 1)), int(ca['num_filter'])
+    mxnet_right = not 1 < groups < channels and \
+        (sum_entry is None or str(values[3].dtype) == out_dtype)
+    return out, step, mxnet_right

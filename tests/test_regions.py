@@ -1,0 +1,287 @@
+"""Int8 regions (the BNQ_REGIONS partitioner and the region op) against
+MXNet's own ops and against the numpy reference of MXNet's quantized
+convolution (conv_reference.py)."""
+import json
+import logging
+
+import mxnet as mx
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import conv_reference as cref
+import graph_probe
+import mxnet_bnq
+import small_nets
+from mxnet_bnq.graph_runner import run_symbol
+
+
+def quantize(sym, shape, seed=0, nonnegative=False, calib_mode='naive'):
+    """Our flow without regions (MXNet's flow plus the BatchNorm pass)."""
+    args, aux = small_nets.random_params(sym, shape, seed)
+    rng = np.random.default_rng(seed + 1)
+    calib = rng.uniform(0, 1, (8,) + shape[1:]) if nonnegative else rng.normal(0, 1, (8,) + shape[1:])
+    calib = calib.astype('f')
+    qsym, qargs, qaux = mxnet_bnq.quantize_model_mkldnn(
+        sym, args, aux, calib_mode=calib_mode, label_names=None, quantized_dtype='auto',
+        calib_data=mx.io.NDArrayIter(calib, batch_size=8), num_calib_examples=8, regions=False)
+    return qsym, qargs, qaux
+
+
+def region_ops(psym):
+    """{region node: [op, ...]} of a partitioned symbol."""
+    return {n['name']: [m['op'] for m in n['subgraphs'][0]['nodes'] if m['op'] != 'null']
+            for n in json.loads(psym.tojson())['nodes'] if n['op'] == '_bnq_quantized_region'}
+
+
+def output_steps(qsym, qargs, qaux, x):
+    """Real value of one step of each quantized tensor the graph dequantizes at its outputs."""
+    nodes = json.loads(qsym.tojson())['nodes']
+    internals = qsym.get_internals()
+    names = internals.list_outputs()
+    steps = []
+    for head in json.loads(qsym.tojson())['heads']:
+        node = nodes[head[0]]
+        if node['op'] != '_contrib_dequantize':
+            continue
+        producer = nodes[node['inputs'][0][0]]
+        outs = [n for n in names if n.startswith(producer['name'] + '_')]
+        lo, hi = run_symbol(mx.sym.Group([internals[outs[node['inputs'][1][1]]],
+                                          internals[outs[node['inputs'][2][1]]]]),
+                            qargs, qaux, x)
+        dtype_range = 127.5 if '_act' not in producer['name'] else 255.5
+        steps.append(max(abs(float(lo[0])), abs(float(hi[0]))) / dtype_range)
+    return steps
+
+
+def assert_within_one_lsb(expected, got, step):
+    """At most one quantization step apart in at most 0.01% of the elements (at least one)."""
+    diff = np.abs(np.asarray(expected, np.float64) - np.asarray(got, np.float64))
+    off = diff > step * 1e-3
+    assert diff.max() <= step * 1.001, (diff.max(), step)
+    assert off.sum() <= max(1, 1e-4 * off.size), (off.sum(), off.size)
+
+
+def partitioned(sym, shape, seed=0, nonnegative=False, claimed=None):
+    """(qsym, psym, qargs, qaux, x): quantized, partitioned, and a test batch."""
+    qsym, qargs, qaux = quantize(sym, shape, seed, nonnegative)
+    psym = mxnet_bnq.partition(qsym, qargs, qaux)
+    regions = region_ops(psym)
+    for op in claimed or []:
+        assert any(op in ops for ops in regions.values()), (op, regions)
+    rng = np.random.default_rng(seed + 2)
+    x = (rng.uniform(0, 1, shape) if nonnegative else rng.normal(0, 1, shape)).astype('f')
+    return qsym, psym, qargs, qaux, x
+
+
+def compare_with_mxnet(sym, shape, seed=0, nonnegative=False, claimed=None):
+    qsym, psym, qargs, qaux, x = partitioned(sym, shape, seed, nonnegative, claimed)
+    expected = run_symbol(qsym, qargs, qaux, x)
+    got = run_symbol(psym, qargs, qaux, x)
+    steps = output_steps(qsym, qargs, qaux, x)
+    for i, (e, g) in enumerate(zip(expected, got)):
+        assert e.shape == g.shape and e.dtype == g.dtype
+        if i < len(steps):
+            assert_within_one_lsb(e, g, steps[i])
+        else:  # float output (fully connected): float rounding only
+            np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5 * np.abs(e).max())
+    return qsym, psym, qargs, qaux
+
+
+def conv(x, name, num_filter, kernel, stride=(1, 1), pad=(0, 0), dilate=(1, 1), num_group=1,
+         no_bias=False):
+    return mx.sym.Convolution(x, num_filter=num_filter, kernel=kernel, stride=stride, pad=pad,
+                              dilate=dilate, num_group=num_group, no_bias=no_bias, name=name)
+
+
+conv_cases = st.fixed_dictionaries({
+    'in_ch': st.sampled_from([3, 5, 8, 17]),
+    'out_ch': st.sampled_from([4, 7, 16, 33]),
+    'group': st.sampled_from(['one', 'two', 'depthwise']),
+    'kernel': st.tuples(st.sampled_from([1, 3, 5]), st.sampled_from([1, 3])),
+    'stride': st.tuples(st.integers(1, 3), st.integers(1, 2)),
+    'pad': st.tuples(st.integers(0, 2), st.integers(0, 1)),
+    'dilate': st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    'hw': st.tuples(st.sampled_from([7, 9, 13]), st.sampled_from([8, 11])),
+    'batch': st.integers(1, 2),
+    'no_bias': st.booleans(),
+    'bn': st.booleans(),
+    'act': st.booleans(),
+    'sum': st.booleans(),
+    'postsum_act': st.booleans(),
+    'uint8_input': st.booleans(),
+})
+
+
+def conv_graph(c):
+    in_ch, out_ch = c['in_ch'], c['out_ch']
+    groups = {'one': 1, 'two': 2, 'depthwise': in_ch}[c['group']]
+    if c['group'] == 'two':
+        in_ch, out_ch = 2 * in_ch, 2 * out_ch
+    if c['group'] == 'depthwise':
+        out_ch = in_ch
+    data = mx.sym.var('data')
+    geometry = dict(kernel=c['kernel'], stride=c['stride'], pad=c['pad'], dilate=c['dilate'])
+    y = conv(data, 'conv', out_ch, num_group=groups, no_bias=c['no_bias'], **geometry)
+    if c['bn']:
+        y = mx.sym.BatchNorm(y, fix_gamma=False, eps=1e-5, name='bn')
+    if c['act']:
+        y = mx.sym.Activation(y, act_type='relu', name='relu')
+    if c['sum']:
+        y = y + conv(data, 'side', out_ch, **geometry)
+        if c['postsum_act']:
+            y = mx.sym.Activation(y, act_type='relu', name='relu2')
+    return y, (c['batch'], in_ch) + c['hw']
+
+
+@settings(max_examples=25, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(conv_cases)
+def test_convolution_in_region_matches_mxnet(case):
+    sym, shape = conv_graph(case)
+    extent = [d * (k - 1) + 1 for d, k in zip(case['dilate'], case['kernel'])]
+    if any(h + 2 * p < e for h, p, e in zip(case['hw'], case['pad'], extent)):
+        return  # no output pixel: MXNet refuses the shape
+    qsym, psym, qargs, qaux, x = partitioned(sym, shape, nonnegative=case['uint8_input'],
+                                             claimed=['_sg_mkldnn_conv'])
+    g = graph_probe.graph(qsym)
+    (head,) = g['heads']
+    dequantize = g['nodes'][head[0]]
+    assert dequantize['op'] == '_contrib_dequantize'
+    reference, step, mxnet_right = graph_probe.fused_conv_reference(
+        qsym, qargs, qaux, x, dequantize['inputs'][0][0])
+    (got,) = run_symbol(psym, qargs, qaux, x)
+    assert_within_one_lsb(reference.astype(np.float64) * step, got, step)
+    if mxnet_right:
+        (expected,) = run_symbol(qsym, qargs, qaux, x)
+        assert_within_one_lsb(expected, got, step)
+
+
+@pytest.mark.parametrize('pool', [
+    dict(pool_type='max', kernel=(3, 3), stride=(2, 2), pad=(1, 1)),
+    dict(pool_type='max', kernel=(2, 2), stride=(2, 2), pooling_convention='full'),
+    dict(pool_type='avg', kernel=(3, 3), stride=(2, 2), pad=(1, 1)),
+    dict(pool_type='avg', kernel=(3, 3), stride=(1, 1), pad=(1, 1), count_include_pad=False),
+    dict(pool_type='avg', kernel=(2, 2), stride=(2, 2), pooling_convention='full'),
+    dict(pool_type='avg', kernel=(1, 1), global_pool=True),
+    dict(pool_type='max', kernel=(1, 1), global_pool=True),
+])
+@pytest.mark.parametrize('act', [False, True])
+def test_pooling_in_region_matches_mxnet(pool, act):
+    data = mx.sym.var('data')
+    y = conv(data, 'conv', 6, (3, 3), pad=(1, 1))
+    if act:
+        y = mx.sym.Activation(y, act_type='relu', name='relu')
+    y = mx.sym.Pooling(y, name='pool', **pool)
+    y = conv(y, 'after', 5, (1, 1))
+    compare_with_mxnet(y, (2, 3, 11, 9), claimed=['_contrib_quantized_pooling'])
+
+
+@pytest.mark.parametrize('no_bias', [False, True])
+@pytest.mark.parametrize('spatial', [1, 3])
+def test_flatten_and_fully_connected_in_region_match_mxnet(no_bias, spatial):
+    data = mx.sym.var('data')
+    y = mx.sym.Activation(conv(data, 'conv', 6, (3, 3), pad=(1, 1)), act_type='relu', name='relu')
+    y = mx.sym.Pooling(y, kernel=(1, 1), global_pool=spatial == 1, pool_type='avg', name='pool')
+    y = mx.sym.FullyConnected(mx.sym.Flatten(y, name='flat'), num_hidden=7, no_bias=no_bias,
+                              name='fc')
+    _, psym, _, _ = compare_with_mxnet(y, (2, 3, 3, 3), claimed=['_sg_mkldnn_fully_connected'])
+    assert sum(len(ops) for ops in region_ops(psym).values()) >= 4
+
+
+@pytest.mark.parametrize('net', [small_nets.bn_after_add, small_nets.bn_after_pool,
+                                 small_nets.bn_relu_global_pool, small_nets.bn_on_input])
+def test_plugin_batch_norm_gives_the_same_bits_inside_a_region(net):
+    _, psym, _, _ = compare_with_mxnet(net(), (4, 4, 8, 8))
+    ops = [op for region in region_ops(psym).values() for op in region]
+    assert any(mxnet_bnq.library.PLUGIN_OPS[0] in op or 'batch_norm' in op for op in ops), ops
+
+
+def test_uint8_sum_operand_is_read_as_uint8():
+    """MXNet 1.9.1 reads a uint8 sum operand of an int8 conv+sum as int8 (clipping
+    negative sums to 0, wrapping values above 127); the region computes the right
+    result, checked against the numpy reference."""
+    data = mx.sym.var('data')
+    p = mx.sym.Pooling(mx.sym.Activation(conv(data, 'conv0', 6, (3, 3), pad=(1, 1)),
+                                         act_type='relu', name='relu0'),
+                       kernel=(2, 2), stride=(2, 2), pool_type='max', name='pool')
+    sym = conv(p, 'conv1', 6, (3, 3), pad=(1, 1)) + p
+    shape = (2, 3, 10, 10)
+    qsym, qargs, qaux = quantize(sym, shape, seed=3)
+    psym = mxnet_bnq.partition(qsym, qargs, qaux)
+    assert len(region_ops(psym)) == 1
+    x = np.random.default_rng(9).normal(0, 1, shape).astype('f')
+    nodes = json.loads(qsym.tojson())['nodes']
+    (fused,) = [n for n in nodes if n['op'] == '_sg_mkldnn_conv' and 'with_sum' in n['attrs']]
+    internals = qsym.get_internals()
+    pool_out = [internals[n] for n in internals.list_outputs()
+                if n.startswith('quantized_pool_') or n.startswith('quantized_pool')][:3]
+    q_pool, lo, hi = run_symbol(mx.sym.Group(pool_out), qargs, qaux, x)
+    assert q_pool.dtype == np.uint8
+    attrs = fused['attrs']
+    expected = cref.quantized_conv(
+        q_pool, (float(lo[0]), float(hi[0])), qargs['conv1_weight'].asnumpy(),
+        qargs['conv1_bias'].asnumpy(), (float(attrs['min_calib_range']),
+                                        float(attrs['max_calib_range'])),
+        'int8', stride=(1, 1), pad=(1, 1), sum_q=q_pool, sum_range=(float(lo[0]), float(hi[0])))
+    step = max(abs(float(attrs['min_calib_range'])), abs(float(attrs['max_calib_range']))) / 127.5
+    (got,) = run_symbol(psym, qargs, qaux, x)
+    assert_within_one_lsb(expected.astype(np.float64) * step, got, step)
+    (mxnet_result,) = run_symbol(qsym, qargs, qaux, x)
+    assert np.abs(mxnet_result - got).max() > step  # MXNet's bug is visible here
+
+
+@pytest.mark.parametrize('case', [
+    dict(bn=dict(gamma=None, eps=1e-5, fix_gamma=False), relu=True, no_bias=True),
+    dict(bn=None, relu=False, no_bias=False),
+])
+def test_convolution_in_region_matches_numpy_reference(case):
+    data = mx.sym.var('data')
+    y = conv(data, 'conv', 7, (3, 3), stride=(2, 1), pad=(1, 0), no_bias=case['no_bias'])
+    if case['bn']:
+        y = mx.sym.BatchNorm(y, fix_gamma=False, eps=1e-5, name='bn')
+    if case['relu']:
+        y = mx.sym.Activation(y, act_type='relu', name='relu')
+    shape = (2, 5, 9, 8)
+    qsym, qargs, qaux = quantize(y, shape, seed=4)
+    psym = mxnet_bnq.partition(qsym, qargs, qaux)
+    x = np.random.default_rng(10).normal(0, 1, shape).astype('f')
+    nodes = json.loads(qsym.tojson())['nodes']
+    (qnode,) = [n for n in nodes if n['op'] == '_contrib_quantize_v2']
+    (cnode,) = [n for n in nodes if n['op'] == '_sg_mkldnn_conv']
+    internals = qsym.get_internals()
+    q_in, lo, hi = run_symbol(mx.sym.Group([internals[qnode['name'] + '_output0'],
+                                            internals[qnode['name'] + '_output1'],
+                                            internals[qnode['name'] + '_output2']]),
+                              qargs, qaux, x)
+    bn = None
+    if case['bn']:
+        bn = dict(gamma=qargs['bn_gamma'].asnumpy(), beta=qargs['bn_beta'].asnumpy(),
+                  mean=qaux['bn_moving_mean'].asnumpy(), var=qaux['bn_moving_var'].asnumpy(),
+                  eps=1e-5, fix_gamma=False)
+    calib = (float(cnode['attrs']['min_calib_range']), float(cnode['attrs']['max_calib_range']))
+    out_dtype = 'uint8' if case['relu'] else 'int8'
+    expected = cref.quantized_conv(
+        q_in, (float(lo[0]), float(hi[0])), qargs['conv_weight'].asnumpy(),
+        None if case['no_bias'] else qargs['conv_bias'].asnumpy(), calib, out_dtype,
+        stride=(2, 1), pad=(1, 0), bn=bn, relu=case['relu'])
+    step = max(abs(calib[0]), abs(calib[1])) / cref.RANGE[out_dtype]
+    (got,) = run_symbol(psym, qargs, qaux, x)
+    assert_within_one_lsb(expected.astype(np.float64) * float(step), got, float(step))
+
+
+def test_region_report_names_what_stays_with_mxnet():
+    data = mx.sym.var('data')
+    y = mx.sym.Activation(conv(data, 'conv', 6, (3, 3), pad=(1, 1)), act_type='sigmoid',
+                          name='sig')
+    y = conv(y, 'conv2', 4, (3, 3))
+    qsym, qargs, qaux = quantize(y, (2, 3, 8, 8))
+    report = mxnet_bnq.region_report(qsym)
+    assert report['claimable'].get('_sg_mkldnn_conv', 0) >= 1
+    reasons = {n['node']: n['reason'] for n in report['left_to_mxnet']}
+    assert any('quantize_v2' in n['op'] for n in report['left_to_mxnet']), reasons
+    psym = mxnet_bnq.partition(qsym, qargs, qaux)
+    after = mxnet_bnq.region_report(psym)
+    assert after['regions'] and all(r['ops'] >= 1 for r in after['regions'])
+    text = mxnet_bnq.format_region_report(after)
+    assert 'left to MXNet' in text and '_contrib_quantize_v2' in text

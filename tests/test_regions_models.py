@@ -1,0 +1,179 @@
+"""Whole quantized models with int8 regions against the same models without
+regions (MXNet's executor running every op), and the regions' life in an
+executor: changed weights, new shapes, saved and reloaded models, bad input."""
+import json
+import os
+import subprocess
+import sys
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+import model_zoo
+import mxnet_bnq
+import real_images
+from mxnet_bnq.graph_runner import run_symbol
+from mxnet_bnq.layer_report import sqnr_db
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FASHION = os.path.join(ROOT, 'example', 'models', 'fashion_resnet20_v2')
+
+
+def region_nodes(sym):
+    return [n for n in json.loads(sym.tojson())['nodes'] if n['op'] == '_bnq_quantized_region']
+
+
+def quantize_both(sym, args, aux, calib, **kwargs):
+    """(without regions, with regions, qargs, qaux) from one calibration."""
+    qsym, qargs, qaux = mxnet_bnq.quantize_model_mkldnn(
+        sym, args, aux, calib_mode='naive', label_names=None, quantized_dtype='auto',
+        calib_data=mx.io.NDArrayIter(calib, batch_size=len(calib)),
+        num_calib_examples=len(calib), regions=False, **kwargs)
+    return qsym, mxnet_bnq.partition(qsym, qargs, qaux), qargs, qaux
+
+
+def agreement(a, b):
+    return float(np.mean(a.argmax(axis=1) == b.argmax(axis=1)))
+
+
+def test_fashion_model_with_regions_follows_the_graph_without(tmp_path):
+    sym, args, aux = mx.model.load_checkpoint(FASHION, 0)
+    calib, _ = real_images.fashion_mnist('train', 500)
+    qsym, psym, qargs, qaux = quantize_both(sym, args, aux, calib)
+    (region,) = region_nodes(psym)  # the whole network is one region
+    assert not mxnet_bnq.region_report(psym)['left_to_mxnet']
+    images, labels = real_images.fashion_mnist('test')
+    outs = {}
+    for name, s in (('mxnet', qsym), ('regions', psym)):
+        args = {k: v for k, v in qargs.items() if k in s.list_arguments()}
+        args['data'] = mx.nd.zeros((500, 1, 28, 28))
+        exe = s.bind(mx.cpu(), args=args, aux_states=qaux, grad_req='null')
+        outs[name] = np.concatenate([exe.forward(is_train=False, data=images[i:i + 500])[0]
+                                     .asnumpy() for i in range(0, len(images), 500)])
+    assert agreement(outs['mxnet'], outs['regions']) >= 0.999
+    assert sqnr_db(outs['mxnet'], outs['regions']) >= 45
+    accuracy = float(np.mean(outs['regions'].argmax(axis=1) == labels))
+    assert accuracy > 0.92, accuracy
+
+
+def test_resnet50_v2_with_regions_follows_the_graph_without(tmp_path):
+    sym, args, aux = model_zoo.export('resnet50_v2', str(tmp_path))
+    images, _ = real_images.fashion_mnist('test', 40)
+    # Real-image crops as 3-channel 64x64 inputs (BatchNorm statistics stay random).
+    x = np.repeat(np.pad(images, ((0, 0), (0, 0), (18, 18), (18, 18))) / 255.0, 3, axis=1)
+    x = x.astype('f')
+    qsym, psym, qargs, qaux = quantize_both(sym, args, aux, x[:8])
+    assert len(region_nodes(psym)) == 1
+    expected = run_symbol(qsym, qargs, qaux, x)[0]
+    got = run_symbol(psym, qargs, qaux, x)[0]
+    assert agreement(expected, got) >= 0.999
+    assert sqnr_db(expected, got) >= 45
+
+
+def small_model():
+    """A pre-activation block (the sum operand is int8, where MXNet is right)."""
+    data = mx.sym.var('data')
+    y0 = mx.sym.Convolution(data, num_filter=8, kernel=(3, 3), pad=(1, 1), name='conv0')
+    y = mx.sym.Activation(mx.sym.BatchNorm(y0, name='bn0'), act_type='relu', name='relu0')
+    y = mx.sym.Convolution(y, num_filter=8, kernel=(3, 3), pad=(1, 1), name='conv1') + y0
+    y = mx.sym.Activation(mx.sym.BatchNorm(y, name='bn1'), act_type='relu', name='relu1')
+    y = mx.sym.Pooling(y, kernel=(1, 1), global_pool=True, pool_type='avg', name='pool')
+    return mx.sym.FullyConnected(mx.sym.Flatten(y), num_hidden=5, name='fc')
+
+
+@pytest.fixture(scope='module')
+def small():
+    sym = small_model()
+    import small_nets
+    args, aux = small_nets.random_params(sym, (2, 3, 10, 10), seed=5)
+    calib = np.random.default_rng(6).normal(0, 1, (8, 3, 10, 10)).astype('f')
+    return quantize_both(sym, args, aux, calib)
+
+
+def test_a_weight_changed_after_bind_is_picked_up(small):
+    qsym, psym, qargs, qaux = small
+    x = np.random.default_rng(7).normal(0, 1, (2, 3, 10, 10)).astype('f')
+    args = {k: v.copy() for k, v in qargs.items() if k in psym.list_arguments()}
+    args['data'] = mx.nd.array(x)
+    exe = psym.bind(mx.cpu(), args=args, aux_states={k: v.copy() for k, v in qaux.items()},
+                    grad_req='null')
+    before = exe.forward(is_train=False)[0].asnumpy()
+    exe.arg_dict['conv1_weight'][:] = exe.arg_dict['conv1_weight'] * -0.5
+    after = exe.forward(is_train=False)[0].asnumpy()
+    changed = dict(qargs, conv1_weight=qargs['conv1_weight'] * -0.5)
+    np.testing.assert_array_equal(after, run_symbol(psym, changed, qaux, x)[0])
+    np.testing.assert_allclose(after, run_symbol(qsym, changed, qaux, x)[0], rtol=1e-5,
+                               atol=1e-5)
+    assert not np.allclose(before, after)
+
+
+def test_new_input_shapes_replan_the_region(small):
+    qsym, psym, qargs, qaux = small
+    net = mx.gluon.SymbolBlock(psym, [mx.sym.var('data')])
+    params = net.collect_params()
+    for name, value in list(qargs.items()) + list(qaux.items()):
+        if name in params:
+            params[name]._load_init(value, mx.cpu(), cast_dtype=True, dtype_source='saved')
+    for batch, size in ((1, 10), (3, 10), (2, 13)):
+        x = np.random.default_rng(batch).normal(0, 1, (batch, 3, size, size)).astype('f')
+        got = net(mx.nd.array(x)).asnumpy()
+        np.testing.assert_allclose(got, run_symbol(qsym, qargs, qaux, x)[0], rtol=1e-5,
+                                   atol=1e-5)
+
+
+def test_saved_partitioned_model_reloads_in_a_fresh_process(small, tmp_path):
+    qsym, psym, qargs, qaux = small
+    prefix = str(tmp_path / 'regions')
+    mx.model.save_checkpoint(prefix, 0, psym, qargs, qaux)
+    assert mxnet_bnq.needs_plugin(open(prefix + '-symbol.json').read())
+    x = np.random.default_rng(8).normal(0, 1, (2, 3, 10, 10)).astype('f')
+    np.save(str(tmp_path / 'x.npy'), x)
+    code = ('import sys, numpy as np, mxnet as mx, mxnet_bnq\n'
+            'from mxnet_bnq.graph_runner import run_symbol\n'
+            'mxnet_bnq.load()\n'
+            'sym, args, aux = mx.model.load_checkpoint(sys.argv[1], 0)\n'
+            'np.save(sys.argv[3], run_symbol(sym, args, aux, np.load(sys.argv[2]))[0])\n')
+    subprocess.run([sys.executable, '-c', code, prefix, str(tmp_path / 'x.npy'),
+                    str(tmp_path / 'y.npy')], check=True, timeout=300)
+    np.testing.assert_array_equal(np.load(str(tmp_path / 'y.npy')),
+                                  run_symbol(psym, qargs, qaux, x)[0])
+
+
+@pytest.mark.parametrize('data,match', [
+    (mx.nd.zeros((2, 4, 8, 8), dtype='float64'), 'data must be float32, uint8 or int8, got float64'),
+    (mx.nd.zeros((2, 5, 8, 8)), 'shape'),
+])
+def test_a_region_fed_a_wrong_input_fails_clearly(data, match):
+    import small_nets
+    sym = small_nets.bn_on_input()  # the region's first op reads the network input
+    args, aux = small_nets.random_params(sym, (2, 4, 8, 8))
+    calib = np.random.default_rng(1).normal(0, 1, (8, 4, 8, 8)).astype('f')
+    _, psym, qargs, qaux = quantize_both(sym, args, aux, calib)
+    nodes = json.loads(psym.tojson())['nodes']
+    (region,) = region_nodes(psym)
+    assert 'data' in [nodes[i[0]]['name'] for i in region['inputs']]
+    bound = {k: v for k, v in qargs.items() if k in psym.list_arguments()}
+    bound['data'] = data
+    with pytest.raises(mx.MXNetError, match=match):
+        exe = psym.bind(mx.cpu(), args=bound, aux_states=qaux, grad_req='null')
+        exe.forward(is_train=False)[0].asnumpy()
+    # The process goes on: the same model runs on good input.
+    good = np.random.default_rng(2).normal(0, 1, (2, 4, 8, 8)).astype('f')
+    assert np.isfinite(run_symbol(psym, qargs, qaux, good)[0]).all()
+
+
+def test_flow_partitions_by_default_and_regions_false_does_not(small):
+    qsym, _, _, _ = small
+    assert not region_nodes(qsym)
+    sym = small_model()
+    import small_nets
+    args, aux = small_nets.random_params(sym, (2, 3, 10, 10), seed=5)
+    calib = np.random.default_rng(6).normal(0, 1, (8, 3, 10, 10)).astype('f')
+    psym, _, _ = mxnet_bnq.quantize_model_mkldnn(
+        sym, args, aux, calib_mode='naive', label_names=None,
+        calib_data=mx.io.NDArrayIter(calib, batch_size=8), num_calib_examples=8)
+    assert len(region_nodes(psym)) == 1
+    with pytest.raises(ValueError, match='regions'):
+        mxnet_bnq.quantize_model_mkldnn(sym, args, aux, calib_mode='none', label_names=None,
+                                        regions='yes')
