@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <utility>
 
+#include "../channel_mean_kernel.h"
 #include "../scale_shift_folding.h"
 #include "quantized_conv_scales.h"
 #include "region_node_attrs.h"
@@ -54,6 +55,34 @@ bool IsStrided(const dnnl::memory::desc& md) {
   return md.get_format_kind() == dnnl::memory::format_kind::blocked && md.get_inner_nblks() == 0;
 }
 
+// Dense channels-last: (n, spatial..., c) with c contiguous.
+bool IsChannelsLast(const dnnl::memory::desc& md) {
+  if (!IsStrided(md)) return false;
+  const dims d = md.get_dims(), s = md.get_strides();
+  int64_t expected = 1;
+  if (s[1] != expected) return false;
+  expected *= d[1];
+  for (size_t i = d.size() - 1; i >= 2; --i) {
+    if (s[i] != expected) return false;
+    expected *= d[i];
+  }
+  return s[0] == expected;
+}
+
+dnnl::memory::desc ChannelsLast(const dnnl::memory::desc& md) {
+  const dims d = md.get_dims();
+  dims strides(d.size());
+  int64_t stride = 1;
+  strides[1] = stride;
+  stride *= d[1];
+  for (size_t i = d.size() - 1; i >= 2; --i) {
+    strides[i] = stride;
+    stride *= d[i];
+  }
+  strides[0] = stride;
+  return {d, md.get_data_type(), strides};
+}
+
 dnnl::memory::desc WithType(const dnnl::memory::desc& md, dt type) {
   return {md.get_dims(), type, md.get_strides()};
 }
@@ -79,6 +108,10 @@ class CompiledRegion::Builder {
   Builder(CompiledRegion* region, const Graph& graph, const std::vector<MXTensor>& inputs)
       : r_(*region), graph_(graph), inputs_(inputs) {
     for (size_t i = 0; i < graph.inputs.size(); ++i) input_index_[graph.inputs[i]] = static_cast<int>(i);
+    for (size_t i = 0; i < graph.size(); ++i) {
+      for (const NodeEntry& e : graph.getNode(i)->inputs) ++uses_[{e.node, e.entry}];
+    }
+    for (const NodeEntry& e : graph.outputs) ++uses_[{e.node, e.entry}];
   }
 
   void Build(const std::vector<MXTensor>& outputs) {
@@ -118,6 +151,7 @@ class CompiledRegion::Builder {
 
   // The tensor value of entry `e`: a region input or an earlier node's output.
   int Data(const NodeEntry& e) {
+    ++reads_[{e.node, e.entry}];
     auto found = values_.find({e.node, e.entry});
     if (found != values_.end()) return found->second;
     auto in = input_index_.find(e.node);
@@ -158,6 +192,13 @@ class CompiledRegion::Builder {
   int Add(const Value& v) {
     r_.values_.push_back(v);
     return static_cast<int>(r_.values_.size()) - 1;
+  }
+
+  bool HasAliases(int value) const {
+    for (const Value& v : r_.values_) {
+      if (v.alias_of == value) return true;
+    }
+    return false;
   }
 
   int NewValue(const dnnl::memory::desc& md, float min, float max) {
@@ -294,13 +335,20 @@ class CompiledRegion::Builder {
     const int src = InLayout(node, data, pd.src_desc());
     const int dst = NewValue(pd.dst_desc(), q.min_output, q.max_output);
     if (sum >= 0) {
-      // The operand into the output buffer (in the output's layout), then the
-      // convolution adds to it.
-      const dnnl::memory::desc view = WithType(pd.dst_desc(), r_.values_[sum].md.get_data_type());
-      dnnl::reorder::primitive_desc rpd(r_.engine_, r_.values_[sum].md, r_.engine_, view);
-      PrimitiveStep* copy = AddStep(node, "/sum_operand", dnnl::reorder(rpd));
-      copy->Read(DNNL_ARG_FROM, sum, r_.values_[sum].md);
-      copy->Write(DNNL_ARG_TO, dst, view);
+      const Value operand = r_.values_[sum];
+      const dnnl::memory::desc view = WithType(pd.dst_desc(), operand.md.get_data_type());
+      if (operand.kind == ValueKind::kIntermediate && operand.md == view && sum != data &&
+          sum != src && LastRead(node->inputs[a.sum_input()]) && !HasAliases(sum)) {
+        // Nothing reads the operand later: add into its own buffer.
+        r_.values_[dst].alias_of = sum;
+      } else {
+        // The operand into the output buffer (in the output's layout), then
+        // the convolution adds to it.
+        dnnl::reorder::primitive_desc rpd(r_.engine_, operand.md, r_.engine_, view);
+        PrimitiveStep* copy = AddStep(node, "/sum_operand", dnnl::reorder(rpd));
+        copy->Read(DNNL_ARG_FROM, sum, operand.md);
+        copy->Write(DNNL_ARG_TO, dst, view);
+      }
     }
     PrimitiveStep* s = AddStep(node, "", dnnl::convolution_forward(pd));
     s->Read(DNNL_ARG_SRC, src, pd.src_desc());
@@ -487,25 +535,21 @@ class CompiledRegion::Builder {
       SetOutputs(node, dst, folded.min_output, folded.max_output);
       return;
     }
-    // The mean of each channel: exact int32 sums, then MXNet's rounding.
+    // The mean of each channel, summed exactly over the channels-last BN+ReLU output.
     int64_t count = 1;
     for (size_t i = 2; i < d.size(); ++i) count *= d[i];
-    if (count * 255 >= (int64_t{1} << 24)) {
-      Fail(node, "pools " + std::to_string(count) + " values per channel, more than regions "
-                 "sum exactly");
+    if (count > ChannelMeanKernel::kMaxInner) {
+      Fail(node, "pools " + std::to_string(count) + " values per channel, more than an int32 "
+                 "sum holds exactly");
     }
+    int src = dst;
+    if (!IsChannelsLast(pd.dst_desc())) src = InLayout(node, dst, ChannelsLast(pd.dst_desc()));
     dims pooled(d.size(), 1);
     pooled[0] = d[0];
     pooled[1] = c;
-    const int sums = NewValue(PlainDesc(pooled, dt::s32), 0.f, 0.f);
-    dnnl::reduction::primitive_desc rpd(r_.engine_, dnnl::algorithm::reduction_sum,
-                                        pd.dst_desc(), r_.values_[sums].md, 0.f, 0.f);
-    PrimitiveStep* sum_step = AddStep(node, "/sum", dnnl::reduction(rpd));
-    sum_step->Read(DNNL_ARG_SRC, dst, pd.dst_desc());
-    sum_step->Write(DNNL_ARG_DST, sums, r_.values_[sums].md);
     const int mean_value = NewValue(PlainDesc(pooled, dt::u8), folded.min_output, folded.max_output);
-    r_.steps_.emplace_back(new RoundedMeanStep(node->name + "/mean", sums, mean_value,
-                                               d[0] * c, static_cast<int32_t>(count)));
+    r_.steps_.emplace_back(new ChannelMeanStep(node->name + "/mean", src, mean_value, d[0], c,
+                                               count));
     SetOutputs(node, mean_value, folded.min_output, folded.max_output);
   }
 
@@ -543,6 +587,13 @@ class CompiledRegion::Builder {
   std::map<const Node*, int> input_index_;
   std::map<Key, int> values_;     // tensor outputs
   std::map<Key, float> scalars_;  // range outputs (min, max)
+  std::map<Key, int> uses_;       // consumers (and graph outputs) of each node output
+  std::map<Key, int> reads_;      // of them, those built so far
+
+  // True when the node being built is the last reader of `e`'s tensor.
+  bool LastRead(const NodeEntry& e) {
+    return reads_[{e.node, e.entry}] == uses_[{e.node, e.entry}];
+  }
 };
 
 CompiledRegion::CompiledRegion(const Graph& graph, const std::vector<MXTensor>& inputs,

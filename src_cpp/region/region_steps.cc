@@ -1,5 +1,6 @@
 #include "region_steps.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "../channel_mean_kernel.h"
@@ -41,18 +42,29 @@ void PrimitiveStep::Execute(dnnl::stream& stream, const std::vector<Value>& valu
   primitive_.execute(stream, bound_);
 }
 
-RoundedMeanStep::RoundedMeanStep(std::string name, int sums, int dst, int64_t elements,
-                                 int32_t count)
-    : Step(std::move(name)), elements_(elements), count_(count) {
-  reads_.push_back(sums);
+ChannelMeanStep::ChannelMeanStep(std::string name, int src, int dst, int64_t batch,
+                                 int64_t channels, int64_t count)
+    : Step(std::move(name)), batch_(batch), channels_(channels), count_(count),
+      sums_(static_cast<size_t>(channels)) {
+  reads_.push_back(src);
   writes_.push_back(dst);
 }
 
-void RoundedMeanStep::Execute(dnnl::stream& stream, const std::vector<Value>& values) {
-  stream.wait();  // the sums come from the primitive before
-  const auto* sums = static_cast<const int32_t*>(values[reads_[0]].data);
+void ChannelMeanStep::Execute(dnnl::stream& stream, const std::vector<Value>& values) {
+  stream.wait();  // the input comes from the primitive before
+  const auto* src = static_cast<const uint8_t*>(values[reads_[0]].data);
   auto* dst = static_cast<uint8_t*>(values[writes_[0]].data);
-  for (int64_t i = 0; i < elements_; ++i) dst[i] = RoundedMean(sums[i], count_);
+  for (int64_t n = 0; n < batch_; ++n) {
+    std::fill(sums_.begin(), sums_.end(), 0);
+    const uint8_t* image = src + n * count_ * channels_;
+    for (int64_t i = 0; i < count_; ++i) {
+      const uint8_t* pixel = image + i * channels_;
+      for (int64_t c = 0; c < channels_; ++c) sums_[c] += pixel[c];
+    }
+    for (int64_t c = 0; c < channels_; ++c) {
+      dst[n * channels_ + c] = RoundedMean(sums_[c], static_cast<int32_t>(count_));
+    }
+  }
 }
 
 ScalarStep::ScalarStep(std::string name, int dst, float value)

@@ -83,17 +83,20 @@ class PrimitiveStep : public Step {
   std::unordered_map<int, dnnl::memory> bound_;
 };
 
-// dst[i] = round_half_to_even(sums[i] / count) for int32 sums (the exact mean
-// of the plugin's BatchNorm+ReLU+global average pooling op).
-class RoundedMeanStep : public Step {
+// The mean of each (n, c) over the spatial positions of a uint8 tensor in a
+// channels-last layout, dst[n, c] = round_half_to_even(sum / count), summed
+// exactly in integers: the plugin's BatchNorm+ReLU+global average pooling op
+// gives the same bits.  oneDNN's reduction runs a reference kernel on this.
+class ChannelMeanStep : public Step {
  public:
-  RoundedMeanStep(std::string name, int sums, int dst, int64_t elements, int32_t count);
+  ChannelMeanStep(std::string name, int src, int dst, int64_t batch, int64_t channels,
+                  int64_t count);
   void Bind(const dnnl::engine&, const std::vector<Value>&) override {}
   void Execute(dnnl::stream& stream, const std::vector<Value>& values) override;
 
  private:
-  int64_t elements_;
-  int32_t count_;
+  int64_t batch_, channels_, count_;
+  std::vector<int32_t> sums_;
 };
 
 // Writes a float into a one-element output (a region output's min or max).
