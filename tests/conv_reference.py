@@ -68,9 +68,10 @@ def conv2d_int(q, wq, stride, pad, dilate, groups):
 
 def quantized_conv(q_in, in_range, w, b, calib_range, out_dtype, stride, pad, dilate=(1, 1),
                    groups=1, bn=None, relu=False, sum_q=None, sum_range=None,
-                   postsum_relu=False):
+                   postsum_relu=False, act=None):
     """int8/uint8 output of MXNet's calibrated fused convolution; `sum_q` is read
-    in its own type (the right result, also for a uint8 operand)."""
+    in its own type (the right result, also for a uint8 operand).  `act`:
+    ('leaky', slope) or ('clip', a_max) instead of `relu`."""
     w = w.astype(F)
     b = None if b is None else b.astype(F)
     if bn is not None:
@@ -85,6 +86,10 @@ def quantized_conv(q_in, in_range, w, b, calib_range, out_dtype, stride, pad, di
         y = y + (bq.astype(F) * rq).reshape(1, -1, 1, 1)
     if relu:
         y = np.maximum(y, F(0))
+    if act is not None and act[0] == 'leaky':
+        y = np.where(y > 0, y, y * F(act[1]))
+    if act is not None and act[0] == 'clip':  # in output units: a_max * output scale
+        y = np.clip(y, F(0), F(act[1]) * F(os_))
     if sum_q is not None:
         sum_scale = F(os_) / quantize_scale(str(sum_q.dtype), *sum_range)
         y = y + F(sum_scale) * sum_q.astype(F)

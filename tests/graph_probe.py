@@ -27,9 +27,23 @@ def _tuple(text, default, n=2):
     return tuple(int(v) for v in text.strip('()[]').split(',') if v.strip())
 
 
+def reference_entry(sym, args, aux, x, entry):
+    """(values, min, max) of quantized node output `entry`: the numpy reference
+    for a fused convolution (recursively, so that an upstream convolution that
+    MXNet gets wrong does not spoil it), MXNet's values for anything else."""
+    g = graph(sym)
+    node = g['nodes'][entry[0]]
+    if node['op'] == '_sg_mkldnn_conv':
+        out, _, _ = fused_conv_reference(sym, args, aux, x, entry[0])
+        return out, float(node['attrs']['min_calib_range']), float(node['attrs']['max_calib_range'])
+    q, lo, hi = entry_values(sym, args, aux, x, [entry, [entry[0], 1], [entry[0], 2]])
+    return q, float(lo[0]), float(hi[0])
+
+
 def fused_conv_reference(sym, args, aux, x, node_index):
     """The right int8/uint8 output of fused convolution node `node_index` of `sym`
-    (calibrated), computed in numpy from the inputs MXNet gives that node."""
+    (calibrated), computed in numpy from its inputs (see reference_entry), and
+    (step, whether MXNet computes the same)."""
     g = graph(sym)
     node = g['nodes'][node_index]
     attrs = node['attrs']
@@ -54,22 +68,33 @@ def fused_conv_reference(sym, args, aux, x, node_index):
     if flag('with_sum'):
         sum_entry = inputs[idx]
         idx += 1
-    wanted = [inputs[0], inputs[idx], inputs[idx + 1]]
+    q_in, lo, hi = reference_entry(sym, args, aux, x, inputs[0])
+    values = [q_in, [lo], [hi]]
     if sum_entry is not None:
-        wanted += [sum_entry, inputs[idx + 2], inputs[idx + 3]]
-    values = entry_values(sym, args, aux, x, wanted)
-    q_in, lo, hi = values[:3]
-    relu, postsum = flag('with_act'), flag('with_postsum_act')
-    out_dtype = 'uint8' if postsum or (relu and sum_entry is None) else 'int8'
+        q_sum, sum_lo, sum_hi = reference_entry(sym, args, aux, x, sum_entry)
+        values += [q_sum, [sum_lo], [sum_hi]]
+    postsum = flag('with_postsum_act')
+    acts = [n for n in inner if n['op'] in ('Activation', 'relu', 'LeakyReLU', 'clip')]
+    relu, act = False, None
+    if flag('with_act'):
+        a = acts[0]
+        if a['op'] == 'LeakyReLU':
+            act = ('leaky', float(a['attrs'].get('slope', 0.25)))
+        elif a['op'] == 'clip':
+            act = ('clip', float(a['attrs']['a_max']))
+        else:
+            relu = True
+    unsigned = relu or (act is not None and act[0] == 'clip')
+    out_dtype = 'uint8' if postsum or (unsigned and sum_entry is None) else 'int8'
     calib = (float(attrs['min_calib_range']), float(attrs['max_calib_range']))
     out = cref.quantized_conv(
-        q_in, (float(lo[0]), float(hi[0])), args[name(inputs[1])].asnumpy(),
+        q_in, (lo, hi), args[name(inputs[1])].asnumpy(),
         None if no_bias else args[name(inputs[2])].asnumpy(), calib, out_dtype,
         stride=_tuple(ca.get('stride'), 1), pad=_tuple(ca.get('pad'), 0),
         dilate=_tuple(ca.get('dilate'), 1), groups=int(ca.get('num_group', 1)), bn=bn,
         relu=relu, sum_q=values[3] if sum_entry is not None else None,
         sum_range=(float(values[4][0]), float(values[5][0])) if sum_entry is not None else None,
-        postsum_relu=postsum)
+        postsum_relu=postsum, act=act)
     step = max(abs(calib[0]), abs(calib[1])) / float(cref.RANGE[out_dtype])
     # Where MXNet 1.9.1 is wrong: grouped (not depthwise) weights quantized with
     # one scale per group instead of per channel; a sum operand whose type
@@ -77,4 +102,7 @@ def fused_conv_reference(sym, args, aux, x, node_index):
     groups, channels = int(ca.get('num_group', 1)), int(ca['num_filter'])
     mxnet_right = not 1 < groups < channels and \
         (sum_entry is None or str(values[3].dtype) == out_dtype)
+    for e in [inputs[0]] + ([sum_entry] if sum_entry is not None else []):
+        if g['nodes'][e[0]]['op'] == '_sg_mkldnn_conv':
+            mxnet_right = mxnet_right and fused_conv_reference(sym, args, aux, x, e[0])[2]
     return out, step, mxnet_right

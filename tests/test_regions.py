@@ -2,7 +2,9 @@
 MXNet's own ops and against the numpy reference of MXNet's quantized
 convolution (conv_reference.py)."""
 import json
-import logging
+import os
+import subprocess
+import sys
 
 import mxnet as mx
 import numpy as np
@@ -106,7 +108,7 @@ conv_cases = st.fixed_dictionaries({
     'batch': st.integers(1, 2),
     'no_bias': st.booleans(),
     'bn': st.booleans(),
-    'act': st.booleans(),
+    'act': st.sampled_from(['none', 'relu', 'leaky', 'relu6']),
     'sum': st.booleans(),
     'postsum_act': st.booleans(),
     'uint8_input': st.booleans(),
@@ -125,8 +127,12 @@ def conv_graph(c):
     y = conv(data, 'conv', out_ch, num_group=groups, no_bias=c['no_bias'], **geometry)
     if c['bn']:
         y = mx.sym.BatchNorm(y, fix_gamma=False, eps=1e-5, name='bn')
-    if c['act']:
+    if c['act'] == 'relu':
         y = mx.sym.Activation(y, act_type='relu', name='relu')
+    elif c['act'] == 'leaky':
+        y = mx.sym.LeakyReLU(y, act_type='leaky', slope=0.1, name='leaky')
+    elif c['act'] == 'relu6':
+        y = mx.sym.clip(y, 0, 6, name='relu6')
     if c['sum']:
         y = y + conv(data, 'side', out_ch, **geometry)
         if c['postsum_act']:
@@ -134,7 +140,7 @@ def conv_graph(c):
     return y, (c['batch'], in_ch) + c['hw']
 
 
-@settings(max_examples=25, deadline=None, derandomize=True,
+@settings(max_examples=40, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(conv_cases)
 def test_convolution_in_region_matches_mxnet(case):
@@ -152,9 +158,15 @@ def test_convolution_in_region_matches_mxnet(case):
         qsym, qargs, qaux, x, dequantize['inputs'][0][0])
     (got,) = run_symbol(psym, qargs, qaux, x)
     assert_within_one_lsb(reference.astype(np.float64) * step, got, step)
-    if mxnet_right:
+    if mxnet_right and not mxnet_crashes(case):
         (expected,) = run_symbol(qsym, qargs, qaux, x)
         assert_within_one_lsb(expected, got, step)
+
+
+def mxnet_crashes(case):
+    """Stock MXNet 1.9.1 (no plugin) dies with a segmentation fault running a
+    quantized conv+sum+relu with a non-square kernel (e.g. 1x3)."""
+    return case['sum'] and case['postsum_act'] and case['kernel'][0] != case['kernel'][1]
 
 
 @pytest.mark.parametrize('pool', [
@@ -279,9 +291,25 @@ def test_region_report_names_what_stays_with_mxnet():
     report = mxnet_bnq.region_report(qsym)
     assert report['claimable'].get('_sg_mkldnn_conv', 0) >= 1
     reasons = {n['node']: n['reason'] for n in report['left_to_mxnet']}
-    assert any('quantize_v2' in n['op'] for n in report['left_to_mxnet']), reasons
+    assert reasons == {'sig': 'op Activation is not run in regions'}, reasons
     psym = mxnet_bnq.partition(qsym, qargs, qaux)
     after = mxnet_bnq.region_report(psym)
-    assert after['regions'] and all(r['ops'] >= 1 for r in after['regions'])
+    # The sigmoid splits the graph: int8 before it, int8 after it.
+    assert len(after['regions']) == 2 and all(r['ops'] >= 2 for r in after['regions'])
     text = mxnet_bnq.format_region_report(after)
-    assert 'left to MXNet' in text and '_contrib_quantize_v2' in text
+    assert 'left to MXNet' in text and 'sig | Activation' in text
+
+
+@pytest.mark.parametrize('isa', ['AVX512_CORE_VNNI'])
+def test_parity_holds_on_older_instruction_sets(isa):
+    """oneDNN picks its kernels at run time (AMX here); the region's numerics
+    must not depend on which: the tests above, with oneDNN limited to `isa`.
+    (Without VNNI, AVX2 or AVX512_CORE, oneDNN's int8 convolutions saturate
+    pairwise 16-bit sums and differ from exact arithmetic: see the README.)"""
+    env = dict(os.environ, ONEDNN_MAX_CPU_ISA=isa)
+    selection = 'not older_instruction_sets and not numpy_reference_of'
+    proc = subprocess.run([sys.executable, '-m', 'pytest', os.path.abspath(__file__), '-q',
+                           '-p', 'no:cacheprovider', '-k', selection], env=env,
+                          capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert ' passed' in proc.stdout.splitlines()[-1]

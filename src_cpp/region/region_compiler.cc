@@ -1,5 +1,7 @@
 #include "region_compiler.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <map>
 #include <stdexcept>
@@ -130,6 +132,8 @@ class CompiledRegion::Builder {
         case OpKind::kRelu: Relu(node); break;
         case OpKind::kFlatten: Flatten(node); break;
         case OpKind::kBatchNorm: BatchNorm(node, parsed.bn); break;
+        case OpKind::kQuantize: Quantize(node, parsed.quantize); break;
+        case OpKind::kDequantize: Dequantize(node); break;
       }
     }
     Outputs(outputs);
@@ -295,7 +299,17 @@ class CompiledRegion::Builder {
     dnnl::post_ops ops;
     int sum = -1;
     float sum_scale = 1.f;
-    if (a.with_act) ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    switch (a.act) {
+      case FusedAct::kNone: break;
+      case FusedAct::kRelu: ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f); break;
+      case FusedAct::kLeakyRelu:
+        ops.append_eltwise(dnnl::algorithm::eltwise_relu, a.act_alpha, 0.f);
+        break;
+      case FusedAct::kBoundedRelu:
+        // MXNet drops it without a sum: the uint8 output saturates (calibrated
+        // on the clipped values); with a sum it is not fused.
+        break;
+    }
     if (a.with_sum) {
       sum = Data(node->inputs[a.sum_input()]);
       const int smin = a.data_min_input() + 2;
@@ -551,6 +565,54 @@ class CompiledRegion::Builder {
     r_.steps_.emplace_back(new ChannelMeanStep(node->name + "/mean", src, mean_value, d[0], c,
                                                count));
     SetOutputs(node, mean_value, folded.min_output, folded.max_output);
+  }
+
+  // MXNet's quantize_v2 with a calibrated range: q = saturate(round(x * scale)),
+  // scale = (127.5 | 255.5) / max(|min|, |max|), as one reorder (NHWC for 4-D
+  // data, the layout int8 convolutions read).
+  void Quantize(const Node* node, const QuantizeAttrs& a) {
+    const int data = Data(node->inputs[0]);
+    const Value in = r_.values_[data];
+    if (in.md.get_data_type() != dt::f32) Fail(node, "regions quantize float32 data only");
+    const QuantType type = a.uint8_output() ? QuantType::kUint8 : QuantType::kInt8;
+    const float range = std::max(std::fabs(a.min_calib), std::fabs(a.max_calib));
+    if (!(range > 0.f)) Fail(node, "the calibrated range is empty");
+    const float scale = QuantizedRange(type) / range;
+    const dims d = in.md.get_dims();
+    const dt out_type = type == QuantType::kUint8 ? dt::u8 : dt::s8;
+    const dnnl::memory::desc out_md =
+        d.size() == 4 ? dnnl::memory::desc(d, out_type, tag::nhwc) : PlainDesc(d, out_type);
+    const float lo = type == QuantType::kUint8 ? a.min_calib : -range;
+    const float hi = type == QuantType::kUint8 ? a.max_calib : range;
+    ScaledReorder(node, data, in.md, out_md, scale, lo, hi);
+  }
+
+  // MXNet's dequantize: x = q * (max(|min|, |max|) / (127.5 | 255.5)), float32 NCHW.
+  void Dequantize(const Node* node) {
+    const int data = Data(node->inputs[0]);
+    const Value in = r_.values_[data];
+    const float lo = Scalar(node->inputs[1]), hi = Scalar(node->inputs[2]);
+    const float scale = std::max(std::fabs(lo), std::fabs(hi)) /
+                        QuantizedRange(ToQuantType(in.md.get_data_type(), node));
+    const int out = ScaledReorder(node, data, in.md, PlainDesc(in.md.get_dims(), dt::f32), scale,
+                                  0.f, 0.f);
+    values_[{node, 0}] = out;
+  }
+
+  // dst = saturate(round(src * scale)), one reorder with a source scale.
+  int ScaledReorder(const Node* node, int src, const dnnl::memory::desc& src_md,
+                    const dnnl::memory::desc& dst_md, float scale, float lo, float hi) {
+    dnnl::primitive_attr attr;
+    attr.set_scales_mask(DNNL_ARG_SRC, 0);
+    dnnl::reorder::primitive_desc pd(r_.engine_, src_md, r_.engine_, dst_md, attr);
+    const int dst = NewValue(dst_md, lo, hi);
+    PrimitiveStep* s = AddStep(node, "", dnnl::reorder(pd));
+    s->Read(DNNL_ARG_FROM, src, src_md);
+    s->Constant(DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC,
+                Owned(r_.engine_, dnnl::memory::desc({1}, dt::f32, tag::a), &scale));
+    s->Write(DNNL_ARG_TO, dst, dst_md);
+    SetOutputs(node, dst, lo, hi);
+    return dst;
   }
 
   void Outputs(const std::vector<MXTensor>& outputs) {

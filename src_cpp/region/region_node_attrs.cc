@@ -147,12 +147,45 @@ bool ParseConvolution(const Attrs& a, ConvAttrs* conv, std::string* why) {
   return Bool(a, "no_bias", false, &conv->no_bias, why);
 }
 
-bool IsRelu(const Node* n) {
-  if (n->op == "Activation") {
-    auto it = n->attrs.find("act_type");
-    return it != n->attrs.end() && Trim(it->second) == "relu";
+std::string Attr(const Node* n, const char* key, const char* fallback) {
+  auto it = n->attrs.find(key);
+  return it == n->attrs.end() ? fallback : Trim(it->second);
+}
+
+bool FloatAttr(const Node* n, const char* key, double fallback, float* value) {
+  auto it = n->attrs.find(key);
+  double v = fallback;
+  if (it != n->attrs.end() && !ParseDecimal(it->second, &v)) return false;
+  *value = static_cast<float>(v);
+  return std::isfinite(v);
+}
+
+// A fused activation node of a quantized convolution, as MXNet maps it.
+bool ParseFusedAct(const Node* n, FusedAct* act, float* alpha, std::string* why) {
+  *alpha = 0.f;
+  const std::string type = Attr(n, "act_type", n->op == "LeakyReLU" ? "leaky" : "");
+  if ((n->op == "Activation" && type == "relu") || n->op == "relu") {
+    *act = FusedAct::kRelu;
+    return true;
   }
-  return n->op == "relu";
+  if (n->op == "LeakyReLU" && type == "leaky") {
+    *act = FusedAct::kLeakyRelu;
+    if (FloatAttr(n, "slope", 0.25, alpha)) return true;
+  } else if (n->op == "LeakyReLU" && type == "gelu") {
+    // MXNet applies it to the requantized (output-scaled) values, which is
+    // not gelu of the real values: left to MXNet rather than copied.
+    *why = "fused gelu (MXNet computes it on requantized values) is not run in regions";
+    return false;
+  } else if (n->op == "clip") {
+    float a_min = 0.f;
+    *act = FusedAct::kBoundedRelu;
+    if (FloatAttr(n, "a_min", 0.0, &a_min) && a_min == 0.f && FloatAttr(n, "a_max", 0.0, alpha)) {
+      return true;
+    }
+  }
+  *why = "fused activation " + n->op + (type.empty() ? std::string() : "(" + type + ")") +
+         " is not supported in regions";
+  return false;
 }
 
 bool ParseConv(const Node* node, ConvAttrs* conv, std::string* why) {
@@ -204,12 +237,16 @@ bool ParseConv(const Node* node, ConvAttrs* conv, std::string* why) {
       seen_sum = true;
     } else if (n->op == "Activation" || n->op == "relu" || n->op == "LeakyReLU" ||
                n->op == "clip") {
-      if (!IsRelu(n)) {
-        auto t = n->attrs.find("act_type");
-        *why = "fused activation " + n->op +
-               (t != n->attrs.end() ? "(" + t->second + ")" : std::string()) +
-               " is not supported in regions yet (only relu)";
+      FusedAct act;
+      float alpha;
+      if (!ParseFusedAct(n, &act, &alpha, why)) return false;
+      if (seen_sum && act != FusedAct::kRelu) {
+        *why = "a fused activation after the sum other than relu";
         return false;
+      }
+      if (!seen_sum) {
+        conv->act = act;
+        conv->act_alpha = alpha;
       }
     } else {
       *why = "fused op " + n->op + " is not supported in regions";
@@ -218,6 +255,10 @@ bool ParseConv(const Node* node, ConvAttrs* conv, std::string* why) {
   }
   if (!seen_conv) { *why = "the fused op has no Convolution"; return false; }
   if (seen_sum != conv->with_sum) { *why = "with_sum disagrees with the fused subgraph"; return false; }
+  if (conv->with_act != (conv->act != FusedAct::kNone)) {
+    *why = "with_act disagrees with the fused subgraph";
+    return false;
+  }
   if (conv->with_postsum_act && !conv->with_sum) {
     *why = "with_postsum_act without with_sum";
     return false;
@@ -354,6 +395,29 @@ bool ParseBatchNormOp(const Node* node, BatchNormOpAttrs* bn, std::string* why) 
   return true;
 }
 
+bool ParseQuantize(const Node* node, QuantizeAttrs* q, std::string* why) {
+  const Attrs& a = node->attrs;
+  if (!OnlyKnownKeys(a, {"out_type", "min_calib_range", "max_calib_range"}, why)) return false;
+  auto type = a.find("out_type");
+  if (type != a.end()) q->out_type = Trim(type->second);
+  if (q->out_type != "int8" && q->out_type != "uint8" && q->out_type != "auto") {
+    *why = "unknown out_type '" + q->out_type + "'";
+    return false;
+  }
+  bool has_min = false, has_max = false;
+  if (!OptionalFloat(a, "min_calib_range", &has_min, &q->min_calib, why) ||
+      !OptionalFloat(a, "max_calib_range", &has_max, &q->max_calib, why)) {
+    return false;
+  }
+  if (!has_min || !has_max) {
+    *why = "an uncalibrated quantize (range taken from the data at run time) is not run in "
+           "regions yet";
+    return false;
+  }
+  if (q->min_calib > q->max_calib) { *why = "min_calib_range > max_calib_range"; return false; }
+  return true;
+}
+
 }  // namespace
 
 int ConvAttrs::num_inputs() const {
@@ -389,6 +453,14 @@ bool ParseRegionNode(const Node* node, RegionNode* out, std::string* why) {
   if (op == "_contrib_quantized_flatten") {
     out->kind = OpKind::kFlatten;
     return OnlyKnownKeys(node->attrs, {}, why);
+  }
+  if (op == "_contrib_quantize_v2") {
+    out->kind = OpKind::kQuantize;
+    return ParseQuantize(node, &out->quantize, why);
+  }
+  if (op == "_contrib_dequantize") {
+    out->kind = OpKind::kDequantize;
+    return OnlyKnownKeys(node->attrs, {"out_type"}, why);
   }
   if (IsPluginOp(op)) {
     out->kind = OpKind::kBatchNorm;

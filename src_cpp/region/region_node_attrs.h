@@ -24,6 +24,24 @@ enum class OpKind {
   kRelu,            // _contrib_quantized_act (relu)
   kFlatten,         // _contrib_quantized_flatten
   kBatchNorm,       // the plugin's ops
+  kQuantize,        // _contrib_quantize_v2, calibrated
+  kDequantize,      // _contrib_dequantize
+};
+
+struct QuantizeAttrs {
+  std::string out_type = "int8";  // MXNet's default; auto: uint8 when min_calib_range >= 0
+  float min_calib = 0.f, max_calib = 0.f;
+  bool uint8_output() const {
+    return out_type == "uint8" || (out_type == "auto" && min_calib >= 0.f);
+  }
+};
+
+// An activation MXNet fuses into a quantized convolution.
+enum class FusedAct {
+  kNone,
+  kRelu,         // Activation(relu), relu
+  kLeakyRelu,    // LeakyReLU(leaky): x > 0 ? x : slope * x
+  kBoundedRelu,  // clip(0, a_max): MXNet lets the uint8 output's saturation do it
 };
 
 struct ConvAttrs {
@@ -32,11 +50,17 @@ struct ConvAttrs {
   int64_t num_group = 1;
   bool no_bias = false;
   bool with_bn = false, with_act = false, with_sum = false, with_postsum_act = false;
+  FusedAct act = FusedAct::kNone;  // with_act
+  float act_alpha = 0.f;           // slope (leaky) or a_max (bounded)
   BatchNormAttrs bn;  // with_bn
   bool calibrated = false;
   float min_calib = 0.f, max_calib = 0.f;
-  // Output type: uint8 after a ReLU that nothing is added to later.
-  bool uint8_output() const { return with_postsum_act || (with_act && !with_sum); }
+  // Output type (MXNet's IsOutputUInt8): uint8 after a ReLU (slope 0) or a
+  // bounded ReLU that nothing is added to later, or after a post-sum ReLU.
+  bool uint8_output() const {
+    return with_postsum_act || (with_act && !with_sum &&
+                                (act == FusedAct::kRelu || act == FusedAct::kBoundedRelu));
+  }
   // Input positions, as MXNet's SgMKLDNNConvListInputNames orders them.
   int num_inputs() const;
   int sum_input() const;       // with_sum
@@ -70,6 +94,7 @@ struct RegionNode {
   PoolingAttrs pool;
   FullyConnectedAttrs fc;
   BatchNormOpAttrs bn;
+  QuantizeAttrs quantize;
 };
 
 // Parses `node` into `out`.  Returns false with the reason in `why` when the
