@@ -251,9 +251,10 @@ def test_batchnorm_left_fp32_between_dequantize_and_quantize_is_quantized():
     shape = (8, 4, 8, 8)
     args, aux = small_nets.random_params(sym, shape)
     calib = np.random.default_rng(1).normal(0, 1, (16,) + shape[1:]).astype('f')
+    # The pass runs before partitioning: on the graph without regions.
     qsym, qargs, qaux = mxnet_bnq.quantize_model_mkldnn(
         sym, args, aux, calib_mode='naive', label_names=None, quantized_dtype='auto',
-        calib_data=mx.io.NDArrayIter(calib, batch_size=8), bn_mode='fp32')
+        calib_data=mx.io.NDArrayIter(calib, batch_size=8), bn_mode='fp32', regions=False)
     assert node(qsym, 'bn')['op'] == 'BatchNorm'
     rewritten = mxnet_bnq.rewrite_quantized_symbol(qsym, qargs, qaux)
     bn = node(rewritten, 'bn')

@@ -201,6 +201,56 @@ def test_flatten_and_fully_connected_in_region_match_mxnet(no_bias, spatial):
     assert sum(len(ops) for ops in region_ops(psym).values()) >= 4
 
 
+def _branch(data, name, kind):
+    y = conv(data, name, 6, (3, 3), pad=(1, 1))
+    if kind in ('relu', 'relu_pool'):
+        y = mx.sym.Activation(y, act_type='relu', name=name + '_relu')
+    if kind in ('pool', 'relu_pool'):
+        y = mx.sym.Pooling(y, kernel=(2, 2), stride=(2, 2), pool_type='max', name=name + '_pool')
+    return y
+
+
+@pytest.mark.parametrize('left,right', [('relu', 'relu'), ('relu_pool', 'pool'),
+                                        ('pool', 'pool'), ('pool', 'relu_pool')])
+@pytest.mark.parametrize('calib_mode', ['naive', 'none'])
+def test_elemwise_add_in_region_matches_mxnet(left, right, calib_mode):
+    """Standalone quantized adds: uint8 + uint8, uint8 + int8 (MXNet first
+    rescales the uint8 operand into int8), int8 + int8; int32 out uncalibrated."""
+    data = mx.sym.var('data')
+    y = mx.sym.elemwise_add(_branch(data, 'a', left), _branch(data, 'b', right), name='add')
+    y = mx.sym.Activation(conv(y, 'after', 4, (1, 1)), act_type='sigmoid', name='sig')
+    qsym, qargs, qaux = quantize(y, (2, 3, 10, 10), calib_mode=calib_mode)
+    psym = mxnet_bnq.partition(qsym, qargs, qaux)
+    ops = [op for region in region_ops(psym).values() for op in region]
+    assert '_contrib_quantized_elemwise_add' in ops, (ops, mxnet_bnq.region_report(qsym))
+    x = np.random.default_rng(4).normal(0, 1, (2, 3, 10, 10)).astype('f')
+    add_out = [n for n in qsym.get_internals().list_outputs() if n.startswith('quantized_add_')]
+    probe = mx.sym.Group([qsym.get_internals()[n] for n in add_out[:3]])
+    q_add, lo, hi = run_symbol(probe, qargs, qaux, x)
+    pprobe = mxnet_bnq.partition(probe, qargs, qaux)
+    got, got_lo, got_hi = run_symbol(pprobe, qargs, qaux, x)
+    assert got.dtype == q_add.dtype and (got_lo, got_hi) == (lo, hi)
+    off = got.astype(np.int64) - q_add.astype(np.int64)
+    assert np.abs(off).max() <= 1 and (off != 0).mean() <= 1e-3, np.abs(off).max()
+
+
+@pytest.mark.parametrize('left,right', [('relu', 'relu'), ('relu', 'plain'), ('plain', 'plain')])
+def test_concat_in_region_matches_mxnet(left, right):
+    data = mx.sym.var('data')
+    y = mx.sym.concat(_branch(data, 'a', left), _branch(data, 'b', right), dim=1, name='cat')
+    y = conv(y, 'after', 4, (1, 1))
+    qsym, qargs, qaux = quantize(y, (2, 3, 10, 10))
+    psym = mxnet_bnq.partition(qsym, qargs, qaux)
+    ops = [op for region in region_ops(psym).values() for op in region]
+    assert '_contrib_quantized_concat' in ops, (ops, mxnet_bnq.region_report(qsym))
+    assert len(region_ops(psym)) == 1
+    x = np.random.default_rng(5).normal(0, 1, (2, 3, 10, 10)).astype('f')
+    expected = run_symbol(qsym, qargs, qaux, x)[0]
+    got = run_symbol(psym, qargs, qaux, x)[0]
+    (step,) = output_steps(qsym, qargs, qaux, x)
+    assert_within_one_lsb(expected, got, step)
+
+
 @pytest.mark.parametrize('net', [small_nets.bn_after_add, small_nets.bn_after_pool,
                                  small_nets.bn_relu_global_pool, small_nets.bn_on_input])
 def test_plugin_batch_norm_gives_the_same_bits_inside_a_region(net):

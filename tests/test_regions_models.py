@@ -177,3 +177,52 @@ def test_flow_partitions_by_default_and_regions_false_does_not(small):
     with pytest.raises(ValueError, match='regions'):
         mxnet_bnq.quantize_model_mkldnn(sym, args, aux, calib_mode='none', label_names=None,
                                         regions='yes')
+
+
+def test_rss_stays_flat_over_3000_forwards(small):
+    """No memory grows per forward (buffers are planned once) or per re-plan
+    (the old plan is freed): 3000 forwards, changing the batch size every 500."""
+    _, psym, qargs, qaux = small
+    net = mx.gluon.SymbolBlock(psym, [mx.sym.var('data')])
+    params = net.collect_params()
+    for name, value in list(qargs.items()) + list(qaux.items()):
+        if name in params:
+            params[name]._load_init(value, mx.cpu(), cast_dtype=True, dtype_source='saved')
+    batches = [mx.nd.array(np.random.default_rng(b).normal(0, 1, (b, 3, 10, 10)))
+               for b in (1, 4)]
+    for x in batches * 2:  # warm-up: MXNet's pools, oneDNN's kernels
+        net(x).wait_to_read()
+    import gc
+    gc.collect()
+    with open('/proc/self/statm') as f:
+        before = int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
+    for i in range(3000):
+        net(batches[(i // 500) % 2]).wait_to_read()
+    gc.collect()
+    with open('/proc/self/statm') as f:
+        after = int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
+    assert after - before < 20, 'RSS grew by %.1f MB' % (after - before)
+
+
+def test_a_region_compiles_once_in_a_symbol_block(small, tmp_path):
+    """Gluon's CachedOp makes a new op state at each forward (unless hybridized
+    with static_alloc and static_shape); the compiled region is reused, and
+    compiled again only for new shapes.  MXNET_BNQ_REGION_VERBOSE logs each
+    compilation and its cause."""
+    _, psym, qargs, qaux = small
+    prefix = str(tmp_path / 'regions')
+    mx.model.save_checkpoint(prefix, 0, psym, qargs, qaux)
+    code = ('import sys, numpy as np, mxnet as mx, mxnet_bnq\n'
+            'mxnet_bnq.load()\n'
+            'sym, args, aux = mx.model.load_checkpoint(sys.argv[1], 0)\n'
+            'net = mx.gluon.SymbolBlock(sym, [mx.sym.var("data")])\n'
+            'params = net.collect_params()\n'
+            'for k, v in list(args.items()) + list(aux.items()):\n'
+            '    params[k]._load_init(v, mx.cpu(), cast_dtype=True, dtype_source="saved")\n'
+            'for b in (2, 2, 2, 2, 3, 3):\n'
+            '    net(mx.nd.ones((b, 3, 10, 10))).wait_to_read()\n')
+    proc = subprocess.run([sys.executable, '-c', code, prefix], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, MXNET_BNQ_REGION_VERBOSE='1'))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    compiles = [l for l in proc.stderr.splitlines() if 'compiling a region' in l]
+    assert len(compiles) == 2, compiles  # the first forward, and batch 3

@@ -42,6 +42,13 @@ std::string Escaped(const std::string& s) {
 
 }  // namespace
 
+void GraphDeleter::operator()(Graph* graph) const {
+  for (size_t i = 0; i < graph->size(); ++i) {
+    for (Graph* sub : graph->getNode(i)->subgraphs) (*this)(sub);
+  }
+  delete graph;
+}
+
 std::vector<std::string> ClaimReasons(const Graph* graph) {
   const size_t n = graph->size();
   std::vector<std::string> reasons(n);

@@ -3,6 +3,7 @@
 // the region op's check of a loaded model and mxnet_bnq.report.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -10,6 +11,13 @@
 
 namespace bnq {
 namespace region {
+
+// Deletes a graph parsed by lib_api together with the nested subgraphs of its
+// nodes, which lib_api's Graph destructor leaves allocated.
+struct GraphDeleter {
+  void operator()(mxnet::ext::Graph* graph) const;
+};
+using GraphPtr = std::unique_ptr<mxnet::ext::Graph, GraphDeleter>;
 
 // Per node of `graph` (by index): "" when a region runs it, else the reason.
 // Inputs ("null" nodes) get "input".

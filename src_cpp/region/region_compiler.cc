@@ -95,6 +95,26 @@ QuantType ToQuantType(dt type, const Node* node) {
   Fail(node, "expects int8 or uint8 data");
 }
 
+}  // namespace
+
+// 64-bit FNV-1a of a tensor's bytes, 8 at a time.
+uint64_t CompiledRegion::Digest(const MXTensor& t) {
+  const size_t bytes = static_cast<size_t>(t.size()) *
+                       (t.dtype == mxnet::ext::kInt8 || t.dtype == mxnet::ext::kUint8 ? 1 : 4);
+  const auto* p = static_cast<const unsigned char*>(t.data_ptr);
+  uint64_t h = 1469598103934665603ull;
+  size_t i = 0;
+  for (; i + 8 <= bytes; i += 8) {
+    uint64_t word;
+    std::memcpy(&word, p + i, 8);
+    h = (h ^ word) * 1099511628211ull;
+  }
+  for (; i < bytes; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
+namespace {
+
 // A oneDNN memory holding a copy of `bytes` (owned by oneDNN).
 dnnl::memory Owned(const dnnl::engine& engine, const dnnl::memory::desc& md, const void* bytes) {
   dnnl::memory m(md, engine);
@@ -134,6 +154,8 @@ class CompiledRegion::Builder {
         case OpKind::kBatchNorm: BatchNorm(node, parsed.bn); break;
         case OpKind::kQuantize: Quantize(node, parsed.quantize); break;
         case OpKind::kDequantize: Dequantize(node); break;
+        case OpKind::kAdd: Add(node, parsed.add); break;
+        case OpKind::kConcat: Concat(node, parsed.concat); break;
       }
     }
     Outputs(outputs);
@@ -173,7 +195,9 @@ class CompiledRegion::Builder {
   // A parameter (weights, BatchNorm statistics) as float32 or int8.
   const MXTensor& Param(const NodeEntry& e, int dtype, int64_t elements) {
     const MXTensor& t = InputTensor(e, InputUse::kParam);
-    r_.input_records_[input_index_[e.node]].version = t.verID;
+    InputRecord& rec = r_.input_records_[input_index_[e.node]];
+    rec.version = t.verID;
+    rec.digest = Digest(t);
     if (t.dtype != dtype || t.size() != elements) {
       Fail(e.node, "parameter of " + std::to_string(t.size()) + " elements of type " +
                        std::to_string(t.dtype) + ", expected " + std::to_string(elements) +
@@ -584,7 +608,7 @@ class CompiledRegion::Builder {
         d.size() == 4 ? dnnl::memory::desc(d, out_type, tag::nhwc) : PlainDesc(d, out_type);
     const float lo = type == QuantType::kUint8 ? a.min_calib : -range;
     const float hi = type == QuantType::kUint8 ? a.max_calib : range;
-    ScaledReorder(node, data, in.md, out_md, scale, lo, hi);
+    SetOutputs(node, ScaledCopy(node, data, out_md, scale, lo, hi), lo, hi);
   }
 
   // MXNet's dequantize: x = q * (max(|min|, |max|) / (127.5 | 255.5)), float32 NCHW.
@@ -594,25 +618,133 @@ class CompiledRegion::Builder {
     const float lo = Scalar(node->inputs[1]), hi = Scalar(node->inputs[2]);
     const float scale = std::max(std::fabs(lo), std::fabs(hi)) /
                         QuantizedRange(ToQuantType(in.md.get_data_type(), node));
-    const int out = ScaledReorder(node, data, in.md, PlainDesc(in.md.get_dims(), dt::f32), scale,
-                                  0.f, 0.f);
-    values_[{node, 0}] = out;
+    values_[{node, 0}] = ScaledCopy(node, data, PlainDesc(in.md.get_dims(), dt::f32), scale, 0.f,
+                                    0.f);
   }
 
-  // dst = saturate(round(src * scale)), one reorder with a source scale.
-  int ScaledReorder(const Node* node, int src, const dnnl::memory::desc& src_md,
-                    const dnnl::memory::desc& dst_md, float scale, float lo, float hi) {
+  // A new value: saturate(round(fl(src * scale))) in layout and type `dst_md`,
+  // one reorder with a source scale (oneDNN rounds to nearest even).
+  int ScaledCopy(const Node* node, int src, const dnnl::memory::desc& dst_md, float scale,
+                 float lo, float hi) {
+    const dnnl::memory::desc src_md = r_.values_[src].md;
     dnnl::primitive_attr attr;
     attr.set_scales_mask(DNNL_ARG_SRC, 0);
     dnnl::reorder::primitive_desc pd(r_.engine_, src_md, r_.engine_, dst_md, attr);
     const int dst = NewValue(dst_md, lo, hi);
-    PrimitiveStep* s = AddStep(node, "", dnnl::reorder(pd));
+    PrimitiveStep* s = AddStep(node, "/scale", dnnl::reorder(pd));
     s->Read(DNNL_ARG_FROM, src, src_md);
     s->Constant(DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC,
                 Owned(r_.engine_, dnnl::memory::desc({1}, dt::f32, tag::a), &scale));
     s->Write(DNNL_ARG_TO, dst, dst_md);
-    SetOutputs(node, dst, lo, hi);
     return dst;
+  }
+
+  // `md` if strided (plain, NHWC, ...), else the plain layout of its dims.
+  static dnnl::memory::desc StridedOrPlain(const dnnl::memory::desc& md) {
+    return IsStrided(md) ? md : PlainDesc(md.get_dims(), md.get_data_type());
+  }
+
+  // MXNet's quantized elemwise_add (mkldnn_quantized_elemwise_add.cc): each
+  // operand scaled to the output's levels, summed in float, rounded once; a
+  // uint8 operand beside an int8 one is first rescaled into int8 on its own.
+  void Add(const Node* node, const AddAttrs& a) {
+    int lhs = Data(node->inputs[0]), rhs = Data(node->inputs[1]);
+    const dt lhs_type = r_.values_[lhs].md.get_data_type();
+    const dt rhs_type = r_.values_[rhs].md.get_data_type();
+    const QuantType lq = ToQuantType(lhs_type, node), rq = ToQuantType(rhs_type, node);
+    if (r_.values_[lhs].md.get_dims() != r_.values_[rhs].md.get_dims()) {
+      Fail(node, "operands of different shapes");
+    }
+    const float lhs_abs = std::max(std::fabs(Scalar(node->inputs[2])), std::fabs(Scalar(node->inputs[3])));
+    const float rhs_abs = std::max(std::fabs(Scalar(node->inputs[4])), std::fabs(Scalar(node->inputs[5])));
+    dt out_type;
+    float out_min, out_max, out_range;
+    if (a.calibrated) {
+      out_type = lhs_type == rhs_type ? lhs_type : dt::s8;
+      out_min = a.min_calib;
+      out_max = a.max_calib;
+      out_range = QuantizedRange(out_type == dt::u8 ? QuantType::kUint8 : QuantType::kInt8);
+    } else {
+      out_type = dt::s32;
+      out_max = lhs_abs + rhs_abs;
+      out_min = -out_max;
+      out_range = 2147483648.f;
+    }
+    // The scale that takes an operand of type q and max-abs range `abs` to the output.
+    auto scale_of = [&](QuantType q, float abs) {
+      if (a.calibrated) {
+        const float out_scale = out_range / std::max(std::fabs(a.min_calib), std::fabs(a.max_calib));
+        return out_scale / (QuantizedRange(q) / abs);
+      }
+      return (abs * out_range) / ((lhs_abs + rhs_abs) * QuantizedRange(q));
+    };
+    float lhs_scale = scale_of(lq, lhs_abs), rhs_scale = scale_of(rq, rhs_abs);
+    // Both operands in one strided layout (the left one's).
+    const dnnl::memory::desc layout = StridedOrPlain(r_.values_[lhs].md);
+    lhs = InLayout(node, lhs, layout);
+    rhs = InLayout(node, rhs, WithType(layout, rhs_type));
+    dt a_type = lhs_type, b_type = rhs_type;
+    if (lhs_type != rhs_type) {
+      if (rhs_type == dt::u8) {
+        rhs = ScaledCopy(node, rhs, WithType(layout, dt::s8), rhs_scale, 0.f, 0.f);
+        rhs_scale = 1.f;
+        b_type = dt::s8;
+      } else {
+        lhs = ScaledCopy(node, lhs, WithType(layout, dt::s8), lhs_scale, 0.f, 0.f);
+        lhs_scale = 1.f;
+        a_type = dt::s8;
+      }
+    }
+    const int dst = NewValue(WithType(layout, out_type), out_min, out_max);
+    r_.steps_.emplace_back(new ScaledAddStep(node->name, lhs, rhs, dst, lhs_scale, rhs_scale,
+                                             a_type, b_type, out_type,
+                                             static_cast<int64_t>(layout.get_size())));
+    SetOutputs(node, dst, out_min, out_max);
+  }
+
+  // MXNet's quantized concat: output range (min(0, mins), max(0, maxs)),
+  // int8 if any input is; each input rescaled to it unless its scale is already
+  // the output's (exact float comparison), then a plain concatenation.
+  void Concat(const Node* node, const ConcatAttrs& c) {
+    const int n = c.num_args;
+    std::vector<int> srcs(n);
+    std::vector<float> mins(n), maxs(n);
+    bool any_signed = false;
+    float out_min = 0.f, out_max = 0.f;
+    for (int i = 0; i < n; ++i) {
+      srcs[i] = Data(node->inputs[i]);
+      mins[i] = Scalar(node->inputs[n + 2 * i]);
+      maxs[i] = Scalar(node->inputs[n + 2 * i + 1]);
+      any_signed = any_signed || ToQuantType(r_.values_[srcs[i]].md.get_data_type(), node) ==
+                                     QuantType::kInt8;
+      out_min = std::min(out_min, mins[i]);
+      out_max = std::max(out_max, maxs[i]);
+    }
+    const QuantType out_q = any_signed ? QuantType::kInt8 : QuantType::kUint8;
+    const dt out_type = any_signed ? dt::s8 : dt::u8;
+    const float out_scale = QuantizedRange(out_q) / std::max(std::fabs(out_min), std::fabs(out_max));
+    std::vector<dnnl::memory::desc> mds;
+    for (int i = 0; i < n; ++i) {
+      const Value v = r_.values_[srcs[i]];
+      const QuantType q = ToQuantType(v.md.get_data_type(), node);
+      const float scale = QuantizedRange(q) / std::max(std::fabs(mins[i]), std::fabs(maxs[i]));
+      if (scale != out_scale || v.md.get_data_type() != out_type) {
+        srcs[i] = ScaledCopy(node, srcs[i], WithType(StridedOrPlain(v.md), out_type),
+                             out_scale / scale, 0.f, 0.f);
+      }
+      mds.push_back(r_.values_[srcs[i]].md);
+    }
+    dims out_dims = mds[0].get_dims();
+    if (c.dim >= static_cast<int>(out_dims.size())) Fail(node, "concat dimension out of range");
+    out_dims[c.dim] = 0;
+    for (const auto& md : mds) out_dims[c.dim] += md.get_dims()[c.dim];
+    dnnl::concat::primitive_desc pd(r_.engine_, dnnl::memory::desc(out_dims, out_type, tag::any),
+                                    c.dim, mds);
+    const int dst = NewValue(pd.dst_desc(), out_min, out_max);
+    PrimitiveStep* s = AddStep(node, "", dnnl::concat(pd));
+    for (int i = 0; i < n; ++i) s->Read(DNNL_ARG_MULTIPLE_SRC + i, srcs[i], mds[i]);
+    s->Write(DNNL_ARG_DST, dst, pd.dst_desc());
+    SetOutputs(node, dst, out_min, out_max);
   }
 
   void Outputs(const std::vector<MXTensor>& outputs) {
@@ -660,7 +792,7 @@ class CompiledRegion::Builder {
 
 CompiledRegion::CompiledRegion(const Graph& graph, const std::vector<MXTensor>& inputs,
                                const std::vector<MXTensor>& outputs)
-    : engine_(dnnl::engine::kind::cpu, 0) {
+    : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {
   if (inputs.size() != graph.inputs.size()) {
     throw std::runtime_error("the region has " + std::to_string(graph.inputs.size()) +
                              " inputs, got " + std::to_string(inputs.size()));
@@ -686,22 +818,33 @@ CompiledRegion::CompiledRegion(const Graph& graph, const std::vector<MXTensor>& 
   }
 }
 
-bool CompiledRegion::Matches(const std::vector<MXTensor>& inputs,
-                             const std::vector<MXTensor>& outputs) const {
-  if (inputs.size() != input_records_.size() || outputs.size() != output_shapes_.size()) return false;
+std::string CompiledRegion::Mismatch(const std::vector<MXTensor>& inputs,
+                                     const std::vector<MXTensor>& outputs) {
+  if (inputs.size() != input_records_.size() || outputs.size() != output_shapes_.size()) {
+    return "the number of inputs or outputs";
+  }
   for (size_t i = 0; i < inputs.size(); ++i) {
-    const InputRecord& rec = input_records_[i];
+    InputRecord& rec = input_records_[i];
     const MXTensor& t = inputs[i];
-    if (t.shape != rec.shape || t.dtype != rec.dtype) return false;
-    if (rec.use == InputUse::kParam && t.verID != rec.version) return false;
+    const std::string which = "input " + std::to_string(i);
+    if (t.shape != rec.shape || t.dtype != rec.dtype) return "the shape or type of " + which;
+    if (rec.use == InputUse::kParam && t.verID != rec.version) {
+      // MXNet bumps the version of every auxiliary state (BatchNorm
+      // statistics) at each forward of an op that may write them: a new
+      // version with the same bytes is no change.
+      if (Digest(t) != rec.digest) return "the values of parameter input " + std::to_string(i);
+      rec.version = t.verID;
+    }
     if (rec.use == InputUse::kScalar && *static_cast<const float*>(t.data_ptr) != rec.scalar) {
-      return false;
+      return "the range value " + which;
     }
   }
   for (size_t i = 0; i < outputs.size(); ++i) {
-    if (outputs[i].shape != output_shapes_[i] || outputs[i].dtype != output_dtypes_[i]) return false;
+    if (outputs[i].shape != output_shapes_[i] || outputs[i].dtype != output_dtypes_[i]) {
+      return "the shape or type of output " + std::to_string(i);
+    }
   }
-  return true;
+  return "";
 }
 
 void CompiledRegion::Run(const std::vector<MXTensor>& inputs,
@@ -710,15 +853,14 @@ void CompiledRegion::Run(const std::vector<MXTensor>& inputs,
     if (input_values_[i] >= 0) values_[input_values_[i]].data = inputs[i].data_ptr;
   }
   for (size_t i = 0; i < outputs.size(); ++i) values_[output_values_[i]].data = outputs[i].data_ptr;
-  dnnl::stream stream(engine_);
   for (auto& step : steps_) {
     try {
-      step->Execute(stream, values_);
+      step->Execute(stream_, values_);
     } catch (const dnnl::error& e) {
       throw std::runtime_error(step->name() + ": oneDNN error: " + e.what());
     }
   }
-  stream.wait();
+  stream_.wait();
 }
 
 }  // namespace region

@@ -10,6 +10,7 @@
 // the caller builds again: new shapes re-plan, a changed weight re-quantizes).
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,8 +32,10 @@ class CompiledRegion {
   CompiledRegion(const mxnet::ext::Graph& graph, const std::vector<mxnet::ext::MXTensor>& inputs,
                  const std::vector<mxnet::ext::MXTensor>& outputs);
 
-  bool Matches(const std::vector<mxnet::ext::MXTensor>& inputs,
-               const std::vector<mxnet::ext::MXTensor>& outputs) const;
+  // Empty when the region can run these tensors as built, else what changed.
+  // Parameters whose version changed with the same bytes are taken as they are.
+  std::string Mismatch(const std::vector<mxnet::ext::MXTensor>& inputs,
+                       const std::vector<mxnet::ext::MXTensor>& outputs);
 
   void Run(const std::vector<mxnet::ext::MXTensor>& inputs,
            const std::vector<mxnet::ext::MXTensor>& outputs);
@@ -42,6 +45,7 @@ class CompiledRegion {
 
  private:
   class Builder;
+  static uint64_t Digest(const mxnet::ext::MXTensor& t);
 
   // How the region used each input when it was built.
   enum class InputUse { kUnused, kData, kParam, kScalar };
@@ -49,7 +53,8 @@ class CompiledRegion {
     std::vector<int64_t> shape;
     int dtype;
     InputUse use = InputUse::kUnused;
-    size_t version = 0;  // kParam
+    size_t version = 0;   // kParam
+    uint64_t digest = 0;  // kParam: of its bytes
     float scalar = 0.f;  // kScalar
   };
   std::vector<InputRecord> input_records_;
@@ -57,6 +62,7 @@ class CompiledRegion {
   std::vector<int> output_dtypes_;
 
   dnnl::engine engine_;
+  dnnl::stream stream_;  // one per compiled region: a region runs on one thread at a time
   std::vector<Value> values_;
   std::vector<int> input_values_;   // per region input: its value, or -1
   std::vector<int> output_values_;  // per region output: its value

@@ -418,6 +418,43 @@ bool ParseQuantize(const Node* node, QuantizeAttrs* q, std::string* why) {
   return true;
 }
 
+bool ParseAdd(const Node* node, AddAttrs* add, std::string* why) {
+  if (!OnlyKnownKeys(node->attrs, {"min_calib_range", "max_calib_range"}, why)) return false;
+  bool has_min = false, has_max = false;
+  if (!OptionalFloat(node->attrs, "min_calib_range", &has_min, &add->min_calib, why) ||
+      !OptionalFloat(node->attrs, "max_calib_range", &has_max, &add->max_calib, why)) {
+    return false;
+  }
+  if (has_min != has_max) { *why = "only one of min/max_calib_range is set"; return false; }
+  add->calibrated = has_min;
+  return true;
+}
+
+bool ParseConcat(const Node* node, ConcatAttrs* concat, std::string* why) {
+  if (!OnlyKnownKeys(node->attrs, {"num_args", "dim"}, why)) return false;
+  auto n = node->attrs.find("num_args");
+  if (n == node->attrs.end() || !ParseInteger(n->second, &concat->num_args) ||
+      concat->num_args < 1) {
+    *why = "the concat has no valid num_args";
+    return false;
+  }
+  auto d = node->attrs.find("dim");
+  if (d != node->attrs.end() && !ParseInteger(d->second, &concat->dim)) {
+    *why = "cannot parse dim='" + d->second + "'";
+    return false;
+  }
+  if (concat->dim < 1) {  // MXNet quantizes concat only along a dimension > 0
+    *why = "concat along dimension " + std::to_string(concat->dim);
+    return false;
+  }
+  if (static_cast<int>(node->inputs.size()) != 3 * concat->num_args) {
+    *why = "the concat has " + std::to_string(node->inputs.size()) + " inputs for num_args=" +
+           std::to_string(concat->num_args);
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 int ConvAttrs::num_inputs() const {
@@ -461,6 +498,14 @@ bool ParseRegionNode(const Node* node, RegionNode* out, std::string* why) {
   if (op == "_contrib_dequantize") {
     out->kind = OpKind::kDequantize;
     return OnlyKnownKeys(node->attrs, {"out_type"}, why);
+  }
+  if (op == "_contrib_quantized_elemwise_add") {
+    out->kind = OpKind::kAdd;
+    return ParseAdd(node, &out->add, why);
+  }
+  if (op == "_contrib_quantized_concat") {
+    out->kind = OpKind::kConcat;
+    return ParseConcat(node, &out->concat, why);
   }
   if (IsPluginOp(op)) {
     out->kind = OpKind::kBatchNorm;

@@ -26,6 +26,18 @@ enum class OpKind {
   kBatchNorm,       // the plugin's ops
   kQuantize,        // _contrib_quantize_v2, calibrated
   kDequantize,      // _contrib_dequantize
+  kAdd,             // _contrib_quantized_elemwise_add
+  kConcat,          // _contrib_quantized_concat
+};
+
+struct AddAttrs {
+  bool calibrated = false;
+  float min_calib = 0.f, max_calib = 0.f;
+};
+
+struct ConcatAttrs {
+  int num_args = 0;
+  int dim = 1;
 };
 
 struct QuantizeAttrs {
@@ -95,6 +107,8 @@ struct RegionNode {
   FullyConnectedAttrs fc;
   BatchNormOpAttrs bn;
   QuantizeAttrs quantize;
+  AddAttrs add;
+  ConcatAttrs concat;
 };
 
 // Parses `node` into `out`.  Returns false with the reason in `why` when the

@@ -7,9 +7,14 @@
 // The op is stateful: its state, made once per bound executor, compiles the
 // region at the first forward (when the parameters and input ranges are
 // known) and again when an input's shape, a parameter or a range changes.
+#include <cstdlib>
+#include <iostream>
+#include <list>
 #include <memory>
+#include <mutex>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "mxnet/lib_api.h"
@@ -39,14 +44,64 @@ MXReturnValue Guarded(Body body) {
   return MX_FAIL;
 }
 
+// Compiled regions whose state is gone, kept for the next state of the same
+// region: Gluon's CachedOp (a SymbolBlock, quantize_net) creates a new op
+// state at every forward unless hybridized with static_alloc and
+// static_shape, and compiling resnet50_v2 takes a few hundred ms.  A region is
+// used by one state at a time; the pool is small because idle regions keep
+// their buffers.
+class CompiledRegionPool {
+ public:
+  static constexpr size_t kCapacity = 2;
+
+  std::unique_ptr<CompiledRegion> Take(const std::string& key, const std::vector<MXTensor>& in,
+                                       const std::vector<MXTensor>& out) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto it = idle_.begin(); it != idle_.end(); ++it) {
+      if (it->first == key && it->second->Mismatch(in, out).empty()) {
+        std::unique_ptr<CompiledRegion> region = std::move(it->second);
+        idle_.erase(it);
+        return region;
+      }
+    }
+    return nullptr;
+  }
+
+  void Give(const std::string& key, std::unique_ptr<CompiledRegion> region) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    idle_.emplace_front(key, std::move(region));
+    if (idle_.size() > kCapacity) idle_.pop_back();  // the least recently used
+  }
+
+ private:
+  std::mutex mutex_;
+  std::list<std::pair<std::string, std::unique_ptr<CompiledRegion>>> idle_;
+};
+
+CompiledRegionPool& Pool() {
+  static CompiledRegionPool* pool = new CompiledRegionPool();  // used until exit
+  return *pool;
+}
+
 class RegionState : public CustomStatefulOp {
  public:
-  explicit RegionState(Graph* graph) : graph_(graph) {}  // takes ownership
+  // Takes ownership of `graph`; `json` is its text, the region's identity.
+  RegionState(Graph* graph, std::string json) : graph_(graph), json_(std::move(json)) {}
+
+  ~RegionState() override {
+    if (compiled_) Pool().Give(json_, std::move(compiled_));
+  }
 
   MXReturnValue Forward(std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
                         const OpResource&) override {
     return Guarded([&] {
-      if (!compiled_ || !compiled_->Matches(*inputs, *outputs)) {
+      if (!compiled_) compiled_ = Pool().Take(json_, *inputs, *outputs);
+      const std::string changed =
+          compiled_ ? compiled_->Mismatch(*inputs, *outputs) : "the first forward";
+      if (!changed.empty()) {
+        if (std::getenv("MXNET_BNQ_REGION_VERBOSE") != nullptr) {
+          std::cerr << "mxnet_bnq: compiling a region (" << changed << ")" << std::endl;
+        }
         compiled_.reset();  // frees the old buffers first
         compiled_.reset(new CompiledRegion(*graph_, *inputs, *outputs));
       }
@@ -56,7 +111,8 @@ class RegionState : public CustomStatefulOp {
   }
 
  private:
-  std::unique_ptr<Graph> graph_;
+  GraphPtr graph_;
+  std::string json_;
   std::unique_ptr<CompiledRegion> compiled_;
 };
 
@@ -70,7 +126,7 @@ MXReturnValue CreateRegionState(const std::unordered_map<std::string, std::strin
       ReportError(kRegionOp, "the node has no subgraph");
       return MX_FAIL;
     }
-    std::unique_ptr<Graph> graph(Graph::fromString(json->second));
+    GraphPtr graph(Graph::fromString(json->second));
     // A saved model edited by hand, or from another version: say which node.
     const std::vector<std::string> reasons = ClaimReasons(graph.get());
     for (size_t i = 0; i < graph->size(); ++i) {
@@ -80,7 +136,7 @@ MXReturnValue CreateRegionState(const std::unordered_map<std::string, std::strin
         return MX_FAIL;
       }
     }
-    *state = CustomStatefulOp::create<RegionState>(graph.release());
+    *state = CustomStatefulOp::create<RegionState>(graph.release(), json->second);
     return MX_SUCCESS;
   });
 }
@@ -124,7 +180,7 @@ extern "C" __attribute__((visibility("default"))) const char* bnq_region_claim_r
     const char* json) {
   static thread_local std::string result;
   try {
-    std::unique_ptr<Graph> graph(Graph::fromString(json));
+    bnq::region::GraphPtr graph(Graph::fromString(json));
     result = bnq::region::ClaimReportJson(graph.get());
   } catch (const std::exception& e) {
     result = std::string("{\"__error__\": \"") + e.what() + "\"}";

@@ -1,6 +1,7 @@
 #include "region_steps.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "../channel_mean_kernel.h"
@@ -64,6 +65,51 @@ void ChannelMeanStep::Execute(dnnl::stream& stream, const std::vector<Value>& va
     for (int64_t c = 0; c < channels_; ++c) {
       dst[n * channels_ + c] = RoundedMean(sums_[c], static_cast<int32_t>(count_));
     }
+  }
+}
+
+namespace {
+
+using dt = dnnl::memory::data_type;
+
+float Load(const void* p, dt type, int64_t i) {
+  return type == dt::s8 ? static_cast<const int8_t*>(p)[i]
+                        : static_cast<float>(static_cast<const uint8_t*>(p)[i]);
+}
+
+// Round to nearest even (the default mode), saturate to the type, store.
+void Store(void* p, dt type, int64_t i, float v) {
+  const float r = std::nearbyint(v);
+  switch (type) {
+    case dt::s8: static_cast<int8_t*>(p)[i] = static_cast<int8_t>(std::min(127.f, std::max(-128.f, r))); break;
+    case dt::u8: static_cast<uint8_t*>(p)[i] = static_cast<uint8_t>(std::min(255.f, std::max(0.f, r))); break;
+    default: {
+      // oneDNN's int32 saturation bound: the largest float below 2^31.
+      const float c = std::min(2147483520.f, std::max(-2147483648.f, r));
+      static_cast<int32_t*>(p)[i] = static_cast<int32_t>(c);
+    }
+  }
+}
+
+}  // namespace
+
+ScaledAddStep::ScaledAddStep(std::string name, int a, int b, int dst, float scale_a,
+                             float scale_b, dt a_type, dt b_type, dt dst_type, int64_t elements)
+    : Step(std::move(name)), scale_a_(scale_a), scale_b_(scale_b), a_type_(a_type),
+      b_type_(b_type), dst_type_(dst_type), elements_(elements) {
+  reads_ = {a, b};
+  writes_.push_back(dst);
+}
+
+void ScaledAddStep::Execute(dnnl::stream& stream, const std::vector<Value>& values) {
+  stream.wait();
+  const void* a = values[reads_[0]].data;
+  const void* b = values[reads_[1]].data;
+  void* dst = values[writes_[0]].data;
+  for (int64_t i = 0; i < elements_; ++i) {
+    const float scaled_a = scale_a_ * Load(a, a_type_, i);
+    const float scaled_b = scale_b_ * Load(b, b_type_, i);
+    Store(dst, dst_type_, i, scaled_b + scaled_a);
   }
 }
 

@@ -99,6 +99,25 @@ class ChannelMeanStep : public Step {
   std::vector<int32_t> sums_;
 };
 
+// dst = saturate(round(fl(scale_a * a) + fl(scale_b * b))) elementwise, on two
+// tensors of one layout (int8/uint8 in; int8, uint8 or int32 out), in this
+// order of float operations: MXNet's quantized elemwise_add (oneDNN 2.4's
+// reference sum) computes exactly that, and oneDNN 3.2's primitives may fuse
+// the multiply and add.
+class ScaledAddStep : public Step {
+ public:
+  ScaledAddStep(std::string name, int a, int b, int dst, float scale_a, float scale_b,
+                dnnl::memory::data_type a_type, dnnl::memory::data_type b_type,
+                dnnl::memory::data_type dst_type, int64_t elements);
+  void Bind(const dnnl::engine&, const std::vector<Value>&) override {}
+  void Execute(dnnl::stream& stream, const std::vector<Value>& values) override;
+
+ private:
+  float scale_a_, scale_b_;
+  dnnl::memory::data_type a_type_, b_type_, dst_type_;
+  int64_t elements_;
+};
+
 // Writes a float into a one-element output (a region output's min or max).
 class ScalarStep : public Step {
  public:
