@@ -3,6 +3,9 @@
 // pass's option parsing.  Built and run by `make fuzz` (clang, with ASan and
 // UBSan); any crash, sanitizer report or broken invariant stops the run.
 //
+// The region's pure scale arithmetic (MXNet's quantized conv and fully
+// connected ops) is fuzzed on the same float bytes.
+//
 // Input layout: "key=value\n" lines for the attributes / options, then after
 // a NUL byte the raw bytes of the per-channel parameters and ranges (floats).
 #include <algorithm>
@@ -16,6 +19,7 @@
 
 #include "../batch_norm_attrs.h"
 #include "../pass_options.h"
+#include "../region/quantized_conv_scales.h"
 #include "../scale_shift_folding.h"
 
 namespace {
@@ -36,6 +40,60 @@ std::unordered_map<std::string, std::string> ParseLines(const std::string& text)
 
 void Check(bool ok) {
   if (!ok) std::abort();
+}
+
+// QuantizeConv / QuantizeFullyConnected on fuzzed weights, bias and ranges:
+// either an error, or int8 weights that use their range, finite scales.
+void FuzzConvScales(const std::vector<float>& f) {
+  namespace r = bnq::region;
+  if (f.size() < 8) return;
+  const int64_t out_channels = 1 + static_cast<int64_t>(f.size() % 3);
+  const int64_t per_channel = (static_cast<int64_t>(f.size()) - 4 - out_channels) / out_channels;
+  if (per_channel < 1) return;
+  const float* weights = f.data() + 4;
+  const float* bias = weights + out_channels * per_channel;
+  for (int calibrated = 0; calibrated < 2; ++calibrated) {
+    for (auto type : {bnq::QuantType::kInt8, bnq::QuantType::kUint8}) {
+      const r::ConvOutput out{type, f[0], f[1], calibrated == 1, std::min(f[2], f[3]),
+                              std::max(f[2], f[3]), calibrated == 1 && f[2] >= 0};
+      r::QuantizedConv q;
+      std::string error;
+      if (!r::QuantizeConv(out, out_channels, per_channel, weights, bias, &q, &error)) {
+        Check(!error.empty());
+        continue;
+      }
+      Check(q.weights.size() == static_cast<size_t>(out_channels * per_channel));
+      Check(q.bias.size() == static_cast<size_t>(out_channels));
+      Check(q.requantize.size() == (calibrated ? static_cast<size_t>(out_channels) : 1u));
+      for (float v : q.requantize) Check(std::isfinite(v));
+      for (int64_t c = 0; c < out_channels; ++c) {
+        // Without a bias limiting it, a channel's largest weight maps to 127 or -128.
+        float max_abs = 0.f;
+        int max_q = 0;
+        for (int64_t k = 0; k < per_channel; ++k) {
+          max_abs = std::max(max_abs, std::fabs(weights[c * per_channel + k]));
+          max_q = std::max(max_q, std::abs(static_cast<int>(q.weights[c * per_channel + k])));
+        }
+        if (calibrated && bias[c] == 0.f && max_abs > 1e-30f && max_abs < 1e30f) {
+          Check(max_q >= 127);
+        }
+      }
+    }
+  }
+  std::vector<int8_t> w8(static_cast<size_t>(out_channels * per_channel));
+  std::vector<int8_t> b8(static_cast<size_t>(out_channels));
+  for (size_t i = 0; i < w8.size(); ++i) w8[i] = static_cast<int8_t>(i * 37);
+  for (size_t i = 0; i < b8.size(); ++i) b8[i] = static_cast<int8_t>(i * 91 - 100);
+  r::QuantizedFullyConnected fc;
+  std::string error;
+  if (!r::QuantizeFullyConnected(bnq::QuantType::kUint8, 0.f, std::fabs(f[0]), w8.data(),
+                                 static_cast<int64_t>(w8.size()), -std::fabs(f[1]),
+                                 std::fabs(f[1]), b8.data(), out_channels, -std::fabs(f[2]),
+                                 std::fabs(f[2]), &fc, &error)) {
+    Check(!error.empty());
+    return;
+  }
+  Check(std::isfinite(fc.output_scale) && fc.weights.size() == w8.size());
 }
 
 }  // namespace
@@ -61,6 +119,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // Channel parameters and ranges from the remaining bytes.
   std::vector<float> floats((size - std::min(size, split + 1)) / sizeof(float));
   if (!floats.empty()) std::memcpy(floats.data(), bytes + split + 1, floats.size() * sizeof(float));
+  FuzzConvScales(floats);
   if (floats.size() < 6) return 0;
   const int64_t channels = (floats.size() - 2) / 4;
   const float* p = floats.data() + 2;

@@ -12,6 +12,16 @@ namespace {
 // MXNet's MaxValue<int32_t>() as the float it becomes.
 constexpr float kInt32MaxAsFloat = static_cast<float>(INT32_MAX);
 
+// std::round (half away from zero, as MXNet's FC code rounds), saturated;
+// NaN becomes 0.
+int32_t RoundAwayS32(float v) {
+  const float r = std::round(v);
+  if (std::isnan(r)) return 0;
+  if (r <= -2147483648.f) return INT32_MIN;
+  if (r >= 2147483648.f) return INT32_MAX;
+  return static_cast<int32_t>(r);
+}
+
 float MaxAbs(float a, float b) { return std::max(std::fabs(a), std::fabs(b)); }
 
 bool AllFinite(const float* v, int64_t n, const char* what, std::string* error) {
@@ -134,6 +144,13 @@ bool QuantizeConv(const ConvOutput& out, int64_t out_channels, int64_t per_chann
     q->output_scale = q->data_scale * weight_scales[0];
     q->requantize.assign(1, 1.f);
   }
+  // Tiny or huge ranges (a denormal maximum, say) make the scales overflow.
+  for (float r : q->requantize) {
+    if (!std::isfinite(r)) {
+      *error = "the weights and ranges give a non-finite requantization scale";
+      return false;
+    }
+  }
   return true;
 }
 
@@ -159,15 +176,21 @@ bool QuantizeFullyConnected(QuantType data_type, float data_min, float data_max,
     if (rescale > max_rescale) {  // MXNet shrinks the weights to keep the bias in range
       rescale = max_rescale;
       const float weight_rescale = rescale * bias_scale / data_scale / weight_scale;
-      for (auto& w : q->weights) w = static_cast<int8_t>(std::round(w * weight_rescale));
+      for (auto& w : q->weights) {
+        w = static_cast<int8_t>(std::max(-128, std::min(127, RoundAwayS32(w * weight_rescale))));
+      }
       weight_scale *= weight_rescale;
     }
     q->bias.resize(out_channels);
     for (int64_t c = 0; c < out_channels; ++c) {
-      q->bias[c] = static_cast<int32_t>(std::round(bias[c] * rescale));
+      q->bias[c] = RoundAwayS32(bias[c] * rescale);
     }
   }
-  q->output_scale = 1.0f / data_scale / weight_scale;
+  q->output_scale = static_cast<float>(1.0 / data_scale) / weight_scale;
+  if (!std::isfinite(q->output_scale)) {
+    *error = "the ranges of the fully connected op give a non-finite output scale";
+    return false;
+  }
   return true;
 }
 
