@@ -27,23 +27,26 @@ def _tuple(text, default, n=2):
     return tuple(int(v) for v in text.strip('()[]').split(',') if v.strip())
 
 
-def reference_entry(sym, args, aux, x, entry):
+def reference_entry(sym, args, aux, x, entry, memo=None):
     """(values, min, max) of quantized node output `entry`: the numpy reference
     for a fused convolution (recursively, so that an upstream convolution that
     MXNet gets wrong does not spoil it), MXNet's values for anything else."""
     g = graph(sym)
     node = g['nodes'][entry[0]]
     if node['op'] == '_sg_mkldnn_conv':
-        out, _, _ = fused_conv_reference(sym, args, aux, x, entry[0])
+        out, _, _ = fused_conv_reference(sym, args, aux, x, entry[0], memo)
         return out, float(node['attrs']['min_calib_range']), float(node['attrs']['max_calib_range'])
     q, lo, hi = entry_values(sym, args, aux, x, [entry, [entry[0], 1], [entry[0], 2]])
     return q, float(lo[0]), float(hi[0])
 
 
-def fused_conv_reference(sym, args, aux, x, node_index):
+def fused_conv_reference(sym, args, aux, x, node_index, memo=None):
     """The right int8/uint8 output of fused convolution node `node_index` of `sym`
     (calibrated), computed in numpy from its inputs (see reference_entry), and
-    (step, whether MXNet computes the same)."""
+    (step, whether MXNet computes the same).  `memo` ({}) keeps the results of
+    upstream convolutions across calls on the same graph and input."""
+    if memo is not None and node_index in memo:
+        return memo[node_index]
     g = graph(sym)
     node = g['nodes'][node_index]
     attrs = node['attrs']
@@ -68,10 +71,10 @@ def fused_conv_reference(sym, args, aux, x, node_index):
     if flag('with_sum'):
         sum_entry = inputs[idx]
         idx += 1
-    q_in, lo, hi = reference_entry(sym, args, aux, x, inputs[0])
+    q_in, lo, hi = reference_entry(sym, args, aux, x, inputs[0], memo)
     values = [q_in, [lo], [hi]]
     if sum_entry is not None:
-        q_sum, sum_lo, sum_hi = reference_entry(sym, args, aux, x, sum_entry)
+        q_sum, sum_lo, sum_hi = reference_entry(sym, args, aux, x, sum_entry, memo)
         values += [q_sum, [sum_lo], [sum_hi]]
     postsum = flag('with_postsum_act')
     acts = [n for n in inner if n['op'] in ('Activation', 'relu', 'LeakyReLU', 'clip')]
@@ -104,5 +107,7 @@ def fused_conv_reference(sym, args, aux, x, node_index):
         (sum_entry is None or str(values[3].dtype) == out_dtype)
     for e in [inputs[0]] + ([sum_entry] if sum_entry is not None else []):
         if g['nodes'][e[0]]['op'] == '_sg_mkldnn_conv':
-            mxnet_right = mxnet_right and fused_conv_reference(sym, args, aux, x, e[0])[2]
+            mxnet_right = mxnet_right and fused_conv_reference(sym, args, aux, x, e[0], memo)[2]
+    if memo is not None:
+        memo[node_index] = (out, step, mxnet_right)
     return out, step, mxnet_right

@@ -5,6 +5,7 @@ import mxnet as mx
 
 # Small inputs keep the tests fast; the networks end in global pooling.
 INPUT_SHAPES = {
+    'resnet18_v1': (1, 3, 64, 64),
     'resnet18_v2': (1, 3, 64, 64),
     'resnet50_v2': (1, 3, 64, 64),
     'cifar_resnet20_v2': (1, 3, 32, 32),

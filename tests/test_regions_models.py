@@ -71,6 +71,30 @@ def test_resnet50_v2_with_regions_follows_the_graph_without(tmp_path):
     assert sqnr_db(expected, got) >= 45
 
 
+def test_resnet18_v1_regions_follow_the_reference_at_every_convolution(tmp_path):
+    """Each fused convolution of quantized resnet18_v1, run as a region, against
+    the numpy reference; MXNet itself is wrong from the first downsampling block
+    on (an int8 sum operand into a uint8 conv+sum+relu clips at 127)."""
+    import graph_probe
+    sym, args, aux = model_zoo.export('resnet18_v1', str(tmp_path))
+    x = np.random.default_rng(1).uniform(0, 1, (4, 3, 64, 64)).astype('f')
+    qsym, psym, qargs, qaux = quantize_both(sym, args, aux, x)
+    assert len(region_nodes(psym)) == 1 and not mxnet_bnq.region_report(psym)['left_to_mxnet']
+    g = graph_probe.graph(qsym)
+    names = qsym.get_internals().list_outputs()
+    wrong_in_mxnet, memo = 0, {}
+    for i, node in enumerate(g['nodes']):
+        if node['op'] != '_sg_mkldnn_conv':
+            continue
+        reference, _, mxnet_right = graph_probe.fused_conv_reference(qsym, qargs, qaux, x, i, memo)
+        out = qsym.get_internals()[names[g['node_row_ptr'][i]]]
+        (got,) = run_symbol(mxnet_bnq.partition(out, qargs, qaux), qargs, qaux, x)
+        off = np.abs(got.astype(np.int64) - reference.astype(np.int64))
+        assert off.max() <= 1 and (off > 0).mean() <= 1e-4, (node['name'], off.max())
+        wrong_in_mxnet += not mxnet_right
+    assert wrong_in_mxnet >= 3  # the downsampling blocks and what follows them
+
+
 def small_model():
     """A pre-activation block (the sum operand is int8, where MXNet is right)."""
     data = mx.sym.var('data')
