@@ -132,13 +132,19 @@ def test_a_weight_changed_after_bind_is_picked_up(small):
     assert not np.allclose(before, after)
 
 
-def test_new_input_shapes_replan_the_region(small):
-    qsym, psym, qargs, qaux = small
-    net = mx.gluon.SymbolBlock(psym, [mx.sym.var('data')])
+def symbol_block(sym, qargs, qaux):
+    """A Gluon SymbolBlock running `sym` with the quantized parameters."""
+    net = mx.gluon.SymbolBlock(sym, [mx.sym.var('data')])
     params = net.collect_params()
     for name, value in list(qargs.items()) + list(qaux.items()):
         if name in params:
             params[name]._load_init(value, mx.cpu(), cast_dtype=True, dtype_source='saved')
+    return net
+
+
+def test_new_input_shapes_replan_the_region(small):
+    qsym, psym, qargs, qaux = small
+    net = symbol_block(psym, qargs, qaux)
     for batch, size in ((1, 10), (3, 10), (2, 13)):
         x = np.random.default_rng(batch).normal(0, 1, (batch, 3, size, size)).astype('f')
         got = net(mx.nd.array(x)).asnumpy()
@@ -209,11 +215,7 @@ def test_rss_stays_flat_over_3000_forwards(small):
     """No memory grows per forward (buffers are planned once) or per re-plan
     (the old plan is freed): 3000 forwards, changing the batch size every 500."""
     _, psym, qargs, qaux = small
-    net = mx.gluon.SymbolBlock(psym, [mx.sym.var('data')])
-    params = net.collect_params()
-    for name, value in list(qargs.items()) + list(qaux.items()):
-        if name in params:
-            params[name]._load_init(value, mx.cpu(), cast_dtype=True, dtype_source='saved')
+    net = symbol_block(psym, qargs, qaux)
     batches = [mx.nd.array(np.random.default_rng(b).normal(0, 1, (b, 3, 10, 10)))
                for b in (1, 4)]
     for x in batches * 2:  # warm-up: MXNet's pools, oneDNN's kernels

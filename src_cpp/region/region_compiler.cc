@@ -260,6 +260,18 @@ class CompiledRegion::Builder {
     return copy;
   }
 
+  // Quantized weights (plain layout `plain`) reordered once into the
+  // primitive's layout `md`, in memory oneDNN owns; the reorder also computes
+  // the compensation that int8 data needs.
+  dnnl::memory Reordered(const dnnl::memory::desc& plain, const void* data,
+                         const dnnl::memory::desc& md) {
+    dnnl::memory src(plain, r_.engine_, const_cast<void*>(data));
+    dnnl::memory dst(md, r_.engine_);
+    dnnl::reorder(src, dst).execute(r_.stream_, src, dst);
+    r_.stream_.wait();
+    return dst;
+  }
+
   std::vector<float> Floats(const MXTensor& t) {
     const float* p = static_cast<const float*>(t.data_ptr);
     return std::vector<float>(p, p + t.size());
@@ -357,15 +369,7 @@ class CompiledRegion::Builder {
         src_any, dnnl::memory::desc(w_dims, dt::s8, tag::any), bias_md, dst_md, strides,
         dilates, pad, pad, attr);
 
-    // Weights quantized once, reordered to the primitive's layout (the reorder
-    // also computes the compensation that int8 data needs).
-    dnnl::memory weights_mem(pd.weights_desc(), r_.engine_);
-    {
-      dnnl::memory plain(w_plain, r_.engine_, q.weights.data());
-      dnnl::stream s(r_.engine_);
-      dnnl::reorder(plain, weights_mem).execute(s, plain, weights_mem);
-      s.wait();
-    }
+    dnnl::memory weights_mem = Reordered(w_plain, q.weights.data(), pd.weights_desc());
     std::vector<float> bias_f32(oc, 0.f);
     for (int64_t c = 0; c < oc; ++c) {
       if (!q.bias.empty()) bias_f32[c] = static_cast<float>(q.bias[c]) * q.requantize[c];
@@ -501,13 +505,8 @@ class CompiledRegion::Builder {
     dnnl::inner_product_forward::primitive_desc pd(
         r_.engine_, dnnl::prop_kind::forward_inference, in.md,
         dnnl::memory::desc({oc, k}, dt::s8, tag::any), bias_md, dst_md, attr);
-    dnnl::memory weights_mem(pd.weights_desc(), r_.engine_);
-    {
-      dnnl::memory plain(dnnl::memory::desc({oc, k}, dt::s8, tag::ab), r_.engine_, q.weights.data());
-      dnnl::stream s(r_.engine_);
-      dnnl::reorder(plain, weights_mem).execute(s, plain, weights_mem);
-      s.wait();
-    }
+    dnnl::memory weights_mem =
+        Reordered(dnnl::memory::desc({oc, k}, dt::s8, tag::ab), q.weights.data(), pd.weights_desc());
     std::vector<float> bias_f32(oc, 0.f);
     for (size_t c = 0; c < q.bias.size(); ++c) bias_f32[c] = static_cast<float>(q.bias[c]) * q.output_scale;
     const int dst = NewValue(pd.dst_desc(), 0.f, 0.f);

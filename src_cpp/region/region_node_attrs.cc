@@ -66,6 +66,19 @@ bool OptionalFloat(const Attrs& attrs, const char* key, bool* present, float* va
   return true;
 }
 
+// min_calib_range and max_calib_range: both or neither ("None" is unset).
+bool CalibRange(const Attrs& attrs, bool* calibrated, float* min, float* max,
+                std::string* why) {
+  bool has_min = false, has_max = false;
+  if (!OptionalFloat(attrs, "min_calib_range", &has_min, min, why) ||
+      !OptionalFloat(attrs, "max_calib_range", &has_max, max, why)) {
+    return false;
+  }
+  if (has_min != has_max) { *why = "only one of min/max_calib_range is set"; return false; }
+  *calibrated = has_min;
+  return true;
+}
+
 // Attributes the region knows for `op`; any other (not hidden) key stops the claim.
 bool OnlyKnownKeys(const Attrs& attrs, std::initializer_list<const char*> known,
                    std::string* why) {
@@ -204,13 +217,7 @@ bool ParseConv(const Node* node, ConvAttrs* conv, std::string* why) {
     return false;
   }
   if (!quantized) { *why = "a float32 convolution (not quantized)"; return false; }
-  bool has_min = false, has_max = false;
-  if (!OptionalFloat(a, "min_calib_range", &has_min, &conv->min_calib, why) ||
-      !OptionalFloat(a, "max_calib_range", &has_max, &conv->max_calib, why)) {
-    return false;
-  }
-  if (has_min != has_max) { *why = "only one of min/max_calib_range is set"; return false; }
-  conv->calibrated = has_min;
+  if (!CalibRange(a, &conv->calibrated, &conv->min_calib, &conv->max_calib, why)) return false;
   if (!conv->calibrated) {
     *why = "an uncalibrated convolution (int32 output) is not supported in regions yet";
     return false;
@@ -404,12 +411,9 @@ bool ParseQuantize(const Node* node, QuantizeAttrs* q, std::string* why) {
     *why = "unknown out_type '" + q->out_type + "'";
     return false;
   }
-  bool has_min = false, has_max = false;
-  if (!OptionalFloat(a, "min_calib_range", &has_min, &q->min_calib, why) ||
-      !OptionalFloat(a, "max_calib_range", &has_max, &q->max_calib, why)) {
-    return false;
-  }
-  if (!has_min || !has_max) {
+  bool calibrated = false;
+  if (!CalibRange(a, &calibrated, &q->min_calib, &q->max_calib, why)) return false;
+  if (!calibrated) {
     *why = "an uncalibrated quantize (range taken from the data at run time) is not run in "
            "regions yet";
     return false;
@@ -420,14 +424,7 @@ bool ParseQuantize(const Node* node, QuantizeAttrs* q, std::string* why) {
 
 bool ParseAdd(const Node* node, AddAttrs* add, std::string* why) {
   if (!OnlyKnownKeys(node->attrs, {"min_calib_range", "max_calib_range"}, why)) return false;
-  bool has_min = false, has_max = false;
-  if (!OptionalFloat(node->attrs, "min_calib_range", &has_min, &add->min_calib, why) ||
-      !OptionalFloat(node->attrs, "max_calib_range", &has_max, &add->max_calib, why)) {
-    return false;
-  }
-  if (has_min != has_max) { *why = "only one of min/max_calib_range is set"; return false; }
-  add->calibrated = has_min;
-  return true;
+  return CalibRange(node->attrs, &add->calibrated, &add->min_calib, &add->max_calib, why);
 }
 
 bool ParseConcat(const Node* node, ConcatAttrs* concat, std::string* why) {
