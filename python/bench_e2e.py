@@ -9,9 +9,11 @@ speed does not depend on them), 224x224, synthetic data, per model and batch:
   ours, regions     mxnet_bnq's flow (int8 regions run by the plugin)
   ours, VNNI        the same, with oneDNN limited to AVX512_CORE_VNNI (no AMX)
 
-Each run is its own process (MXNet's BatchNorm op only exists without the
-plugin); images/s is the median over timed batches after warm-up, and the
-process's peak RSS is reported too.  All runs use OMP_NUM_THREADS threads
+Each variant is its own process (MXNet's BatchNorm op only exists without the
+plugin); the processes of one model and batch are bound together and timed in
+turns (--rounds), so that the machine's drift reaches all alike; images/s is
+the median over timed batches after warm-up, and each process's peak RSS is
+reported too.  All runs use OMP_NUM_THREADS threads
 (default: all cores).  Writes results/bench_e2e.{md,json,png}.
 
     python python/bench_e2e.py --models resnet50_v2 --batch-sizes 8 64
@@ -73,8 +75,8 @@ def make_models(model, image, workdir):
                                  qaux)
 
 
-def time_variant(prefix, batch, image, seconds):
-    """(images/s, peak RSS in MB) of one saved model (runs in a fresh process)."""
+def bind_saved(prefix, batch, image):
+    """An executor of one saved model on random data (in the calling process)."""
     import mxnet as mx  # pylint: disable=import-outside-toplevel
     import numpy as np  # pylint: disable=import-outside-toplevel
     import mxnet_bnq  # pylint: disable=import-outside-toplevel
@@ -90,19 +92,69 @@ def time_variant(prefix, batch, image, seconds):
     args = {k[4:]: v for k, v in saved.items() if k.startswith('arg:')}
     args['data'] = mx.nd.array(np.random.default_rng(1).uniform(-2, 2, (batch, 3, image, image)))
     aux = {k[4:]: v for k, v in saved.items() if k.startswith('aux:')}
-    exe = sym.bind(mx.cpu(), args={k: v for k, v in args.items() if k in sym.list_arguments()},
-                   aux_states={k: v for k, v in aux.items() if k in sym.list_auxiliary_states()},
-                   grad_req='null')
-    times = []
-    for i in range(10000):
-        start = time.perf_counter()
+    return sym.bind(mx.cpu(), args={k: v for k, v in args.items() if k in sym.list_arguments()},
+                    aux_states={k: v for k, v in aux.items() if k in sym.list_auxiliary_states()},
+                    grad_req='null')
+
+
+def serve(prefix, batch, image):
+    """Timing server (runs in its own process): binds the model, warms up, says
+    'ready', then answers 'time SECONDS' with the list of per-batch times of the
+    forwards run in that budget and 'rss' with the peak RSS in MB."""
+    exe = bind_saved(prefix, batch, image)
+    for _ in range(2):
         exe.forward(is_train=False)
         exe.outputs[0].wait_to_read()
-        if i >= 2:  # warm-up
-            times.append(time.perf_counter() - start)
-        if sum(times) > seconds and len(times) >= 5:
-            break
-    return batch / statistics.median(times), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print('ready', flush=True)
+    for line in sys.stdin:
+        command = line.split()
+        if command[0] == 'time':
+            times = []
+            while sum(times) < float(command[1]) or len(times) < 3:
+                start = time.perf_counter()
+                exe.forward(is_train=False)
+                exe.outputs[0].wait_to_read()
+                times.append(time.perf_counter() - start)
+            print(json.dumps(times), flush=True)
+        elif command[0] == 'rss':
+            print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), flush=True)
+
+
+def time_interleaved(runs, batch, image, seconds, rounds):
+    """{variant: (images/s, peak RSS in MB)} of runs = {variant: (prefix, env)}.
+    Every variant runs in its own process (MXNet's BatchNorm op only exists
+    without the plugin); all are bound at once and timed in turns, `rounds`
+    slices of seconds / rounds each, so that drift in the machine's speed
+    (seen here: 3x within minutes, from neighbours on the host) reaches every
+    variant alike.  images/s is batch / the median time per batch."""
+    servers = {}
+    try:
+        for variant, (prefix, env) in runs.items():
+            servers[variant] = subprocess.Popen(
+                [sys.executable, os.path.abspath(__file__), '--image', str(image), '--serve',
+                 prefix, str(batch)], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL, text=True)
+            if servers[variant].stdout.readline().strip() != 'ready':
+                raise RuntimeError('the %s timing process failed to start' % variant)
+        times = {variant: [] for variant in runs}
+        order = list(runs)
+        for r in range(rounds):
+            for variant in order[r % len(order):] + order[:r % len(order)]:
+                server = servers[variant]
+                server.stdin.write('time %f\n' % (seconds / rounds))
+                server.stdin.flush()
+                times[variant] += json.loads(server.stdout.readline())
+        result = {}
+        for variant, server in servers.items():
+            server.stdin.write('rss\n')
+            server.stdin.flush()
+            result[variant] = (batch / statistics.median(times[variant]),
+                               json.loads(server.stdout.readline()))
+        return result
+    finally:
+        for server in servers.values():
+            server.stdin.close()
+            server.wait()
 
 
 def plot(rows, path):
@@ -130,13 +182,15 @@ def main():
                         default=['resnet50_v2', 'resnet18_v2', 'resnet50_v1', 'mobilenetv2_1.0'])
     parser.add_argument('--image', type=int, default=224)
     parser.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 8, 64])
-    parser.add_argument('--seconds', type=float, default=5.0, help='timing budget per run')
+    parser.add_argument('--seconds', type=float, default=5.0,
+                        help='timing budget per variant, model and batch')
+    parser.add_argument('--rounds', type=int, default=10,
+                        help='turns in which the variants share the budget')
     parser.add_argument('--out-dir', default='results')
-    parser.add_argument('--time-one', nargs=2, metavar=('PREFIX', 'BATCH'), help=argparse.SUPPRESS)
+    parser.add_argument('--serve', nargs=2, metavar=('PREFIX', 'BATCH'), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.time_one:
-        print(json.dumps(time_variant(args.time_one[0], int(args.time_one[1]), args.image,
-                                      args.seconds)))
+    if args.serve:
+        serve(args.serve[0], int(args.serve[1]), args.image)
         return
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s')
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS',
@@ -150,17 +204,14 @@ def main():
                             % (os.path.dirname(os.path.abspath(__file__)), model, args.image,
                                workdir)], check=True, env=env, capture_output=True)
             for batch in args.batch_sizes:
+                runs = {v: (os.path.join(workdir, '%s-%s' % (model, MODEL_OF[v])),
+                            dict(env, **ENV_OF.get(v, {}))) for v in VARIANTS}
                 row = {'model': model, 'batch': batch}
-                for variant in VARIANTS:
-                    out = subprocess.run(
-                        [sys.executable, os.path.abspath(__file__), '--image', str(args.image),
-                         '--seconds', str(args.seconds), '--time-one',
-                         os.path.join(workdir, '%s-%s' % (model, MODEL_OF[variant])), str(batch)],
-                        check=True, env=dict(env, **ENV_OF.get(variant, {})), capture_output=True,
-                        text=True).stdout
-                    row[variant], row[variant + '_rss_mb'] = json.loads(out.strip().splitlines()[-1])
+                for variant, (speed, rss) in time_interleaved(runs, batch, args.image,
+                                                              args.seconds, args.rounds).items():
+                    row[variant], row[variant + '_rss_mb'] = speed, rss
                     LOG.info('%s batch %d, %s: %.1f images/s, %.0f MB', model, batch,
-                             NAMES[variant], row[variant], row[variant + '_rss_mb'])
+                             NAMES[variant], speed, rss)
                 rows.append(row)
     lines = ['| model | batch | ' + ' | '.join(NAMES[v] for v in VARIANTS) +
              ' | regions / MXNet | RSS regions / MXNet |', '|---' * (len(VARIANTS) + 4) + '|']
