@@ -259,6 +259,40 @@ def test_plugin_batch_norm_gives_the_same_bits_inside_a_region(net):
     assert any(mxnet_bnq.library.PLUGIN_OPS[0] in op or 'batch_norm' in op for op in ops), ops
 
 
+@pytest.mark.parametrize('channels', [3, 16, 37, 70])
+@pytest.mark.parametrize('source', ['int8 sum', 'uint8 pool'])
+@pytest.mark.parametrize('relu', [False, True])
+def test_batch_norm_bits_inside_a_region_for_any_channel_count(channels, source, relu):
+    """The BN is the graph's last op, so its quantized output reaches the
+    dequantized result unchanged: inside and outside a region, the same bits
+    (the hand-vectorized kernel inside, oneDNN's binary primitive outside)."""
+    data = mx.sym.var('data')
+    if source == 'int8 sum':
+        y = conv(data, 'conv_a', channels, (3, 3), pad=(1, 1)) + \
+            conv(data, 'conv_b', channels, (1, 1))
+    else:
+        y = mx.sym.Activation(conv(data, 'conv_a', channels, (3, 3), pad=(1, 1)),
+                              act_type='relu', name='relu0')
+        y = mx.sym.Pooling(y, kernel=(2, 2), stride=(2, 2), pool_type='max', name='pool')
+    y = mx.sym.BatchNorm(y, fix_gamma=False, eps=1e-5, name='bn')
+    if relu:
+        y = mx.sym.Activation(y, act_type='relu', name='relu')
+    shape = (2, 5, 9, 11)
+    args, aux = small_nets.random_params(y, shape, channels)
+    rng = np.random.default_rng(channels)
+    calib, x = rng.normal(0, 1, (8,) + shape[1:]).astype('f'), rng.normal(0, 1, shape).astype('f')
+    # quantize_mode='full': smart mode leaves a network's last BatchNorm fp32
+    qsym, qargs, qaux = mxnet_bnq.quantize_model_mkldnn(
+        y, args, aux, calib_mode='naive', label_names=None, quantized_dtype='auto',
+        quantize_mode='full', calib_data=mx.io.NDArrayIter(calib, batch_size=8),
+        num_calib_examples=8, regions=False)
+    psym = mxnet_bnq.partition(qsym, qargs, qaux)
+    (ops,) = region_ops(psym).values()
+    assert any('batch_norm' in op for op in ops), ops
+    (expected,), (got,) = run_symbol(qsym, qargs, qaux, x), run_symbol(psym, qargs, qaux, x)
+    np.testing.assert_array_equal(got, expected)
+
+
 def test_uint8_sum_operand_is_read_as_uint8():
     """MXNet 1.9.1 reads a uint8 sum operand of an int8 conv+sum as int8 (clipping
     negative sums to 0, wrapping values above 127); the region computes the right

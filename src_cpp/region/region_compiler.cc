@@ -9,6 +9,7 @@
 
 #include "../channel_mean_kernel.h"
 #include "../scale_shift_folding.h"
+#include "channel_affine_kernel.h"
 #include "quantized_conv_scales.h"
 #include "region_node_attrs.h"
 
@@ -87,6 +88,18 @@ dnnl::memory::desc ChannelsLast(const dnnl::memory::desc& md) {
 
 dnnl::memory::desc WithType(const dnnl::memory::desc& md, dt type) {
   return {md.get_dims(), type, md.get_strides()};
+}
+
+// The hand-vectorized AVX-512 kernels run where the CPU has them and oneDNN
+// may use AVX-512 too (ONEDNN_MAX_CPU_ISA limits both, so tests of older
+// instruction sets run oneDNN's primitives everywhere).
+bool HandKernelsAllowed() {
+  static const bool allowed = [] {
+    const int isa = static_cast<int>(dnnl::get_effective_cpu_isa());
+    return ChannelAffineKernelAvailable() &&
+           (isa & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core;
+  }();
+  return allowed;
 }
 
 QuantType ToQuantType(dt type, const Node* node) {
@@ -547,6 +560,19 @@ class CompiledRegion::Builder {
     }
     if (!ok) Fail(node, error);
 
+    const dt dst_type = a.relu ? dt::u8 : dt::s8;
+    if (!a.float_input && IsChannelsLast(in.md) && HandKernelsAllowed()) {
+      // dst = src * scale[c] + shift[c] with the hand-vectorized kernel, in NHWC.
+      int64_t pixels = 1;
+      for (size_t i = 0; i < d.size(); ++i) pixels *= i == 1 ? 1 : d[i];
+      const dnnl::memory::desc dst_md = WithType(in.md, dst_type);
+      const int dst = NewValue(dst_md, folded.min_output, folded.max_output);
+      r_.steps_.emplace_back(new ChannelAffineStep(node->name, data, dst, folded.scale,
+                                                   folded.shift, in.md.get_data_type(),
+                                                   dst_type, pixels));
+      FinishBatchNorm(node, a, d, dst, dst_md, folded);
+      return;
+    }
     // dst = src * scale[c] + shift[c], one binary primitive with a post-op, in
     // the input's layout (per-channel vectors are contiguous in NHWC).
     dims channel_dims(d.size(), 1);
@@ -556,7 +582,6 @@ class CompiledRegion::Builder {
     ops.append_binary(dnnl::algorithm::binary_add, channel_md);
     dnnl::primitive_attr attr;
     attr.set_post_ops(ops);
-    const dt dst_type = a.relu ? dt::u8 : dt::s8;
     const dnnl::memory::desc dst_md =
         IsStrided(in.md) ? WithType(in.md, dst_type) : dnnl::memory::desc(d, dst_type, tag::any);
     dnnl::binary::primitive_desc pd(r_.engine_, dnnl::algorithm::binary_mul, in.md, channel_md,
@@ -568,6 +593,13 @@ class CompiledRegion::Builder {
     s->Constant(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1,
                 Owned(r_.engine_, channel_md, folded.shift.data()));
     s->Write(DNNL_ARG_DST, dst, pd.dst_desc());
+    FinishBatchNorm(node, a, d, dst, pd.dst_desc(), folded);
+  }
+
+  // The BatchNorm's outputs, or with global average pooling fused, the mean step after it.
+  void FinishBatchNorm(const Node* node, const BatchNormOpAttrs& a, const dims& d, int dst,
+                       const dnnl::memory::desc& dst_md, const FoldedScaleShift& folded) {
+    const int64_t c = d[1];
     if (!a.global_avg_pool) {
       SetOutputs(node, dst, folded.min_output, folded.max_output);
       return;
@@ -580,7 +612,7 @@ class CompiledRegion::Builder {
                  "sum holds exactly");
     }
     int src = dst;
-    if (!IsChannelsLast(pd.dst_desc())) src = InLayout(node, dst, ChannelsLast(pd.dst_desc()));
+    if (!IsChannelsLast(dst_md)) src = InLayout(node, dst, ChannelsLast(dst_md));
     dims pooled(d.size(), 1);
     pooled[0] = d[0];
     pooled[1] = c;

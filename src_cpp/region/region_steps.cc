@@ -4,7 +4,10 @@
 #include <cmath>
 #include <cstring>
 
+#include <omp.h>
+
 #include "../channel_mean_kernel.h"
+#include "channel_affine_kernel.h"
 
 namespace bnq {
 namespace region {
@@ -72,6 +75,8 @@ namespace {
 
 using dt = dnnl::memory::data_type;
 
+ByteType ToByteType(dt type) { return type == dt::s8 ? ByteType::kInt8 : ByteType::kUint8; }
+
 float Load(const void* p, dt type, int64_t i) {
   return type == dt::s8 ? static_cast<const int8_t*>(p)[i]
                         : static_cast<float>(static_cast<const uint8_t*>(p)[i]);
@@ -92,6 +97,31 @@ void Store(void* p, dt type, int64_t i, float v) {
 }
 
 }  // namespace
+
+ChannelAffineStep::ChannelAffineStep(std::string name, int src, int dst,
+                                     std::vector<float> scale, std::vector<float> shift,
+                                     dt src_type, dt dst_type, int64_t pixels)
+    : Step(std::move(name)), scale_(std::move(scale)), shift_(std::move(shift)),
+      src_type_(src_type), dst_type_(dst_type), pixels_(pixels) {
+  reads_.push_back(src);
+  writes_.push_back(dst);
+}
+
+void ChannelAffineStep::Execute(dnnl::stream& stream, const std::vector<Value>& values) {
+  stream.wait();  // the input comes from the primitive before
+  const void* src = values[reads_[0]].data;
+  void* dst = values[writes_[0]].data;
+  const int64_t channels = static_cast<int64_t>(scale_.size());
+#pragma omp parallel
+  {
+    const int64_t threads = omp_get_num_threads(), thread = omp_get_thread_num();
+    const int64_t chunk = (pixels_ + threads - 1) / threads;
+    const int64_t begin = std::min(pixels_, thread * chunk);
+    const int64_t end = std::min(pixels_, begin + chunk);
+    ChannelAffineRows(src, ToByteType(src_type_), scale_.data(), shift_.data(), dst,
+                      ToByteType(dst_type_), channels, begin, end);
+  }
+}
 
 ScaledAddStep::ScaledAddStep(std::string name, int a, int b, int dst, float scale_a,
                              float scale_b, dt a_type, dt b_type, dt dst_type, int64_t elements)

@@ -101,6 +101,24 @@ class ChannelMeanStep : public Step {
   std::vector<int32_t> sums_;
 };
 
+// The plugin's BatchNorm on channels-last int8/uint8 data: dst[p, c] =
+// saturate(round(fl(src[p, c] * scale[c]) + shift[c])), with the hand-vectorized
+// kernel (channel_affine_kernel.h), the pixels split over OpenMP threads as
+// oneDNN splits its primitives' work.
+class ChannelAffineStep : public Step {
+ public:
+  ChannelAffineStep(std::string name, int src, int dst, std::vector<float> scale,
+                    std::vector<float> shift, dnnl::memory::data_type src_type,
+                    dnnl::memory::data_type dst_type, int64_t pixels);
+  void Bind(const dnnl::engine&, const std::vector<Value>&) override {}
+  void Execute(dnnl::stream& stream, const std::vector<Value>& values) override;
+
+ private:
+  std::vector<float> scale_, shift_;
+  dnnl::memory::data_type src_type_, dst_type_;
+  int64_t pixels_;
+};
+
 // dst = saturate(round(fl(scale_a * a) + fl(scale_b * b))) elementwise, on two
 // tensors of one layout (int8/uint8 in; int8, uint8 or int32 out), in this
 // order of float operations: MXNet's quantized elemwise_add (oneDNN 2.4's
