@@ -1,6 +1,8 @@
 """Independent numpy reference of MXNet 1.9.1's quantized convolution numerics
-(the fused `_sg_mkldnn_conv` with min/max_calib_range), written from the
-formulas in REGION-FACTS / mkldnn_conv.cc, not from the library's code.
+(the fused `_sg_mkldnn_conv` with min/max_calib_range) and of its tensor-wise
+quantized fully connected op (`_sg_mkldnn_fully_connected`), written from the
+formulas in REGION-FACTS / mkldnn_conv.cc / mkldnn_fc.cc, not from the
+library's code.
 Float32 steps are done in numpy float32 where MXNet computes in float."""
 import numpy as np
 
@@ -95,5 +97,42 @@ def quantized_conv(q_in, in_range, w, b, calib_range, out_dtype, stride, pad, di
         y = y + F(sum_scale) * sum_q.astype(F)
     if postsum_relu:
         y = np.maximum(y, F(0))
+    lo, hi = LIMITS[out_dtype]
+    return np.clip(np.rint(y), lo, hi).astype(out_dtype)
+
+
+def round_away(x):
+    """std::round: halves away from zero."""
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def quantized_fully_connected(q_in, in_range, w8, w_range, b8, b_range, calib_range=None,
+                              relu=False):
+    """MXNet's quantized FC with int8 weights/bias quantized offline: float
+    output without `calib_range`, else int8 (uint8 after a fused ReLU, which
+    MXNet applies before the output scale)."""
+    ds = quantize_scale(str(q_in.dtype), *in_range)
+    ws = quantize_scale('int8', *w_range)
+    wq = w8.astype(np.int64)
+    bias = np.zeros(w8.shape[0], np.int64)
+    if b8 is not None:
+        bs = quantize_scale('int8', *b_range)
+        rescale = F(ds * ws / bs)
+        max_rescale = INT32_MAX_F / F(2) / F(max(abs(F(b_range[0])), abs(F(b_range[1])))) / bs
+        if rescale > max_rescale:  # MXNet shrinks the weights to keep the bias in range
+            rescale = F(max_rescale)
+            w_rescale = F(rescale * bs / ds / ws)
+            wq = round_away(w8.astype(F) * w_rescale).astype(np.int64)
+            ws = F(ws * w_rescale)
+        bias = round_away(b8.astype(F) * rescale).astype(np.int64)
+    acc = (q_in.reshape(q_in.shape[0], -1).astype(np.int64) @ wq.T + bias).astype(F)
+    if calib_range is None:
+        return acc * (F(1.0 / np.float64(ds)) / ws)
+    out_dtype = 'uint8' if relu else 'int8'
+    os_ = quantize_scale(out_dtype, *calib_range)
+    if relu:
+        y = F(os_) * np.maximum(acc * (F(1.0 / np.float64(ds)) / ws), F(0))
+    else:
+        y = acc * ((F(os_) / F(ds)) / ws)
     lo, hi = LIMITS[out_dtype]
     return np.clip(np.rint(y), lo, hi).astype(out_dtype)

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import conv_reference as cref
+from conv_reference import F
 import graph_probe
 import mxnet_bnq
 import small_nets
@@ -199,6 +200,53 @@ def test_flatten_and_fully_connected_in_region_match_mxnet(no_bias, spatial):
                               name='fc')
     _, psym, _, _ = compare_with_mxnet(y, (2, 3, 3, 3), claimed=['_sg_mkldnn_fully_connected'])
     assert sum(len(ops) for ops in region_ops(psym).values()) >= 4
+
+
+@pytest.mark.parametrize('relu', [False, True])
+@pytest.mark.parametrize('no_bias', [False, True])
+def test_int8_output_fully_connected_in_region_matches_mxnet(relu, no_bias):
+    """FC -> (ReLU) -> FC: MXNet fuses the first one's requantize (int8
+    output, or uint8 after its fused ReLU); the last one gives float."""
+    data = mx.sym.var('data')
+    y = mx.sym.Activation(conv(data, 'conv', 6, (3, 3), pad=(1, 1)), act_type='relu', name='relu0')
+    y = mx.sym.FullyConnected(mx.sym.Flatten(y, name='flat'), num_hidden=37, no_bias=no_bias,
+                              name='fc1')
+    if relu:
+        y = mx.sym.Activation(y, act_type='relu', name='relu1')
+    y = mx.sym.FullyConnected(y, num_hidden=5, name='fc2')
+    _, psym, _, _ = compare_with_mxnet(y, (2, 3, 5, 5))
+    (ops,) = region_ops(psym).values()
+    assert ops.count('_sg_mkldnn_fully_connected') == 2, ops
+
+
+@pytest.mark.parametrize('relu', [False, True])
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_fully_connected_chain_in_region_matches_numpy_reference(relu, seed):
+    """data -> FC (int8, or uint8 after ReLU) -> FC (float), each FC from the
+    numpy reference of MXNet's formulas, against the region."""
+    data = mx.sym.var('data')
+    y = mx.sym.FullyConnected(data, num_hidden=37, name='fc1')
+    if relu:
+        y = mx.sym.Activation(y, act_type='relu', name='relu1')
+    y = mx.sym.FullyConnected(y, num_hidden=5, name='fc2')
+    qsym, psym, qargs, _, x = partitioned(y, (4, 19), seed=seed)
+    (ops,) = region_ops(psym).values()
+    assert ops.count('_sg_mkldnn_fully_connected') == 2, ops
+    attrs = [n['attrs'] for n in json.loads(qsym.tojson())['nodes'] if n['op'] != 'null']
+    calib = [(float(a['min_calib_range']), float(a['max_calib_range'])) for a in attrs[:2]]
+    q = np.clip(np.rint(x * (F(127.5) / F(max(map(abs, calib[0]))))), -128, 127).astype(np.int8)
+
+    def fc(name, q_in, in_range, calib_range):
+        p = {k[len(name) + 1:]: v.asnumpy() for k, v in qargs.items() if k.startswith(name + '_')}
+        return cref.quantized_fully_connected(
+            q_in, in_range, p['weight_quantize'], (p['weight_quantize_min'][0], p['weight_quantize_max'][0]),
+            p['bias_quantize'], (p['bias_quantize_min'][0], p['bias_quantize_max'][0]),
+            calib_range, relu=relu and calib_range is not None)
+
+    q1 = fc('fc1', q, calib[0], calib[1])
+    expected = fc('fc2', q1, calib[1], None)
+    (got,) = run_symbol(psym, qargs, {}, x)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
 
 def _branch(data, name, kind):

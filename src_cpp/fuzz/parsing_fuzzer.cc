@@ -89,7 +89,7 @@ void FuzzConvScales(const std::vector<float>& f) {
   if (!r::QuantizeFullyConnected(bnq::QuantType::kUint8, 0.f, std::fabs(f[0]), w8.data(),
                                  static_cast<int64_t>(w8.size()), -std::fabs(f[1]),
                                  std::fabs(f[1]), b8.data(), out_channels, -std::fabs(f[2]),
-                                 std::fabs(f[2]), &fc, &error)) {
+                                 std::fabs(f[2]), r::FullyConnectedOutput{}, &fc, &error)) {
     Check(!error.empty());
     return;
   }

@@ -157,9 +157,10 @@ bool QuantizeConv(const ConvOutput& out, int64_t out_channels, int64_t per_chann
 bool QuantizeFullyConnected(QuantType data_type, float data_min, float data_max,
                             const int8_t* weights, int64_t weight_count, float weight_min,
                             float weight_max, const int8_t* bias, int64_t out_channels,
-                            float bias_min, float bias_max, QuantizedFullyConnected* q,
-                            std::string* error) {
-  for (float v : {data_min, data_max, weight_min, weight_max, bias_min, bias_max}) {
+                            float bias_min, float bias_max, const FullyConnectedOutput& out,
+                            QuantizedFullyConnected* q, std::string* error) {
+  for (float v : {data_min, data_max, weight_min, weight_max, bias_min, bias_max, out.min_calib,
+                  out.max_calib}) {
     if (!std::isfinite(v)) {
       *error = "a quantization range of the fully connected op is not finite";
       return false;
@@ -186,8 +187,17 @@ bool QuantizeFullyConnected(QuantType data_type, float data_min, float data_max,
       q->bias[c] = RoundAwayS32(bias[c] * rescale);
     }
   }
-  q->output_scale = static_cast<float>(1.0 / data_scale) / weight_scale;
-  if (!std::isfinite(q->output_scale)) {
+  // MXNet's float order: the output scale over the data scale, then over the
+  // weight scale; with a fused activation the output scale comes after it.
+  q->post_scale = 1.f;
+  if (out.quantized && !out.relu) {
+    q->output_scale = QuantizeScale(out.type, out.min_calib, out.max_calib) / data_scale /
+                      weight_scale;
+  } else {
+    q->output_scale = static_cast<float>(1.0 / data_scale) / weight_scale;
+    if (out.quantized) q->post_scale = QuantizeScale(out.type, out.min_calib, out.max_calib);
+  }
+  if (!std::isfinite(q->output_scale) || !std::isfinite(q->post_scale)) {
     *error = "the ranges of the fully connected op give a non-finite output scale";
     return false;
   }

@@ -70,18 +70,30 @@ bool QuantizeConv(const ConvOutput& out, int64_t out_channels, int64_t per_chann
                   std::string* error);
 
 // The quantized fully connected op with int8 weights and bias quantized
-// offline (tensor-wise) and float output: MXNet's SgMKLDNNFCOp::Forward.
+// offline (tensor-wise): MXNet's SgMKLDNNFCOp::Forward.  Float output, or a
+// calibrated int8/uint8 output (requantize fused), optionally after a fused
+// ReLU (with_eltwise), which MXNet applies before the output scale.
+struct FullyConnectedOutput {
+  bool quantized = false;  // false: float output
+  QuantType type = QuantType::kInt8;
+  bool relu = false;
+  float min_calib = 0.f, max_calib = 0.f;
+};
+
 struct QuantizedFullyConnected {
   std::vector<int8_t> weights;   // rescaled when the bias would overflow
   std::vector<int32_t> bias;     // empty without a bias
-  float output_scale = 0.f;      // real value = acc_with_bias * output_scale
+  // out = saturate(round(post_scale * act((acc + bias) * output_scale))); float
+  // output: the real value, acc_with_bias * output_scale (post_scale 1).
+  float output_scale = 0.f;
+  float post_scale = 1.f;
 };
 
 bool QuantizeFullyConnected(QuantType data_type, float data_min, float data_max,
                             const int8_t* weights, int64_t weight_count, float weight_min,
                             float weight_max, const int8_t* bias, int64_t out_channels,
-                            float bias_min, float bias_max, QuantizedFullyConnected* q,
-                            std::string* error);
+                            float bias_min, float bias_max, const FullyConnectedOutput& out,
+                            QuantizedFullyConnected* q, std::string* error);
 
 // Rounding of float to int as the oneDNN reorders MXNet uses do it: to
 // nearest, ties to even, saturated to the type's range.

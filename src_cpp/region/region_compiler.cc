@@ -503,18 +503,31 @@ class CompiledRegion::Builder {
     const MXTensor& w = Param(node->inputs[1], mxnet::ext::kInt8, oc * k);
     const MXTensor* b = a.no_bias ? nullptr : &Param(node->inputs[2], mxnet::ext::kInt8, oc);
     auto scalar = [&](int i) { return Scalar(node->inputs[base + i]); };
+    FullyConnectedOutput out;
+    out.quantized = !a.float_output;
+    out.type = a.relu ? QuantType::kUint8 : QuantType::kInt8;
+    out.relu = a.relu;
+    out.min_calib = a.min_calib;
+    out.max_calib = a.max_calib;
     QuantizedFullyConnected q;
     std::string error;
     if (!QuantizeFullyConnected(ToQuantType(in.md.get_data_type(), node), scalar(0), scalar(1),
                                 static_cast<const int8_t*>(w.data_ptr), oc * k, scalar(2),
                                 scalar(3), b ? static_cast<const int8_t*>(b->data_ptr) : nullptr,
-                                oc, b ? scalar(4) : 0.f, b ? scalar(5) : 0.f, &q, &error)) {
+                                oc, b ? scalar(4) : 0.f, b ? scalar(5) : 0.f, out, &q, &error)) {
       Fail(node, error);
     }
     dnnl::primitive_attr attr;
     attr.set_scales_mask(DNNL_ARG_WEIGHTS, 0);
+    if (a.relu) {
+      dnnl::post_ops ops;
+      ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+      ops.append_eltwise(dnnl::algorithm::eltwise_linear, q.post_scale, 0.f);
+      attr.set_post_ops(ops);
+    }
     const dnnl::memory::desc bias_md({oc}, dt::f32, tag::a);
-    const dnnl::memory::desc dst_md({n, oc}, dt::f32, tag::ab);
+    const dt dst_type = a.float_output ? dt::f32 : a.relu ? dt::u8 : dt::s8;
+    const dnnl::memory::desc dst_md({n, oc}, dst_type, tag::ab);
     dnnl::inner_product_forward::primitive_desc pd(
         r_.engine_, dnnl::prop_kind::forward_inference, in.md,
         dnnl::memory::desc({oc, k}, dt::s8, tag::any), bias_md, dst_md, attr);
@@ -522,7 +535,7 @@ class CompiledRegion::Builder {
         Reordered(dnnl::memory::desc({oc, k}, dt::s8, tag::ab), q.weights.data(), pd.weights_desc());
     std::vector<float> bias_f32(oc, 0.f);
     for (size_t c = 0; c < q.bias.size(); ++c) bias_f32[c] = static_cast<float>(q.bias[c]) * q.output_scale;
-    const int dst = NewValue(pd.dst_desc(), 0.f, 0.f);
+    const int dst = NewValue(pd.dst_desc(), a.min_calib, a.max_calib);
     PrimitiveStep* s = AddStep(node, "", dnnl::inner_product_forward(pd));
     s->Read(DNNL_ARG_SRC, data, in.md);
     s->Constant(DNNL_ARG_WEIGHTS, weights_mem);
@@ -530,7 +543,11 @@ class CompiledRegion::Builder {
     s->Constant(DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS,
                 Owned(r_.engine_, dnnl::memory::desc({1}, dt::f32, tag::a), &q.output_scale));
     s->Write(DNNL_ARG_DST, dst, pd.dst_desc());
-    values_[{node, 0}] = dst;
+    if (a.float_output) {
+      values_[{node, 0}] = dst;
+    } else {
+      SetOutputs(node, dst, a.min_calib, a.max_calib);
+    }
   }
 
   void BatchNorm(const Node* node, const BatchNormOpAttrs& a) {

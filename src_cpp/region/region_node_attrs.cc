@@ -347,12 +347,21 @@ bool ParseFullyConnected(const Node* node, FullyConnectedAttrs* fc, std::string*
     return false;
   }
   if (!quantized) { *why = "a float32 fully connected op (not quantized)"; return false; }
+  fc->float_output = float_output;
   if (!float_output) {
-    *why = "a fully connected op with int8 output is not supported in regions yet";
+    bool calibrated = false;
+    if (!CalibRange(a, &calibrated, &fc->min_calib, &fc->max_calib, why)) return false;
+    if (!calibrated) {
+      *why = "an uncalibrated fully connected op (int32 output) is not supported in regions yet";
+      return false;
+    }
+  }
+  if (channel_wise) {
+    *why = "channel-wise quantized fully connected ops are not supported in regions yet";
     return false;
   }
-  if (eltwise || channel_wise) {
-    *why = "fused eltwise or channel-wise fully connected ops are not supported in regions yet";
+  if (eltwise && float_output) {
+    *why = "a fused eltwise with float output is not supported in regions yet";
     return false;
   }
   if (node->subgraphs.size() != 1) { *why = "the fused op has no subgraph"; return false; }
@@ -360,6 +369,16 @@ bool ParseFullyConnected(const Node* node, FullyConnectedAttrs* fc, std::string*
   for (size_t i = 0; i < node->subgraphs[0]->size(); ++i) {
     const Node* n = node->subgraphs[0]->getNode(i);
     if (n->op == "null") continue;
+    if (n->op == "Activation" && eltwise && !fc->relu) {
+      auto t = n->attrs.find("act_type");
+      if (t == n->attrs.end() || t->second != "relu") {
+        *why = "fused activation " + (t == n->attrs.end() ? std::string("?") : t->second) +
+               " of a fully connected op is not supported in regions yet";
+        return false;
+      }
+      fc->relu = true;
+      continue;
+    }
     if (n->op != "FullyConnected" || seen) {
       *why = "fused op " + n->op + " is not supported in regions";
       return false;
@@ -377,6 +396,10 @@ bool ParseFullyConnected(const Node* node, FullyConnectedAttrs* fc, std::string*
         !Bool(n->attrs, "flatten", true, &fc->flatten, why)) {
       return false;
     }
+  }
+  if (eltwise && !fc->relu) {
+    *why = "with_eltwise without a fused ReLU is not supported in regions yet";
+    return false;
   }
   if (!seen) { *why = "the fused op has no FullyConnected"; return false; }
   return true;

@@ -91,6 +91,9 @@ struct FullyConnectedAttrs {
   int64_t num_hidden = 0;
   bool no_bias = false;
   bool flatten = true;
+  bool float_output = true;  // enable_float_output; else calibrated int8/uint8
+  bool relu = false;         // with_eltwise of a ReLU (uint8 output)
+  float min_calib = 0.f, max_calib = 0.f;
 };
 
 struct BatchNormOpAttrs {
