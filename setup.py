@@ -129,6 +129,7 @@ if __name__ == '__main__':
         long_description=open(os.path.join(HERE, 'README.md')).read(),
         long_description_content_type='text/markdown',
         license='Apache-2.0',
+        license_files=['LICENSE', 'NOTICE'],
         packages=['mxnet_bnq'],
         python_requires='>=3.8',
         install_requires=['mxnet==1.9.1', 'numpy<1.24', 'onednn-cpu-gomp==2023.2.0'],

@@ -5,8 +5,9 @@ example/quantization/imagenet_inference.py.
 
 The plugin is loaded only when the symbol needs it, so a model quantized with
 MXNet's own BatchNorm (--bn-mode native) runs with MXNet's numerics.  An fp32
-symbol goes through mxnet_bnq's fusion guard first (MXNet's fusion of a
-convolution shared by a BatchNorm and a shortcut is wrong).
+symbol goes through mxnet_bnq.prepare_fp32 first (every ReLU spelling as the
+Activation MXNet fuses; the fusion guard, as MXNet's fusion of a convolution
+shared by a BatchNorm and a shortcut is wrong).
 
     python example/imagenet_inference.py \\
         --symbol-file model/fashion_resnet20_v2-quantized-10batches-entropy-symbol.json \\
@@ -84,9 +85,9 @@ def load_model(symbol_file, param_file, logger):
     arg_params = {k[4:]: v for k, v in saved.items() if k.startswith('arg:')}
     aux_params = {k[4:]: v for k, v in saved.items() if k.startswith('aux:')}
     if not plugin and not is_quantized(sym):
-        sym, changes = mxnet_bnq.guard_shared_convolutions(sym)
+        sym, changes = mxnet_bnq.prepare_fp32(sym)
         for change in changes:
-            logger.info('fusion guard: %s', change)
+            logger.info('fp32 preparation: %s', change)
     return sym, arg_params, aux_params
 
 

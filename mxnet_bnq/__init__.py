@@ -19,7 +19,8 @@ _LAZY = {
     'quantize_net': 'quantization', 'rewrite_quantized_symbol': 'quantization',
     'BN_MODES': 'quantization', 'PASS_NAME': 'quantization',
     'report': 'layer_report', 'format_report': 'layer_report',
-    'guard_shared_convolutions': 'fusion_guard', 'check_fusion': 'fusion_guard',
+    'prepare_fp32': 'fp32_preparation', 'canonical_activations': 'fp32_preparation',
+    'guard_shared_convolutions': 'fp32_preparation', 'check_fusion': 'fp32_preparation',
     'partition': 'regions', 'region_report': 'regions', 'format_region_report': 'regions',
     'expand_regions': 'regions',
 }

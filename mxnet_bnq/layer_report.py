@@ -11,7 +11,7 @@ left to MXNet, with the reason (see regions.py).
 
 import numpy as np
 
-from .fusion_guard import UNSHARED_SUFFIX
+from .fp32_preparation import UNSHARED_SUFFIX
 from .graph_runner import (QUANTIZED_PREFIX, internal_outputs, run_symbol, subgraph_backend,
                            symbol_nodes)
 from .library import load, needs_plugin
@@ -79,7 +79,7 @@ def _fates(fp32_sym, qsym, excluded_sym_names, excluded_op_names):
             row.update(fate='folded into ' + fused_into[name]['op'],
                        detail=fused_into[name]['name'])
         rows.append(row)
-    # Convolutions the fusion guard duplicated (see fusion_guard.py).
+    # Convolutions the fusion guard duplicated (see fp32_preparation.py).
     all_names = set(by_name) | set(fused_into)
     for name in sorted(n for n in all_names if n.endswith(UNSHARED_SUFFIX)):
         rows.append({'layer': name[:-len(UNSHARED_SUFFIX)], 'node': name, 'fate': 'fusion guard',
@@ -127,7 +127,7 @@ def report(fp32_sym, qsym, arg_params=None, aux_params=None, qarg_params=None, q
     qnames = qsym.get_internals().list_outputs()
     q_outputs = [n for r in measured for n in _output_triplet(qnames, r['node'])]
     fp32_outputs = [r['layer'] + '_output' for r in measured]
-    # The fp32 reference runs without MXNet's fusion, which can be wrong (fusion_guard.py).
+    # The fp32 reference runs without MXNet's fusion, which can be wrong (fp32_preparation.py).
     with subgraph_backend('NONE'):
         fp32_values = run_symbol(
             internal_outputs(fp32_sym, fp32_outputs + [fp32_sym.list_outputs()[0]]), arg_params,

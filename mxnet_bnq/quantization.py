@@ -17,7 +17,7 @@ import tempfile
 import mxnet as mx
 from mxnet.contrib import quantization as mxq
 
-from .fusion_guard import guard_shared_convolutions
+from .fp32_preparation import prepare_fp32
 from .graph_runner import QUANTIZED_PREFIX, symbol_nodes
 from .library import load
 from .regions import PartitionNeedsShapes, partition
@@ -152,11 +152,10 @@ def _quantize(sym, arg_params, aux_params, data_names, label_names, ctx, exclude
     if logger:
         os.environ['MXNET_QUANTIZATION_VERBOSE'] = '1'
         logger.info('Quantizing symbol (standalone BatchNorm: %s)', bn_mode)
-    if fusion_guard:
-        sym, changes = guard_shared_convolutions(sym)
-        if logger:
-            for change in changes:
-                logger.info('fusion guard: %s', change)
+    sym, changes = prepare_fp32(sym, fusion_guard=fusion_guard)
+    if logger:
+        for change in changes:
+            logger.info('fp32 preparation: %s', change)
     if mkldnn:
         sym = sym.get_backend_symbol('MKLDNN_QUANTIZE')
     qsym, calib_layers = mxq._quantize_symbol(
@@ -218,8 +217,10 @@ def quantize_model(sym, arg_params, aux_params, data_names=('data',),
     """``mx.contrib.quantization.quantize_model`` plus the plugin's BatchNorm rewrite.
 
     Same arguments, defaults and return value ``(qsym, qarg_params, aux_params)``.
+    The fp32 symbol first gets :func:`mxnet_bnq.prepare_fp32` (every spelling of
+    ReLU as the ``Activation`` MXNet fuses and quantizes).
     Extras: ``bn_mode``, one of :data:`BN_MODES`; ``fusion_guard`` applies
-    :func:`mxnet_bnq.guard_shared_convolutions` first (MXNet's fp32 fusion is
+    :func:`mxnet_bnq.guard_shared_convolutions` there too (MXNet's fp32 fusion is
     wrong for a convolution shared by a BatchNorm and another consumer);
     ``regions`` partitions the result into int8 regions that the plugin runs
     (:func:`mxnet_bnq.regions.partition`; ``False`` gives the graph of MXNet's

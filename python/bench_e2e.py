@@ -2,7 +2,7 @@
 """End-to-end inference speed of quantized gluoncv models (random weights;
 speed does not depend on them), 224x224, synthetic data, per model and batch:
 
-  fp32              the fp32 model (MXNet's fp32 fusion, with the fusion guard)
+  fp32              the fp32 model (MXNet's fp32 fusion, after mxnet_bnq.prepare_fp32)
   MXNet int8        MXNet's own flow (mx.contrib.quantization.quantize_model_mkldnn),
                     run without the plugin
   ours, no regions  mxnet_bnq's flow with regions=False (MXNet runs every op)
@@ -86,7 +86,7 @@ def bind_saved(prefix, batch, image):
         mxnet_bnq.load()
     sym = mx.sym.load_json(text)
     if prefix.endswith('-fp32'):
-        sym, _ = mxnet_bnq.guard_shared_convolutions(sym)
+        sym, _ = mxnet_bnq.prepare_fp32(sym)
     saved = mx.nd.load(prefix + '-0000.params')
     # bind, not simple_bind: quantized weights keep their int8 type
     args = {k[4:]: v for k, v in saved.items() if k.startswith('arg:')}

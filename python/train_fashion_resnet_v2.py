@@ -256,7 +256,7 @@ def main(argv=None):
         LOG.warning("executor (NONE) accuracy differs from the Gluon accuracy")
     if abs(acc_default - gluon_acc) > 1e-3:
         LOG.warning("executor with the default subgraph backend differs from Gluon "
-                    "(MXNet 1.9.1 conv+BN+ReLU fusion bug, see mxnet_bnq.fusion_guard)")
+                    "(MXNet 1.9.1 conv+BN+ReLU fusion bug, see mxnet_bnq.fp32_preparation)")
     return 0
 
 

@@ -1,16 +1,24 @@
-"""Guard against a wrong fp32 fusion in MXNet 1.9.1.
+"""Our rewrites of the fp32 symbol, before MXNet's fusion and quantization.
 
-When a convolution's output feeds a BatchNorm *and* something else (the
-identity shortcut of a pre-activation block right after a bare conv stem, as
-in gluoncv's cifar_resnet*_v2), MXNet's MKLDNN fusion still folds the
-BatchNorm (and ReLU) into the convolution, and the other consumers get the
-folded tensor.  No error is raised; the model is simply wrong.
+``prepare_fp32`` applies both:
 
-``guard_shared_convolutions`` rewrites the fp32 symbol before any fusion: such
-a convolution is duplicated (sharing its weights), one copy feeding the
-BatchNorm alone, which MXNet then folds correctly, the other feeding the
-remaining consumers.  ``check_fusion`` lets users find such layers in any
-model by comparing executor outputs with and without MXNet's fusion.
+* ``canonical_activations``: MXNet's conv fusion and quantize pass only know
+  ``Activation(act_type='relu')``.  The same function spelled as the ``relu``
+  operator (``F.relu``, ``mx.sym.relu``) or as ``LeakyReLU`` with slope 0
+  becomes that op (same node name, same values), so conv+BN+ReLU fuses and
+  the ReLU is quantized whatever the spelling.
+* ``guard_shared_convolutions``: guards against a wrong fp32 fusion in MXNet
+  1.9.1.  When a convolution's output feeds a BatchNorm *and* something else
+  (the identity shortcut of a pre-activation block right after a bare conv
+  stem, as in gluoncv's cifar_resnet*_v2), MXNet's MKLDNN fusion still folds
+  the BatchNorm (and ReLU) into the convolution, and the other consumers get
+  the folded tensor.  No error is raised; the model is simply wrong.  Such a
+  convolution is duplicated (sharing its weights), one copy feeding the
+  BatchNorm alone, which MXNet then folds correctly, the other feeding the
+  remaining consumers.
+
+``check_fusion`` lets users find layers that MXNet's fusion changes in any
+model by comparing executor outputs with and without it.
 """
 import json
 
@@ -19,7 +27,8 @@ import numpy as np
 
 from .graph_runner import internal_outputs, run_symbol, subgraph_backend
 
-__all__ = ['guard_shared_convolutions', 'check_fusion', 'UNSHARED_SUFFIX']
+__all__ = ['prepare_fp32', 'canonical_activations', 'guard_shared_convolutions', 'check_fusion',
+           'UNSHARED_SUFFIX']
 
 UNSHARED_SUFFIX = '_bnq_unshared'
 FOLDING_CONSUMERS = ('BatchNorm',)
@@ -34,6 +43,47 @@ def _consumers(nodes, heads):
     for src, out, _ in heads:
         uses.setdefault((src, out), []).append(-1)
     return uses
+
+
+def _is_plain_relu(node):
+    """The node computes max(x, 0) under another name than Activation(relu)."""
+    attrs = node.get('attrs', {})
+    if node['op'] == 'relu':
+        return True
+    if node['op'] == 'LeakyReLU':
+        return attrs.get('act_type', 'leaky') == 'leaky' and float(attrs.get('slope', 0.25)) == 0
+    return False
+
+
+def canonical_activations(sym):
+    """Returns (symbol, [description of each change]): every ``relu`` operator
+    and every ``LeakyReLU(act_type='leaky', slope=0)`` becomes
+    ``Activation(act_type='relu')`` with the same name and input.  Symbols
+    without such a node come back unchanged."""
+    graph = json.loads(sym.tojson())
+    changes = []
+    for node in graph['nodes']:
+        if _is_plain_relu(node):
+            changes.append('%s (%s) is now Activation(act_type=relu), which MXNet fuses and '
+                           'quantizes' % (node['name'], node['op']))
+            node['op'] = 'Activation'
+            node['attrs'] = {'act_type': 'relu'}
+            node['inputs'] = node['inputs'][:1]
+    if not changes:
+        return sym, []
+    graph.pop('node_row_ptr', None)  # recomputed by MXNet on load
+    return mx.sym.load_json(json.dumps(graph)), changes
+
+
+def prepare_fp32(sym, fusion_guard=True):
+    """Returns (symbol, [description of each change]) after
+    ``canonical_activations`` and, with ``fusion_guard``,
+    ``guard_shared_convolutions``."""
+    sym, changes = canonical_activations(sym)
+    if fusion_guard:
+        sym, guarded = guard_shared_convolutions(sym)
+        changes += guarded
+    return sym, changes
 
 
 def guard_shared_convolutions(sym):
