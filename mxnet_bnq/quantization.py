@@ -190,10 +190,31 @@ def _quantize(sym, arg_params, aux_params, data_names, label_names, ctx, exclude
                                         excluded_sym_names=excluded_sym_names,
                                         excluded_op_names=excluded_op_names,
                                         quantized_dtype=quantized_dtype)
+    _report_fp32_batch_norms(qsym, excluded_sym_names, excluded_op_names, bn_mode, logger)
     # 'native' keeps MXNet's own BatchNorm op, which loading the plugin replaces.
     if regions and bn_mode != 'native':
         qsym = _partition(qsym, qarg_params, aux_params, data_shapes, logger)
     return qsym, qarg_params, aux_params
+
+
+def _report_fp32_batch_norms(qsym, excluded_sym_names, excluded_op_names, bn_mode, logger):
+    """Names every BatchNorm the quantized graph still runs in fp32, and why: a
+    warning unless the user asked for it (excluded, or bn_mode='fp32')."""
+    nodes = symbol_nodes(qsym)
+    for node in nodes:
+        if node['op'] != 'BatchNorm':
+            continue
+        name = node['name']
+        if name in excluded_sym_names or 'BatchNorm' in excluded_op_names or bn_mode != 'int8':
+            if logger:
+                logger.info('BatchNorm %s stays fp32 as asked (excluded or bn_mode=%r)', name,
+                            bn_mode)
+            continue
+        source = nodes[node['inputs'][0][0]]
+        why = ('its input comes from fp32 %s %r and no consumer reads int8 (MXNet left its '
+               'neighbours fp32)' % (source['op'], source['name']) if source['op'] != 'null'
+               else 'it reads the network input %r and no consumer reads int8' % source['name'])
+        logging.getLogger(__name__).warning('BatchNorm %s is left fp32: %s', name, why)
 
 
 def _partition(qsym, qarg_params, aux_params, data_shapes, logger):

@@ -137,6 +137,32 @@ def test_excluded_names_and_ops_stay_fp32():
                                               if k != 'bn_mode'})[0]['fate'] == 'fp32'
 
 
+def test_a_batchnorm_left_fp32_is_named_in_a_warning(caplog):
+    """Smart mode leaves a network's last BatchNorm fp32 (its consumer is fp32
+    pooling): the flow warns and says why; excluding it is only logged."""
+    data = mx.sym.var('data')
+    y = mx.sym.Convolution(data, num_filter=4, kernel=(3, 3), pad=(1, 1), name='conv_a') + \
+        mx.sym.Convolution(data, num_filter=4, kernel=(1, 1), name='conv_b')
+    y = mx.sym.BatchNorm(y, fix_gamma=False, name='last_bn')
+    y = mx.sym.Pooling(y, kernel=(1, 1), pool_type='max', name='pool')
+    shape = (8, 3, 6, 6)
+    args, aux = small_nets.random_params(y, shape)
+    calib = mx.io.NDArrayIter(np.random.default_rng(0).normal(0, 1, shape).astype('f'),
+                              batch_size=8)
+    with caplog.at_level(logging.WARNING, logger='mxnet_bnq'):
+        qsym, _, _ = mxnet_bnq.quantize_model_mkldnn(y, args, aux, calib_mode='naive',
+                                                     calib_data=calib, label_names=None)
+    assert node(qsym, 'last_bn')['op'] == 'BatchNorm'
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert 'last_bn is left fp32' in warning and '_contrib_dequantize' in warning, warning
+    caplog.clear()
+    calib.reset()
+    with caplog.at_level(logging.WARNING, logger='mxnet_bnq'):
+        mxnet_bnq.quantize_model_mkldnn(y, args, aux, calib_mode='naive', calib_data=calib,
+                                        label_names=None, excluded_sym_names=['last_bn'])
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
 def test_quantize_model_without_mkldnn_fusion():
     """The plain flow gets the same rewrite.  Its numbers are not checked against
     fp32: MXNet 1.9.1's own non-MKLDNN flow is already far off (or fails) on a
