@@ -430,3 +430,11 @@ BNQ_REGISTER_BATCH_NORM_OP(_contrib_quantized_batch_norm_relu_global_avg_pool,
                            bnq::kBatchNormReluPool);
 BNQ_REGISTER_BATCH_NORM_OP(_contrib_batch_norm_quantize, bnq::kFloatBatchNorm);
 BNQ_REGISTER_BATCH_NORM_OP(_contrib_batch_norm_relu_quantize, bnq::kFloatBatchNormRelu);
+
+// For tests: the shared BatchNorm kernel's primitive cache hits and misses.
+extern "C" __attribute__((visibility("default"))) void bnq_batch_norm_cache_counts(
+    uint64_t* hits, uint64_t* misses) {
+  const auto counts = bnq::SharedKernel().CacheCounts();
+  *hits = counts.first;
+  *misses = counts.second;
+}

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 
 #include <oneapi/dnnl/dnnl.hpp>
 
@@ -48,6 +49,9 @@ class ScaleShiftKernel {
   // Throws dnnl::error on a oneDNN failure.
   void Run(const ScaleShiftShape& shape, const void* src, const float* scale,
            const float* shift, void* dst);
+
+  // The primitive cache's (hits, misses).
+  std::pair<uint64_t, uint64_t> CacheCounts() { return cache_.Counts(); }
 
  private:
   dnnl::binary MakePrimitive(const ScaleShiftShape& shape) const;

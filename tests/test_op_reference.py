@@ -1,9 +1,12 @@
 """The plugin ops against the independent numpy reference (quant_reference)."""
+import ctypes
+
 import mxnet as mx
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
+import mxnet_bnq
 import quant_reference as ref
 from bn_cases import assert_within_one_step, make_case, run_op, run_reference
 
@@ -104,12 +107,26 @@ def test_zero_ranges_give_a_defined_result(rng):
     assert not q.any() and (lo, hi) == (0.0, 0.0)
 
 
+def cache_counts():
+    """(hits, misses) of the op's primitive cache, from the loaded library."""
+    counts = ctypes.CDLL(mxnet_bnq.library_path()).bnq_batch_norm_cache_counts
+    hits, misses = ctypes.c_uint64(), ctypes.c_uint64()
+    counts(ctypes.byref(hits), ctypes.byref(misses))
+    return hits.value, misses.value
+
+
 def test_repeated_calls_reuse_cached_primitives_and_stay_exact(rng):
     case = make_case(rng, (3, 5, 7, 7))
     first = run_op(case, min_calib_range=-2, max_calib_range=2)[0]
-    for shape in [(1, 5, 3, 3), (2, 5, 2, 2), (3, 5, 7, 7)] * 5:
+    shapes = [(1, 5, 3, 3), (2, 5, 2, 2), (3, 5, 7, 7)]
+    for shape in shapes:  # each shape built (or found) once
         run_op(make_case(rng, shape, channel_params={k: case[k] for k in
                                                      ('gamma', 'beta', 'mean', 'var')}))
+    hits, misses = cache_counts()
+    for shape in shapes * 5:
+        run_op(make_case(rng, shape, channel_params={k: case[k] for k in
+                                                     ('gamma', 'beta', 'mean', 'var')}))
+    assert cache_counts() == (hits + 15, misses)  # every call reused its primitive
     assert np.array_equal(run_op(case, min_calib_range=-2, max_calib_range=2)[0], first)
 
 

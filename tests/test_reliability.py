@@ -103,6 +103,59 @@ def test_fuzzed_attributes_ranges_and_dtypes_never_crash(attrs, lo, hi, dtype, n
     assert_within_one_step(q, expected, max_off_by_one_fraction=1.0)
 
 
+# Valid cases in the spellings users and saved models use: the axis within the
+# shape, parameters with the axis's channel count, attributes as MXNet passes
+# them (strings), calibrated or not.
+@st.composite
+def valid_cases(draw):
+    shape = tuple(draw(st.lists(st.integers(1, 5), min_size=1, max_size=5)))
+    axis = draw(st.integers(-len(shape), len(shape) - 1))
+    in_dtype = draw(st.sampled_from(['int8', 'uint8']))
+    attrs = {'axis': draw(st.sampled_from([str(axis), ' %d' % axis])),
+             'eps': draw(st.sampled_from(['1e-5', '0.001', '1E-3', '0.1', '2']))}
+    if draw(st.booleans()):
+        attrs['fix_gamma'] = draw(st.sampled_from(['True', 'False', 'true', 'false', '1', '0']))
+    if draw(st.booleans()):
+        lo = draw(st.floats(-50, 0, allow_subnormal=False))
+        hi = draw(st.floats(0.01, 50))
+        attrs.update(min_calib_range=repr(lo), max_calib_range=repr(hi))
+    return (shape, axis, in_dtype, draw(st.sampled_from([1e-3, 0.5, 4.0, 300.0])), attrs,
+            draw(st.booleans()), draw(st.integers(0, 2**31)))
+
+
+def test_fuzzed_valid_cases_reach_and_match_the_reference():
+    """Every valid case is accepted and gives the reference's result; at least
+    80% of the examples asked for reach that comparison (the garbage-input fuzz
+    above reaches it in a few of its examples only)."""
+    outcomes = []
+
+    @settings(max_examples=FUZZ_EXAMPLES, database=None, deadline=None)
+    @given(valid_cases())
+    def check(params):
+        shape, axis, in_dtype, data_range, attrs, relu, seed = params
+        outcomes.append(False)
+        case = make_case(np.random.default_rng(seed), shape, axis, in_dtype, data_range)
+        q, lo, hi = run_op(case, relu, **attrs)
+        reference_attrs = dict(axis=axis, eps=float(attrs['eps']))
+        if 'fix_gamma' in attrs:
+            reference_attrs['fix_gamma'] = attrs['fix_gamma'].lower() in ('true', '1')
+        if 'min_calib_range' in attrs:
+            reference_attrs.update(min_calib_range=float(attrs['min_calib_range']),
+                                   max_calib_range=float(attrs['max_calib_range']))
+        q_ref, lo_ref, hi_ref = run_reference(case, relu, **reference_attrs)
+        # Without calibration the extreme values sit exactly on a rounding tie
+        # (+-127.5), so whole channels may be one off (still within one step).
+        calibrated = 'min_calib_range' in attrs
+        assert_within_one_step(q, q_ref, max_off_by_one_fraction=0.01 if calibrated else 1.0)
+        assert (lo, hi) == pytest.approx((lo_ref, hi_ref), rel=1e-5, abs=1e-6)
+        outcomes[-1] = True
+
+    check()
+    # Hypothesis may also discard examples before `check` runs: count against
+    # the examples asked for.
+    assert sum(outcomes) >= 0.8 * FUZZ_EXAMPLES, (sum(outcomes), len(outcomes), FUZZ_EXAMPLES)
+
+
 PASS_OPTION_VALUES = st.one_of(st.text(max_size=12), st.sampled_from(
     ['true', 'false', 'quantized_bn=0:1', 'quantized_bn=1:0', 'x=nan:1', '=1:2', 'a=1:2;b=3:4',
      'int8', 'uint8', 'auto', 'bn', 'bn;relu', ';;;']))
