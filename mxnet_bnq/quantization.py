@@ -35,7 +35,7 @@ CALIB_MODES = ('none', 'naive', 'entropy')
 
 
 def _check_arguments(excluded_sym_names, excluded_op_names, calib_mode, calib_data,
-                     quantized_dtype, bn_mode, regions):
+                     quantized_dtype, quantize_granularity, bn_mode, regions):
     for name, value in (('excluded_sym_names', excluded_sym_names),
                         ('excluded_op_names', excluded_op_names)):
         if value is not None and not isinstance(value, list):
@@ -48,6 +48,9 @@ def _check_arguments(excluded_sym_names, excluded_op_names, calib_mode, calib_da
     if quantized_dtype not in ('int8', 'uint8', 'auto'):
         raise ValueError("unknown quantized_dtype %r, expected 'int8', 'uint8' or 'auto'"
                          % quantized_dtype)
+    if quantize_granularity not in ('tensor-wise', 'channel-wise'):  # as MXNet's flow
+        raise ValueError("unknown quantize_granularity %r, expected 'tensor-wise' or "
+                         "'channel-wise'" % (quantize_granularity,))
     if not isinstance(regions, bool):
         raise ValueError('regions must be True or False, got %r' % (regions,))
     if bn_mode not in BN_MODES:
@@ -136,7 +139,7 @@ def _quantize(sym, arg_params, aux_params, data_names, label_names, ctx, exclude
               quantize_mode, quantize_granularity, logger, bn_mode, mkldnn, fusion_guard,
               regions):
     _check_arguments(excluded_sym_names, excluded_op_names, calib_mode, calib_data,
-                     quantized_dtype, bn_mode, regions)
+                     quantized_dtype, quantize_granularity, bn_mode, regions)
     if not isinstance(ctx, mx.Context) or ctx.device_type != 'cpu':
         raise ValueError('mxnet_bnq quantizes for a single CPU context, got %s' % (ctx,))
     if not isinstance(sym, mx.sym.Symbol):

@@ -245,6 +245,9 @@ class NotHybridizable(mx.gluon.HybridBlock):
      ValueError, 'quantized_dtype'),
     (lambda s, a, x: mxnet_bnq.quantize_model_mkldnn(s, a, x, calib_mode='none', bn_mode='int4'), ValueError,
      'bn_mode'),
+    (lambda s, a, x: mxnet_bnq.quantize_model_mkldnn(s, a, x, calib_mode='none',
+                                                     quantize_granularity='bogus'),
+     ValueError, 'quantize_granularity'),
     (lambda s, a, x: mxnet_bnq.quantize_model_mkldnn(s, a, x, calib_mode='none', excluded_sym_names='bn'),
      ValueError, 'excluded_sym_names must be a list'),
     (lambda s, a, x: mxnet_bnq.quantize_net(NotHybridizable(), data_shapes=[('data', (1, 2))]),
@@ -255,6 +258,21 @@ def test_bad_input_gives_clear_errors(call, error, match):
     args, aux = small_nets.random_params(sym, (8, 4, 8, 8))
     with pytest.raises(error, match=match):
         call(sym, args, aux)
+
+
+@pytest.mark.parametrize('granularity,accepted', [('tensor-wise', True), ('channel-wise', True),
+                                                   ('bogus', False)])
+def test_quantize_granularity_is_checked_as_mxnet_checks_it(granularity, accepted):
+    sym = small_nets.bn_after_add()
+    args, aux = small_nets.random_params(sym, (8, 4, 8, 8))
+    for flow in (mx.contrib.quantization.quantize_model_mkldnn, mxnet_bnq.quantize_model_mkldnn):
+        if accepted:
+            flow(sym, args, aux, calib_mode='none', label_names=None,
+                 quantize_granularity=granularity)
+        else:
+            with pytest.raises(ValueError, match='quantize_granularity'):
+                flow(sym, args, aux, calib_mode='none', label_names=None,
+                     quantize_granularity=granularity)
 
 
 def test_symbol_without_batchnorm_is_quantized_as_mxnet_does():
