@@ -32,10 +32,16 @@ $(VENV)/.installed-deps: requirements.txt requirements-dev.txt constraints.txt
 
 venv: $(VENV)/.installed-deps
 
-# Build against the MXNet and oneDNN of .venv, so no build isolation.
-install: venv
+# Build against the MXNet and oneDNN of .venv, so no build isolation.  Only
+# when a source changed since the last install (the stamp file).
+PACKAGE_SOURCES := $(wildcard src_cpp/*.cc src_cpp/*.h src_cpp/region/*.cc src_cpp/region/*.h \
+                              mxnet_bnq/*.py) setup.py pyproject.toml MANIFEST.in README.md
+$(VENV)/.installed-package: $(VENV)/.installed-deps $(PACKAGE_SOURCES)
 	$(PIP) install --no-build-isolation --no-deps --force-reinstall .
 	$(PY) setup.py -q build_library   # the same library in the checkout, for scripts run from here
+	touch $@
+
+install: $(VENV)/.installed-package
 
 test: install $(FASHION_MNIST)
 	$(VENV)/bin/pytest tests $(PYTEST_ARGS)
@@ -71,4 +77,4 @@ fuzz:
 	  build/fuzz-corpus src_cpp/fuzz/corpus
 
 clean:
-	rm -rf build *.egg-info results
+	rm -rf build *.egg-info results $(VENV)/.installed-package
