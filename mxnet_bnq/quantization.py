@@ -201,23 +201,29 @@ def _quantize(sym, arg_params, aux_params, data_names, label_names, ctx, exclude
 
 
 def _report_fp32_batch_norms(qsym, excluded_sym_names, excluded_op_names, bn_mode, logger):
-    """Names every BatchNorm the quantized graph still runs in fp32, and why: a
-    warning unless the user asked for it (excluded, or bn_mode='fp32')."""
+    """Names every BatchNorm the quantized graph still runs in fp32, with its
+    neighbours: a warning unless the user asked for it."""
     nodes = symbol_nodes(qsym)
-    for node in nodes:
+    for i, node in enumerate(nodes):
         if node['op'] != 'BatchNorm':
             continue
         name = node['name']
-        if name in excluded_sym_names or 'BatchNorm' in excluded_op_names or bn_mode != 'int8':
+        asked = ('excluded_sym_names' if name in excluded_sym_names else
+                 'excluded_op_names' if 'BatchNorm' in excluded_op_names else
+                 'bn_mode=%r' % bn_mode if bn_mode != 'int8' else None)
+        if asked:
             if logger:
-                logger.info('BatchNorm %s stays fp32 as asked (excluded or bn_mode=%r)', name,
-                            bn_mode)
+                logger.info('BatchNorm %s stays fp32 (%s)', name, asked)
             continue
         source = nodes[node['inputs'][0][0]]
-        why = ('its input comes from fp32 %s %r and no consumer reads int8 (MXNet left its '
-               'neighbours fp32)' % (source['op'], source['name']) if source['op'] != 'null'
-               else 'it reads the network input %r and no consumer reads int8' % source['name'])
-        logging.getLogger(__name__).warning('BatchNorm %s is left fp32: %s', name, why)
+        consumers = sorted({'%s %r' % (n['op'], n['name']) for n in nodes
+                            if any(src == i for src, _, _ in n['inputs'])})
+        logging.getLogger(__name__).warning(
+            'BatchNorm %s is left fp32: it reads %s and feeds %s (the pass quantizes a '
+            'BatchNorm next to int8 ops only)', name,
+            'the network input %r' % source['name'] if source['op'] == 'null'
+            else '%s %r' % (source['op'], source['name']),
+            ', '.join(consumers) or 'the network output')
 
 
 def _partition(qsym, qarg_params, aux_params, data_shapes, logger):

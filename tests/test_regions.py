@@ -234,14 +234,16 @@ def test_fully_connected_chain_in_region_matches_numpy_reference(relu, seed):
     assert ops.count('_sg_mkldnn_fully_connected') == 2, ops
     attrs = [n['attrs'] for n in json.loads(qsym.tojson())['nodes'] if n['op'] != 'null']
     calib = [(float(a['min_calib_range']), float(a['max_calib_range'])) for a in attrs[:2]]
+    # quantize_v2 with its calibrated range, in MXNet's float32 order
     q = np.clip(np.rint(x * (F(127.5) / F(max(map(abs, calib[0]))))), -128, 127).astype(np.int8)
 
     def fc(name, q_in, in_range, calib_range):
         p = {k[len(name) + 1:]: v.asnumpy() for k, v in qargs.items() if k.startswith(name + '_')}
         return cref.quantized_fully_connected(
-            q_in, in_range, p['weight_quantize'], (p['weight_quantize_min'][0], p['weight_quantize_max'][0]),
-            p['bias_quantize'], (p['bias_quantize_min'][0], p['bias_quantize_max'][0]),
-            calib_range, relu=relu and calib_range is not None)
+            q_in, in_range, p['weight_quantize'],
+            (p['weight_quantize_min'][0], p['weight_quantize_max'][0]), p['bias_quantize'],
+            (p['bias_quantize_min'][0], p['bias_quantize_max'][0]), calib_range,
+            relu=relu and calib_range is not None)
 
     q1 = fc('fc1', q, calib[0], calib[1])
     expected = fc('fc2', q1, calib[1], None)

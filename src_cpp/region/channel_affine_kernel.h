@@ -9,8 +9,9 @@
 // give the same bits.  oneDNN's binary primitive reaches about a third of
 // memory-copy speed on these layouts; this kernel about half.
 //
-// Pure: depends on neither MXNet nor oneDNN.  Callers check Available() and
-// use oneDNN's binary primitive where it is false.
+// Pure: depends on neither MXNet nor oneDNN.  Callers check
+// ChannelAffineKernelAvailable() and use oneDNN's binary primitive where it is
+// false.
 #pragma once
 
 #include <cstdint>

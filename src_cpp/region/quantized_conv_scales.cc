@@ -189,13 +189,14 @@ bool QuantizeFullyConnected(QuantType data_type, float data_min, float data_max,
   }
   // MXNet's float order: the output scale over the data scale, then over the
   // weight scale; with a fused activation the output scale comes after it.
+  const QuantType out_type = out.relu ? QuantType::kUint8 : QuantType::kInt8;
   q->post_scale = 1.f;
   if (out.quantized && !out.relu) {
-    q->output_scale = QuantizeScale(out.type, out.min_calib, out.max_calib) / data_scale /
+    q->output_scale = QuantizeScale(out_type, out.min_calib, out.max_calib) / data_scale /
                       weight_scale;
   } else {
     q->output_scale = static_cast<float>(1.0 / data_scale) / weight_scale;
-    if (out.quantized) q->post_scale = QuantizeScale(out.type, out.min_calib, out.max_calib);
+    if (out.quantized) q->post_scale = QuantizeScale(out_type, out.min_calib, out.max_calib);
   }
   if (!std::isfinite(q->output_scale) || !std::isfinite(q->post_scale)) {
     *error = "the ranges of the fully connected op give a non-finite output scale";

@@ -75,8 +75,7 @@ bool QuantizeConv(const ConvOutput& out, int64_t out_channels, int64_t per_chann
 // ReLU (with_eltwise), which MXNet applies before the output scale.
 struct FullyConnectedOutput {
   bool quantized = false;  // false: float output
-  QuantType type = QuantType::kInt8;
-  bool relu = false;
+  bool relu = false;       // the output is uint8 with a ReLU, else int8
   float min_calib = 0.f, max_calib = 0.f;
 };
 

@@ -503,12 +503,7 @@ class CompiledRegion::Builder {
     const MXTensor& w = Param(node->inputs[1], mxnet::ext::kInt8, oc * k);
     const MXTensor* b = a.no_bias ? nullptr : &Param(node->inputs[2], mxnet::ext::kInt8, oc);
     auto scalar = [&](int i) { return Scalar(node->inputs[base + i]); };
-    FullyConnectedOutput out;
-    out.quantized = !a.float_output;
-    out.type = a.relu ? QuantType::kUint8 : QuantType::kInt8;
-    out.relu = a.relu;
-    out.min_calib = a.min_calib;
-    out.max_calib = a.max_calib;
+    const FullyConnectedOutput out{!a.float_output, a.relu, a.min_calib, a.max_calib};
     QuantizedFullyConnected q;
     std::string error;
     if (!QuantizeFullyConnected(ToQuantType(in.md.get_data_type(), node), scalar(0), scalar(1),

@@ -371,7 +371,7 @@ bool ParseFullyConnected(const Node* node, FullyConnectedAttrs* fc, std::string*
     if (n->op == "null") continue;
     if (n->op == "Activation" && eltwise && !fc->relu) {
       auto t = n->attrs.find("act_type");
-      if (t == n->attrs.end() || t->second != "relu") {
+      if (t == n->attrs.end() || Trim(t->second) != "relu") {
         *why = "fused activation " + (t == n->attrs.end() ? std::string("?") : t->second) +
                " of a fully connected op is not supported in regions yet";
         return false;

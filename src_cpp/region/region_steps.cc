@@ -7,7 +7,6 @@
 #include <omp.h>
 
 #include "../channel_mean_kernel.h"
-#include "channel_affine_kernel.h"
 
 namespace bnq {
 namespace region {
@@ -102,7 +101,7 @@ ChannelAffineStep::ChannelAffineStep(std::string name, int src, int dst,
                                      std::vector<float> scale, std::vector<float> shift,
                                      dt src_type, dt dst_type, int64_t pixels)
     : Step(std::move(name)), scale_(std::move(scale)), shift_(std::move(shift)),
-      src_type_(src_type), dst_type_(dst_type), pixels_(pixels) {
+      src_type_(ToByteType(src_type)), dst_type_(ToByteType(dst_type)), pixels_(pixels) {
   reads_.push_back(src);
   writes_.push_back(dst);
 }
@@ -118,8 +117,8 @@ void ChannelAffineStep::Execute(dnnl::stream& stream, const std::vector<Value>& 
     const int64_t chunk = (pixels_ + threads - 1) / threads;
     const int64_t begin = std::min(pixels_, thread * chunk);
     const int64_t end = std::min(pixels_, begin + chunk);
-    ChannelAffineRows(src, ToByteType(src_type_), scale_.data(), shift_.data(), dst,
-                      ToByteType(dst_type_), channels, begin, end);
+    ChannelAffineRows(src, src_type_, scale_.data(), shift_.data(), dst, dst_type_, channels,
+                      begin, end);
   }
 }
 

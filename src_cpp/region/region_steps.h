@@ -22,6 +22,8 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "channel_affine_kernel.h"
+
 namespace bnq {
 namespace region {
 
@@ -115,7 +117,7 @@ class ChannelAffineStep : public Step {
 
  private:
   std::vector<float> scale_, shift_;
-  dnnl::memory::data_type src_type_, dst_type_;
+  ByteType src_type_, dst_type_;
   int64_t pixels_;
 };
 
