@@ -1,5 +1,6 @@
 """Independent numpy reference of MXNet 1.9.1's quantized convolution numerics
-(the fused `_sg_mkldnn_conv` with min/max_calib_range) and of its tensor-wise
+(the fused `_sg_mkldnn_conv`, calibrated or with int32 output between
+uncalibrated quantize and requantize) and of its tensor-wise
 quantized fully connected op (`_sg_mkldnn_fully_connected`), written from the
 formulas in REGION-FACTS / mkldnn_conv.cc / mkldnn_fc.cc, not from the
 library's code.
@@ -99,6 +100,42 @@ def quantized_conv(q_in, in_range, w, b, calib_range, out_dtype, stride, pad, di
         y = np.maximum(y, F(0))
     lo, hi = LIMITS[out_dtype]
     return np.clip(np.rint(y), lo, hi).astype(out_dtype)
+
+
+def quantize_measured(x):
+    """MXNet's uncalibrated quantize_v2 (int8): the range is the data's own."""
+    real = max(abs(F(x.min())), abs(F(x.max())))
+    q = np.clip(np.rint(x.astype(F) * (RANGE['int8'] / F(real))), -128, 127).astype(np.int8)
+    return q, (-real, real)
+
+
+def uncalibrated_conv(q_in, in_range, w, b, stride, pad, dilate=(1, 1), groups=1, relu=False):
+    """int32 output and range of MXNet's uncalibrated fused convolution: one
+    weight scale for the tensor, the bias at data scale x weight scale, and the
+    range of one weight level times one data level times INT32_MAX."""
+    ds = quantize_scale(str(q_in.dtype), *in_range)
+    w_abs = F(np.abs(w.astype(F)).max())
+    ws = F(127.5) / w_abs
+    wq = np.clip(np.rint(w.astype(F) * ws), -128, 127).astype(np.int64)
+    acc = conv2d_int(q_in, wq, stride, pad, dilate, groups)
+    if b is not None:
+        acc = acc + np.rint(b.astype(F) * (ws * ds)).astype(np.int64).reshape(1, -1, 1, 1)
+    if relu:
+        acc = np.maximum(acc, 0)
+    levels = {'int8': F(127), 'uint8': F(255)}[str(q_in.dtype)]
+    top = (w_abs / F(127)) * (max(abs(F(in_range[0])), abs(F(in_range[1]))) / levels) * INT32_MAX_F
+    return acc, (-top, top)
+
+
+def requantize_measured(acc, in_range):
+    """MXNet's uncalibrated requantize to int8: the range of the int32 data's
+    largest magnitude, in levels of 127 (not 127.5)."""
+    in_abs = max(abs(F(in_range[0])), abs(F(in_range[1])))
+    data_range = F(np.abs(acc).max())
+    real = data_range * in_abs / F(2147483648.0)
+    scale = (in_abs / F(2147483648.0)) * (F(127) / real)
+    q = np.clip(np.rint(acc.astype(F) * scale), -128, 127).astype(np.int8)
+    return q, (-real, real)
 
 
 def round_away(x):

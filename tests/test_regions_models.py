@@ -71,6 +71,36 @@ def test_resnet50_v2_with_regions_follows_the_graph_without(tmp_path):
     assert sqnr_db(expected, got) >= 45
 
 
+def test_uncalibrated_resnet18_v2_runs_in_one_region_as_mxnet_does(tmp_path):
+    """calib_mode='none': quantize and every requantize measure their input's
+    range at each forward, and each convolution's int32 bias and range follow.
+    All of it runs in one region with MXNet's bits, except the classifier:
+    MXNet keeps an uncalibrated fully connected op's first input range."""
+    sym, args, aux = model_zoo.export('resnet18_v2', str(tmp_path))
+    shape = model_zoo.INPUT_SHAPES['resnet18_v2']
+    calib = np.random.default_rng(0).normal(0, 1, (8,) + shape[1:]).astype('f')
+    qsym, qargs, qaux = mxnet_bnq.quantize_model_mkldnn(
+        sym, args, aux, calib_mode='none', label_names=None, quantized_dtype='auto',
+        calib_data=mx.io.NDArrayIter(calib, batch_size=8), regions=False)
+    psym = mxnet_bnq.partition(qsym, qargs, qaux, data_shapes={'data': (4,) + shape[1:]})
+    report = mxnet_bnq.region_report(psym)
+    (fc,) = report['left_to_mxnet']
+    assert fc['op'] == '_sg_mkldnn_fully_connected' and 'first forward' in fc['reason'], fc
+    biggest = max(report['regions'], key=lambda r: r['ops'])
+    assert biggest['ops'] >= 50, report['regions']
+    executors = []
+    for s in (qsym, psym):
+        bound = {k: v for k, v in qargs.items() if k in s.list_arguments()}
+        bound['data'] = mx.nd.zeros((4,) + shape[1:])
+        executors.append(s.bind(mx.cpu(), args=bound, aux_states=qaux, grad_req='null'))
+    rng = np.random.default_rng(5)
+    for scale in (1.0, 3.0, 0.5):  # the measured ranges change from forward to forward
+        x = mx.nd.array(scale * rng.normal(0, 1, (4,) + shape[1:]))
+        expected, got = (e.forward(is_train=False, data=x)[0].asnumpy() for e in executors)
+        assert agreement(expected, got) == 1.0
+        assert sqnr_db(expected, got) >= 45
+
+
 def test_resnet18_v1_regions_follow_the_reference_at_every_convolution(tmp_path):
     """Each fused convolution of quantized resnet18_v1, run as a region, against
     the numpy reference; MXNet itself is wrong from the first downsampling block

@@ -4,7 +4,8 @@
 // UBSan); any crash, sanitizer report or broken invariant stops the run.
 //
 // The region's pure scale arithmetic (MXNet's quantized conv and fully
-// connected ops) is fuzzed on the same float bytes.
+// connected ops, quantize and requantize with ranges measured at run time)
+// is fuzzed on the same float bytes.
 //
 // Input layout: "key=value\n" lines for the attributes / options, then after
 // a NUL byte the raw bytes of the per-channel parameters and ranges (floats).
@@ -79,6 +80,24 @@ void FuzzConvScales(const std::vector<float>& f) {
         }
       }
     }
+  }
+  // The arithmetic of ranges measured at run time.
+  for (auto type : {bnq::QuantType::kInt8, bnq::QuantType::kUint8}) {
+    r::Int32ConvOutput o;
+    r::Int32ConvOutputFor(type, f[0], f[1], f[2], f[3], bias, out_channels, &o);
+    Check(o.bias.size() == static_cast<size_t>(out_channels));
+    Check(std::isnan(o.max_output) || o.min_output == -o.max_output);
+    const r::Requantized q = r::QuantizeFloat(type, std::min(f[0], f[1]), std::max(f[0], f[1]));
+    if (type == bnq::QuantType::kInt8) Check(!(q.min > q.max));
+  }
+  // Uncalibrated requantize: the data's largest magnitude lands on the
+  // type's largest level (up to float rounding).
+  const float data_max = std::fabs(f[0]) < 2.1e9f ? std::fabs(std::nearbyint(f[0])) : 1e9f;
+  const float in_range = std::fabs(f[1]);
+  if (data_max >= 1.f && std::isfinite(in_range) && in_range > 1e-20f && in_range < 1e20f) {
+    const r::Requantized q = r::RequantizeInt32(bnq::QuantType::kInt8, -in_range, in_range,
+                                                false, 0.f, 0.f, -data_max, data_max / 2);
+    Check(std::fabs(data_max * q.scale - 127.f) <= 127.f * 1e-5f && q.min == -q.max);
   }
   std::vector<int8_t> w8(static_cast<size_t>(out_channels * per_channel));
   std::vector<int8_t> b8(static_cast<size_t>(out_channels));

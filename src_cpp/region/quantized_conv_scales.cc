@@ -4,6 +4,7 @@
 #include <climits>
 #include <cmath>
 #include <limits>
+#include <utility>
 
 namespace bnq {
 namespace region {
@@ -107,12 +108,8 @@ bool QuantizeConv(const ConvOutput& out, int64_t out_channels, int64_t per_chann
   } else {
     const float total = *std::max_element(max_abs.begin(), max_abs.end());
     weight_scales.assign(1, total != 0.f ? 127.5f / total : kInt32MaxAsFloat);
-    // MXNet's int32 output range: one level of weight times one level of data.
-    const float weight_level = total / 127.f;
-    const float data_level = MaxAbs(out.data_min, out.data_max) /
-                             (out.data_type == QuantType::kInt8 ? 127.f : 255.f);
-    q->max_output = weight_level * data_level * kInt32MaxAsFloat;
-    q->min_output = -q->max_output;
+    q->weight_scale = weight_scales[0];
+    q->weight_max_abs = total;
   }
 
   q->weights.resize(count);
@@ -123,11 +120,10 @@ bool QuantizeConv(const ConvOutput& out, int64_t out_channels, int64_t per_chann
     }
   }
   q->bias.clear();
-  if (bias != nullptr) {
+  if (out.calibrated && bias != nullptr) {
     q->bias.resize(out_channels);
     for (int64_t c = 0; c < out_channels; ++c) {
-      const float bias_scale = weight_scales[out.calibrated ? c : 0] * q->data_scale;
-      q->bias[c] = SaturateRoundS32(bias[c] * bias_scale);
+      q->bias[c] = SaturateRoundS32(bias[c] * (weight_scales[c] * q->data_scale));
     }
   }
 
@@ -141,7 +137,13 @@ bool QuantizeConv(const ConvOutput& out, int64_t out_channels, int64_t per_chann
     q->min_output = out.calib_min;
     q->max_output = out.calib_max;
   } else {
-    q->output_scale = q->data_scale * weight_scales[0];
+    Int32ConvOutput int32;
+    Int32ConvOutputFor(out.data_type, out.data_min, out.data_max, q->weight_scale,
+                       q->weight_max_abs, bias, out_channels, &int32);
+    q->bias = std::move(int32.bias);
+    q->output_scale = int32.output_scale;
+    q->min_output = int32.min_output;
+    q->max_output = int32.max_output;
     q->requantize.assign(1, 1.f);
   }
   // Tiny or huge ranges (a denormal maximum, say) make the scales overflow.
@@ -152,6 +154,56 @@ bool QuantizeConv(const ConvOutput& out, int64_t out_channels, int64_t per_chann
     }
   }
   return true;
+}
+
+void Int32ConvOutputFor(QuantType data_type, float data_min, float data_max,
+                        float weight_scale, float weight_max_abs, const float* bias,
+                        int64_t out_channels, Int32ConvOutput* out) {
+  const float data_scale = QuantizeScale(data_type, data_min, data_max);
+  out->bias.clear();
+  if (bias != nullptr) {
+    out->bias.resize(out_channels);
+    for (int64_t c = 0; c < out_channels; ++c) {
+      out->bias[c] = SaturateRoundS32(bias[c] * (weight_scale * data_scale));
+    }
+  }
+  out->output_scale = data_scale * weight_scale;
+  // MXNet's int32 output range (QuantizationRangeForS8S8/S8U8Multiplication):
+  // one level of weight times one level of data, times INT32_MAX.
+  const float weight_level = weight_max_abs / 127.f;
+  const float data_level = MaxAbs(data_min, data_max) /
+                           (data_type == QuantType::kInt8 ? 127.f : 255.f);
+  out->max_output = weight_level * data_level * kInt32MaxAsFloat;
+  out->min_output = -out->max_output;
+}
+
+Requantized QuantizeFloat(QuantType out, float min, float max) {
+  const float range = MaxAbs(min, max);
+  Requantized r;
+  r.scale = QuantizedRange(out) / range;
+  r.min = out == QuantType::kUint8 ? min : -range;
+  r.max = out == QuantType::kUint8 ? max : range;
+  return r;
+}
+
+Requantized RequantizeInt32(QuantType out, float in_min, float in_max, bool calibrated,
+                            float calib_min, float calib_max, float data_min, float data_max) {
+  // MXNet's MinAbs(INT32_MIN, INT32_MAX) as a float: 2^31.
+  constexpr float kInt32Range = 2147483648.f;
+  const float in_range = MaxAbs(in_min, in_max);
+  float real_range;
+  if (calibrated) {
+    real_range = MaxAbs(calib_min, calib_max);
+  } else {
+    real_range = MaxAbs(data_min, data_max) * in_range / kInt32Range;
+  }
+  // Not 127.5 / 255.5 here: MXNet requantizes to the type's largest value.
+  const float levels = out == QuantType::kUint8 ? 255.f : 127.f;
+  Requantized r;
+  r.scale = in_range / kInt32Range * (levels / real_range);
+  r.min = out == QuantType::kUint8 ? 0.f : -real_range;
+  r.max = real_range;
+  return r;
 }
 
 bool QuantizeFullyConnected(QuantType data_type, float data_min, float data_max,

@@ -54,9 +54,40 @@ struct QuantizedConv {
   std::vector<int32_t> bias;       // empty without a bias
   std::vector<float> requantize;   // per output channel (calibrated) or one value
   float data_scale = 0.f;
-  float output_scale = 0.f;        // levels per unit of the output (calibrated)
+  float output_scale = 0.f;        // levels per unit of the output
+  float min_output = 0.f, max_output = 0.f;
+  // Uncalibrated: the one weight scale and the weights' max |w|, what
+  // Int32ConvOutputFor needs when the input range changes.
+  float weight_scale = 0.f, weight_max_abs = 0.f;
+};
+
+// The parts of an uncalibrated (int32 output) convolution that depend on its
+// input range, which MXNet recomputes whenever that range changes: the int32
+// bias, the output scale (levels of the int32 output per unit) and MXNet's
+// output range.  `bias` (float, after any BatchNorm folding) may be null.
+struct Int32ConvOutput {
+  std::vector<int32_t> bias;
+  float output_scale = 0.f;
   float min_output = 0.f, max_output = 0.f;
 };
+void Int32ConvOutputFor(QuantType data_type, float data_min, float data_max,
+                        float weight_scale, float weight_max_abs, const float* bias,
+                        int64_t out_channels, Int32ConvOutput* out);
+
+// MXNet's quantize_v2 of float data and requantize of int32 data: the output
+// range and the scale of q = saturate(round(x * scale)).
+struct Requantized {
+  float min = 0.f, max = 0.f, scale = 0.f;
+};
+// quantize_v2: [min, max] is the calibrated range or (uncalibrated) the data's
+// own minimum and maximum.
+Requantized QuantizeFloat(QuantType out, float min, float max);
+// requantize of int32 data whose real range is [in_min, in_max]: to the
+// calibrated range, or (uncalibrated) to max(|data_min|, |data_max|) levels
+// of the input, the data's own extremes (int32 values as floats, as MXNet
+// multiplies them).
+Requantized RequantizeInt32(QuantType out, float in_min, float in_max, bool calibrated,
+                            float calib_min, float calib_max, float data_min, float data_max);
 
 // MXNet's GetWeightScales + ConvertWeightBias2MKLDNN + the requantize scales
 // of SgMKLDNNConvOperator::Forward.  `bias` may be null.  Calibrated:

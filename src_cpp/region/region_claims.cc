@@ -53,7 +53,10 @@ std::vector<std::string> ClaimReasons(const Graph* graph) {
   const size_t n = graph->size();
   std::vector<std::string> reasons(n);
   std::map<const Node*, size_t> index;
-  for (size_t i = 0; i < n; ++i) {
+  // Claimed nodes whose output range a region measures at run time: an
+  // uncalibrated quantize or requantize, and what derives its range from one.
+  std::vector<bool> run_time(n, false);
+  for (size_t i = 0; i < n; ++i) {  // inputs before their consumers
     const Node* node = graph->getNode(i);
     index[node] = i;
     if (node->op == "null") {
@@ -62,7 +65,26 @@ std::vector<std::string> ClaimReasons(const Graph* graph) {
     }
     RegionNode parsed;
     std::string why;
-    if (!ParseRegionNode(node, &parsed, &why)) reasons[i] = why;
+    if (!ParseRegionNode(node, &parsed, &why)) {
+      reasons[i] = why;
+      continue;
+    }
+    const Node* measured_by = nullptr;
+    for (const auto& e : node->inputs) {
+      if (run_time[index[e.node]]) measured_by = e.node;
+    }
+    const bool calibrated_conv = parsed.kind == OpKind::kConv && parsed.conv.calibrated;
+    if (measured_by != nullptr &&
+        (calibrated_conv || parsed.kind == OpKind::kFullyConnected)) {
+      // MXNet quantizes such an op's weights for its input range, again
+      // whenever that changes.
+      reasons[i] = "its input range is measured at run time (by " + measured_by->name +
+                   ") and it needs a constant one";
+      continue;
+    }
+    const bool measures = (parsed.kind == OpKind::kQuantize ||
+                           parsed.kind == OpKind::kRequantize) && !parsed.quantize.calibrated;
+    run_time[i] = parsed.kind != OpKind::kDequantize && (measures || measured_by != nullptr);
   }
   // MXNet 1.9.1's fused convolution with_sum computes wrong results when its
   // sum operand is a library op's (plain) output: never end a region there.

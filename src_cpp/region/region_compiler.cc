@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <stdexcept>
 #include <utility>
@@ -166,6 +167,7 @@ class CompiledRegion::Builder {
         case OpKind::kFlatten: Flatten(node); break;
         case OpKind::kBatchNorm: BatchNorm(node, parsed.bn); break;
         case OpKind::kQuantize: Quantize(node, parsed.quantize); break;
+        case OpKind::kRequantize: Requantize(node, parsed.quantize); break;
         case OpKind::kDequantize: Dequantize(node); break;
         case OpKind::kAdd: Add(node, parsed.add); break;
         case OpKind::kConcat: Concat(node, parsed.concat); break;
@@ -219,15 +221,26 @@ class CompiledRegion::Builder {
     return t;
   }
 
-  // A range (min or max) of quantized data: a region input or a node's output 1 or 2.
-  float Scalar(const NodeEntry& e) {
+  // A range end (min or max) of quantized data: a region input (a constant
+  // the region is built for) or a node's output 1 or 2.
+  RangeEnd End(const NodeEntry& e) {
     auto found = scalars_.find({e.node, e.entry});
     if (found != scalars_.end()) return found->second;
     const MXTensor& t = InputTensor(e, InputUse::kScalar);
     if (t.dtype != mxnet::ext::kFloat32 || t.size() != 1) Fail(e.node, "a range must be one float32");
     const float v = *static_cast<const float*>(t.data_ptr);
     r_.input_records_[input_index_[e.node]].scalar = v;
-    return v;
+    return Constant(v);
+  }
+
+  // A range end that must be known when the region is built.
+  float Scalar(const Node* consumer, const NodeEntry& e) {
+    const RangeEnd end = End(e);
+    if (end.at_run_time()) {
+      Fail(consumer, "needs a constant input range, and " + e.node->name +
+                         " measures its range at run time");
+    }
+    return end.value;
   }
 
   int Add(const Value& v) {
@@ -242,18 +255,45 @@ class CompiledRegion::Builder {
     return false;
   }
 
-  int NewValue(const dnnl::memory::desc& md, float min, float max) {
+  int NewValue(const dnnl::memory::desc& md) {
     Value v;
     v.md = md;
-    v.min = min;
-    v.max = max;
     return Add(v);
   }
 
-  void SetOutputs(const Node* node, int value, float min, float max) {
+  static RangeEnd Constant(float v) {
+    RangeEnd e;
+    e.value = v;
+    return e;
+  }
+
+  // Two new run-time range slots (min, max); returns the first.
+  int NewRangeSlots() {
+    r_.ranges_.resize(r_.ranges_.size() + 2);
+    return static_cast<int>(r_.ranges_.size()) - 2;
+  }
+
+  static RangeEnd Slot(int slot) {
+    RangeEnd e;
+    e.slot = slot;
+    return e;
+  }
+
+  static bool AtRunTime(std::initializer_list<RangeEnd> ends) {
+    for (const RangeEnd& e : ends) {
+      if (e.at_run_time()) return true;
+    }
+    return false;
+  }
+
+  void SetOutputs(const Node* node, int value, RangeEnd min, RangeEnd max) {
     values_[{node, 0}] = value;
     scalars_[{node, 1}] = min;
     scalars_[{node, 2}] = max;
+  }
+
+  void SetOutputs(const Node* node, int value, float min, float max) {
+    SetOutputs(node, value, Constant(min), Constant(max));
   }
 
   PrimitiveStep* AddStep(const Node* node, const std::string& what, dnnl::primitive p) {
@@ -265,7 +305,7 @@ class CompiledRegion::Builder {
   int InLayout(const Node* node, int value, const dnnl::memory::desc& md) {
     const Value v = r_.values_[value];  // a copy: NewValue() may move the vector
     if (v.md == md) return value;
-    const int copy = NewValue(md, v.min, v.max);
+    const int copy = NewValue(md);
     dnnl::reorder::primitive_desc pd(r_.engine_, v.md, r_.engine_, md);
     PrimitiveStep* s = AddStep(node, "/reorder", dnnl::reorder(pd));
     s->Read(DNNL_ARG_FROM, value, v.md);
@@ -315,10 +355,23 @@ class CompiledRegion::Builder {
                              static_cast<const float*>(var.data_ptr), a.bn.eps, a.bn.fix_gamma},
                             oc, per_channel, &weights, &bias);
     }
-    const int dmin = a.data_min_input();
-    ConvOutput out{ToQuantType(in.md.get_data_type(), node), Scalar(node->inputs[dmin]),
-                   Scalar(node->inputs[dmin + 1]), a.calibrated, a.min_calib, a.max_calib,
-                   a.uint8_output()};
+    const int dmin = a.data_min_input(), smin = dmin + 2;
+    const QuantType data_type = ToQuantType(in.md.get_data_type(), node);
+    const RangeEnd data_lo = End(node->inputs[dmin]), data_hi = End(node->inputs[dmin + 1]);
+    RangeEnd sum_lo, sum_hi;
+    if (a.with_sum) {
+      sum_lo = End(node->inputs[smin]);
+      sum_hi = End(node->inputs[smin + 1]);
+    }
+    const bool run_time = AtRunTime({data_lo, data_hi, sum_lo, sum_hi});
+    if (a.calibrated && run_time) {
+      // MXNet re-quantizes the weights whenever such a range changes.
+      Fail(node, "a calibrated convolution needs constant input ranges");
+    }
+    // The weights of an uncalibrated convolution do not depend on the data
+    // range: a placeholder stands in for one measured at run time.
+    ConvOutput out{data_type, run_time ? 0.f : data_lo.value, run_time ? 1.f : data_hi.value,
+                   a.calibrated, a.min_calib, a.max_calib, a.uint8_output()};
     if (out.data_min < 0 && out.data_type == QuantType::kUint8) {
       Fail(node, "uint8 data with a negative range");
     }
@@ -339,7 +392,7 @@ class CompiledRegion::Builder {
       dilates.push_back(a.dilate[i] - 1);
       pad.push_back(a.pad[i]);
     }
-    const dt out_type = a.uint8_output() ? dt::u8 : dt::s8;
+    const dt out_type = !a.calibrated ? dt::s32 : a.uint8_output() ? dt::u8 : dt::s8;
     const dims w_dims = g == 1 ? dims{oc, ic, a.kernel[0], a.kernel[1]}
                                : dims{g, oc / g, ic / g, a.kernel[0], a.kernel[1]};
     const dnnl::memory::desc w_plain(w_dims, dt::s8, g == 1 ? tag::oihw : tag::goihw);
@@ -347,7 +400,6 @@ class CompiledRegion::Builder {
 
     dnnl::post_ops ops;
     int sum = -1;
-    float sum_scale = 1.f;
     switch (a.act) {
       case FusedAct::kNone: break;
       case FusedAct::kRelu: ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f); break;
@@ -361,22 +413,35 @@ class CompiledRegion::Builder {
     }
     if (a.with_sum) {
       sum = Data(node->inputs[a.sum_input()]);
-      const int smin = a.data_min_input() + 2;
-      const QuantType sum_type = ToQuantType(r_.values_[sum].md.get_data_type(), node);
-      sum_scale = q.output_scale /
-                  QuantizeScale(sum_type, Scalar(node->inputs[smin]), Scalar(node->inputs[smin + 1]));
-      // The operand is read in its own type: a uint8 operand stays unsigned
-      // (MXNet 1.9.1 reads it as the int8 output type, see the README).
-      ops.append_sum(sum_scale, 0, r_.values_[sum].md.get_data_type());
+      const dt operand_type = r_.values_[sum].md.get_data_type();
+      if (a.calibrated) {
+        const float sum_scale =
+            q.output_scale / QuantizeScale(ToQuantType(operand_type, node), sum_lo.value,
+                                           sum_hi.value);
+        // The operand is read in its own type: a uint8 operand stays unsigned
+        // (MXNet 1.9.1 reads it as the int8 output type, see the README).
+        ops.append_sum(sum_scale, 0, operand_type);
+      } else {
+        // int32 output: MXNet widens the operand to int32 in the output
+        // buffer and adds it times s = output scale / operand scale.  A sum
+        // scale is fixed when a oneDNN primitive is made, so the scales that
+        // follow the ranges carry it: weights and bias scaled by 1/s, the
+        // operand added as it is, the whole divided by the dst scale 1/s
+        // (relu and leaky relu commute with a positive factor).
+        ops.append_sum(1.f, 0, dt::s32);
+      }
     }
     if (a.with_postsum_act) ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
     dnnl::primitive_attr attr;
-    attr.set_scales_mask(DNNL_ARG_WEIGHTS, g == 1 ? 1 : 3);
+    attr.set_scales_mask(DNNL_ARG_WEIGHTS, a.calibrated && g == 1 ? 1 : a.calibrated ? 3 : 0);
+    if (!a.calibrated && a.with_sum) attr.set_scales_mask(DNNL_ARG_DST, 0);
     attr.set_post_ops(ops);
 
     const dnnl::memory::desc src_any(in_dims, in.md.get_data_type(), tag::any);
-    // With a sum the output must be viewable in the operand's type: NHWC.
-    const dnnl::memory::desc dst_md(out_dims, out_type, a.with_sum ? tag::nhwc : tag::any);
+    // With a sum the output must be viewable in the operand's type, and an
+    // int32 output is read by requantize: NHWC.
+    const dnnl::memory::desc dst_md(out_dims, out_type,
+                                    a.with_sum || !a.calibrated ? tag::nhwc : tag::any);
     dnnl::convolution_forward::primitive_desc pd(
         r_.engine_, dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
         src_any, dnnl::memory::desc(w_dims, dt::s8, tag::any), bias_md, dst_md, strides,
@@ -388,10 +453,11 @@ class CompiledRegion::Builder {
       if (!q.bias.empty()) bias_f32[c] = static_cast<float>(q.bias[c]) * q.requantize[c];
     }
     const int src = InLayout(node, data, pd.src_desc());
-    const int dst = NewValue(pd.dst_desc(), q.min_output, q.max_output);
+    const int dst = NewValue(pd.dst_desc());
     if (sum >= 0) {
       const Value operand = r_.values_[sum];
-      const dnnl::memory::desc view = WithType(pd.dst_desc(), operand.md.get_data_type());
+      const dnnl::memory::desc view =
+          WithType(pd.dst_desc(), a.calibrated ? operand.md.get_data_type() : dt::s32);
       if (operand.kind == ValueKind::kIntermediate && operand.md == view && sum != data &&
           sum != src && LastRead(node->inputs[a.sum_input()]) && !HasAliases(sum)) {
         // Nothing reads the operand later: add into its own buffer.
@@ -410,10 +476,52 @@ class CompiledRegion::Builder {
     s->Constant(DNNL_ARG_WEIGHTS, weights_mem);
     s->Constant(DNNL_ARG_BIAS, Owned(r_.engine_, bias_md, bias_f32.data()));
     s->Constant(DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS,
-                Owned(r_.engine_, dnnl::memory::desc({oc}, dt::f32, tag::a), q.requantize.data()));
+                Owned(r_.engine_, dnnl::memory::desc({static_cast<int64_t>(q.requantize.size())},
+                                                     dt::f32, tag::a),
+                      q.requantize.data()));
     if (sum >= 0) s->Read(DNNL_ARG_DST, dst, pd.dst_desc());
     s->Write(DNNL_ARG_DST, dst, pd.dst_desc());
-    SetOutputs(node, dst, q.min_output, q.max_output);
+    if (a.calibrated) {
+      SetOutputs(node, dst, q.min_output, q.max_output);
+      return;
+    }
+    if (a.with_sum) {
+      const float one = 1.f;
+      s->Constant(DNNL_ARG_ATTR_SCALES | DNNL_ARG_DST,
+                  Owned(r_.engine_, dnnl::memory::desc({1}, dt::f32, tag::a), &one));
+    }
+    // The int32 bias, the scales and the output range follow the input ranges.
+    const int out_slot = run_time ? NewRangeSlots() : -1;
+    const float weight_scale = q.weight_scale, weight_max_abs = q.weight_max_abs;
+    const bool with_sum = a.with_sum;
+    const QuantType operand_type =
+        with_sum ? ToQuantType(r_.values_[sum].md.get_data_type(), node) : QuantType::kInt8;
+    s->set_rescale([=](Ranges& ranges) {
+      Int32ConvOutput o;
+      Int32ConvOutputFor(data_type, data_lo.Get(ranges), data_hi.Get(ranges), weight_scale,
+                         weight_max_abs, bias.empty() ? nullptr : bias.data(), oc, &o);
+      float inverse = 1.f;  // 1 / s
+      if (with_sum) {
+        const float sum_scale =
+            o.output_scale / QuantizeScale(operand_type, sum_lo.Get(ranges), sum_hi.Get(ranges));
+        inverse = 1.f / sum_scale;
+        *s->ConstantFloats(DNNL_ARG_ATTR_SCALES | DNNL_ARG_DST) = inverse;
+      }
+      *s->ConstantFloats(DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS) = inverse;
+      float* b = s->ConstantFloats(DNNL_ARG_BIAS);
+      for (int64_t c = 0; c < oc; ++c) {
+        b[c] = o.bias.empty() ? 0.f : static_cast<float>(o.bias[c]) * inverse;
+      }
+      if (out_slot >= 0) {
+        ranges[out_slot] = o.min_output;
+        ranges[out_slot + 1] = o.max_output;
+      }
+    });
+    if (run_time) {
+      SetOutputs(node, dst, Slot(out_slot), Slot(out_slot + 1));
+    } else {
+      SetOutputs(node, dst, q.min_output, q.max_output);
+    }
   }
 
   void Pooling(const Node* node, PoolingAttrs a) {
@@ -438,12 +546,11 @@ class CompiledRegion::Builder {
         r_.engine_, dnnl::prop_kind::forward_inference, alg, in.md,
         dnnl::memory::desc(out_dims, in.md.get_data_type(), tag::any), {a.stride[0], a.stride[1]},
         {a.kernel[0], a.kernel[1]}, {0, 0}, {a.pad[0], a.pad[1]}, pad_r);
-    const float min = Scalar(node->inputs[1]), max = Scalar(node->inputs[2]);
-    const int dst = NewValue(pd.dst_desc(), min, max);
+    const int dst = NewValue(pd.dst_desc());
     PrimitiveStep* s = AddStep(node, "", dnnl::pooling_forward(pd));
     s->Read(DNNL_ARG_SRC, data, in.md);
     s->Write(DNNL_ARG_DST, dst, pd.dst_desc());
-    SetOutputs(node, dst, min, max);
+    SetOutputs(node, dst, End(node->inputs[1]), End(node->inputs[2]));
   }
 
   void Relu(const Node* node) {
@@ -451,12 +558,11 @@ class CompiledRegion::Builder {
     const dnnl::memory::desc md = r_.values_[data].md;
     dnnl::eltwise_forward::primitive_desc pd(r_.engine_, dnnl::prop_kind::forward_inference,
                                              dnnl::algorithm::eltwise_relu, md, md, 0.f, 0.f);
-    const float min = Scalar(node->inputs[1]), max = Scalar(node->inputs[2]);
-    const int dst = NewValue(md, min, max);
+    const int dst = NewValue(md);
     PrimitiveStep* s = AddStep(node, "", dnnl::eltwise_forward(pd));
     s->Read(DNNL_ARG_SRC, data, md);
     s->Write(DNNL_ARG_DST, dst, md);
-    SetOutputs(node, dst, min, max);
+    SetOutputs(node, dst, End(node->inputs[1]), End(node->inputs[2]));
   }
 
   // `value` as a 2-D (N, rest) tensor in NCHW element order.
@@ -472,12 +578,12 @@ class CompiledRegion::Builder {
     for (size_t i = 2; i < d.size(); ++i) unit_spatial = unit_spatial && d[i] == 1;
     if (unit_spatial && v.kind == ValueKind::kIntermediate && IsStrided(v.md) &&
         v.md.get_strides()[1] == 1 && v.md.get_strides()[0] == rest) {
-      const int alias = NewValue(flat, v.min, v.max);
+      const int alias = NewValue(flat);
       r_.values_[alias].alias_of = value;
       return alias;
     }
     const dnnl::memory::desc plain = PlainDesc(d, v.md.get_data_type());
-    const int out = NewValue(flat, v.min, v.max);
+    const int out = NewValue(flat);
     dnnl::reorder::primitive_desc pd(r_.engine_, v.md, r_.engine_, plain);
     PrimitiveStep* s = AddStep(node, "/flatten", dnnl::reorder(pd));
     s->Read(DNNL_ARG_FROM, value, v.md);
@@ -487,7 +593,7 @@ class CompiledRegion::Builder {
 
   void Flatten(const Node* node) {
     const int out = Flattened(node, Data(node->inputs[0]));
-    SetOutputs(node, out, Scalar(node->inputs[1]), Scalar(node->inputs[2]));
+    SetOutputs(node, out, End(node->inputs[1]), End(node->inputs[2]));
   }
 
   void FullyConnected(const Node* node, const FullyConnectedAttrs& a) {
@@ -502,7 +608,7 @@ class CompiledRegion::Builder {
     const int64_t n = in.md.get_dims()[0], k = in.md.get_dims()[1], oc = a.num_hidden;
     const MXTensor& w = Param(node->inputs[1], mxnet::ext::kInt8, oc * k);
     const MXTensor* b = a.no_bias ? nullptr : &Param(node->inputs[2], mxnet::ext::kInt8, oc);
-    auto scalar = [&](int i) { return Scalar(node->inputs[base + i]); };
+    auto scalar = [&](int i) { return Scalar(node, node->inputs[base + i]); };
     const FullyConnectedOutput out{!a.float_output, a.relu, a.min_calib, a.max_calib};
     QuantizedFullyConnected q;
     std::string error;
@@ -530,7 +636,7 @@ class CompiledRegion::Builder {
         Reordered(dnnl::memory::desc({oc, k}, dt::s8, tag::ab), q.weights.data(), pd.weights_desc());
     std::vector<float> bias_f32(oc, 0.f);
     for (size_t c = 0; c < q.bias.size(); ++c) bias_f32[c] = static_cast<float>(q.bias[c]) * q.output_scale;
-    const int dst = NewValue(pd.dst_desc(), a.min_calib, a.max_calib);
+    const int dst = NewValue(pd.dst_desc());
     PrimitiveStep* s = AddStep(node, "", dnnl::inner_product_forward(pd));
     s->Read(DNNL_ARG_SRC, data, in.md);
     s->Constant(DNNL_ARG_WEIGHTS, weights_mem);
@@ -551,26 +657,38 @@ class CompiledRegion::Builder {
     const dims d = in.md.get_dims();
     if (d.size() < 2) Fail(node, "expects data with a channel axis");
     const int64_t c = d[1];
-    const MXTensor& gamma = Param(node->inputs[1], mxnet::ext::kFloat32, c);
-    const MXTensor& beta = Param(node->inputs[2], mxnet::ext::kFloat32, c);
-    const MXTensor& mean = Param(node->inputs[3], mxnet::ext::kFloat32, c);
-    const MXTensor& var = Param(node->inputs[4], mxnet::ext::kFloat32, c);
-    const ChannelParams params{static_cast<const float*>(gamma.data_ptr),
-                               static_cast<const float*>(beta.data_ptr),
-                               static_cast<const float*>(mean.data_ptr),
-                               static_cast<const float*>(var.data_ptr), c};
+    // Copies: a rescale hook folds them again at each forward.
+    const std::vector<float> gamma = Floats(Param(node->inputs[1], mxnet::ext::kFloat32, c));
+    const std::vector<float> beta = Floats(Param(node->inputs[2], mxnet::ext::kFloat32, c));
+    const std::vector<float> mean = Floats(Param(node->inputs[3], mxnet::ext::kFloat32, c));
+    const std::vector<float> var = Floats(Param(node->inputs[4], mxnet::ext::kFloat32, c));
     const QuantType out_type = a.relu ? QuantType::kUint8 : QuantType::kInt8;
-    FoldedScaleShift folded;
-    std::string error;
-    bool ok;
-    if (a.float_input) {
-      ok = FoldScaleShiftFloatInput(a.bn, params, out_type, a.relu, &folded, &error);
-    } else {
-      ok = FoldScaleShift(a.bn, params, Scalar(node->inputs[5]), Scalar(node->inputs[6]),
-                          ToQuantType(in.md.get_data_type(), node), out_type, a.relu, &folded,
-                          &error);
+    RangeEnd in_lo, in_hi;
+    if (!a.float_input) {
+      in_lo = End(node->inputs[5]);
+      in_hi = End(node->inputs[6]);
     }
-    if (!ok) Fail(node, error);
+    const bool run_time = AtRunTime({in_lo, in_hi});
+    const QuantType in_type =
+        a.float_input ? QuantType::kInt8 : ToQuantType(in.md.get_data_type(), node);
+    // The fold for an input range (min, max); throws what cannot be folded.
+    const std::string name = node->name;
+    auto fold = [=](float min, float max) {
+      const ChannelParams params{gamma.data(), beta.data(), mean.data(), var.data(), c};
+      FoldedScaleShift folded;
+      std::string error;
+      const bool ok = a.float_input
+                          ? FoldScaleShiftFloatInput(a.bn, params, out_type, a.relu, &folded, &error)
+                          : FoldScaleShift(a.bn, params, min, max, in_type, out_type, a.relu,
+                                           &folded, &error);
+      if (!ok) throw std::runtime_error(name + ": " + error);
+      return folded;
+    };
+    // At build time a measured range is not known yet: any valid one makes the steps.
+    const FoldedScaleShift folded = fold(run_time ? 0.f : in_lo.value, run_time ? 1.f : in_hi.value);
+    const int range_slot = run_time ? NewRangeSlots() : -1;
+    const RangeEnd out_lo = run_time ? Slot(range_slot) : Constant(folded.min_output);
+    const RangeEnd out_hi = run_time ? Slot(range_slot + 1) : Constant(folded.max_output);
 
     const dt dst_type = a.relu ? dt::u8 : dt::s8;
     if (!a.float_input && IsChannelsLast(in.md) && HandKernelsAllowed()) {
@@ -578,11 +696,19 @@ class CompiledRegion::Builder {
       int64_t pixels = 1;
       for (size_t i = 0; i < d.size(); ++i) pixels *= i == 1 ? 1 : d[i];
       const dnnl::memory::desc dst_md = WithType(in.md, dst_type);
-      const int dst = NewValue(dst_md, folded.min_output, folded.max_output);
-      r_.steps_.emplace_back(new ChannelAffineStep(node->name, data, dst, folded.scale,
-                                                   folded.shift, in.md.get_data_type(),
-                                                   dst_type, pixels));
-      FinishBatchNorm(node, a, d, dst, dst_md, folded);
+      const int dst = NewValue(dst_md);
+      auto* step = new ChannelAffineStep(node->name, data, dst, folded.scale, folded.shift,
+                                         in.md.get_data_type(), dst_type, pixels);
+      r_.steps_.emplace_back(step);
+      if (run_time) {
+        step->set_rescale([=](Ranges& ranges) {
+          FoldedScaleShift f = fold(in_lo.Get(ranges), in_hi.Get(ranges));
+          ranges[range_slot] = f.min_output;
+          ranges[range_slot + 1] = f.max_output;
+          step->SetScaleShift(std::move(f.scale), std::move(f.shift));
+        });
+      }
+      FinishBatchNorm(node, a, d, dst, dst_md, out_lo, out_hi);
       return;
     }
     // dst = src * scale[c] + shift[c], one binary primitive with a post-op, in
@@ -598,22 +724,31 @@ class CompiledRegion::Builder {
         IsStrided(in.md) ? WithType(in.md, dst_type) : dnnl::memory::desc(d, dst_type, tag::any);
     dnnl::binary::primitive_desc pd(r_.engine_, dnnl::algorithm::binary_mul, in.md, channel_md,
                                     dst_md, attr);
-    const int dst = NewValue(pd.dst_desc(), folded.min_output, folded.max_output);
+    const int dst = NewValue(pd.dst_desc());
     PrimitiveStep* s = AddStep(node, "", dnnl::binary(pd));
+    constexpr int kShift = DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1;
     s->Read(DNNL_ARG_SRC_0, data, in.md);
     s->Constant(DNNL_ARG_SRC_1, Owned(r_.engine_, channel_md, folded.scale.data()));
-    s->Constant(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1,
-                Owned(r_.engine_, channel_md, folded.shift.data()));
+    s->Constant(kShift, Owned(r_.engine_, channel_md, folded.shift.data()));
     s->Write(DNNL_ARG_DST, dst, pd.dst_desc());
-    FinishBatchNorm(node, a, d, dst, pd.dst_desc(), folded);
+    if (run_time) {
+      s->set_rescale([=](Ranges& ranges) {
+        const FoldedScaleShift f = fold(in_lo.Get(ranges), in_hi.Get(ranges));
+        ranges[range_slot] = f.min_output;
+        ranges[range_slot + 1] = f.max_output;
+        std::copy(f.scale.begin(), f.scale.end(), s->ConstantFloats(DNNL_ARG_SRC_1));
+        std::copy(f.shift.begin(), f.shift.end(), s->ConstantFloats(kShift));
+      });
+    }
+    FinishBatchNorm(node, a, d, dst, pd.dst_desc(), out_lo, out_hi);
   }
 
   // The BatchNorm's outputs, or with global average pooling fused, the mean step after it.
   void FinishBatchNorm(const Node* node, const BatchNormOpAttrs& a, const dims& d, int dst,
-                       const dnnl::memory::desc& dst_md, const FoldedScaleShift& folded) {
+                       const dnnl::memory::desc& dst_md, RangeEnd out_lo, RangeEnd out_hi) {
     const int64_t c = d[1];
     if (!a.global_avg_pool) {
-      SetOutputs(node, dst, folded.min_output, folded.max_output);
+      SetOutputs(node, dst, out_lo, out_hi);
       return;
     }
     // The mean of each channel, summed exactly over the channels-last BN+ReLU output.
@@ -628,63 +763,164 @@ class CompiledRegion::Builder {
     dims pooled(d.size(), 1);
     pooled[0] = d[0];
     pooled[1] = c;
-    const int mean_value = NewValue(PlainDesc(pooled, dt::u8), folded.min_output, folded.max_output);
+    const int mean_value = NewValue(PlainDesc(pooled, dt::u8));
     r_.steps_.emplace_back(new ChannelMeanStep(node->name + "/mean", src, mean_value, d[0], c,
                                                count));
-    SetOutputs(node, mean_value, folded.min_output, folded.max_output);
+    SetOutputs(node, mean_value, out_lo, out_hi);
   }
 
-  // MXNet's quantize_v2 with a calibrated range: q = saturate(round(x * scale)),
-  // scale = (127.5 | 255.5) / max(|min|, |max|), as one reorder (NHWC for 4-D
-  // data, the layout int8 convolutions read).
+  // A scaled copy whose scale and output range `rule` computes from the
+  // ranges: once here when every range it reads is constant, else before
+  // each forward (into two new range slots).
+  using RangeRule = std::function<Requantized(const Ranges&)>;
+  void RangedCopy(const Node* node, int src, const dnnl::memory::desc& dst_md, bool run_time,
+                  RangeRule rule) {
+    if (!run_time) {
+      const Requantized r = rule(r_.ranges_);
+      SetOutputs(node, ScaledCopy(node, src, dst_md, r.scale), r.min, r.max);
+      return;
+    }
+    const int slot = NewRangeSlots();
+    PrimitiveStep* step = nullptr;
+    const int dst = ScaledCopy(node, src, dst_md, 1.f, &step);
+    step->set_rescale([=](Ranges& ranges) {
+      const Requantized r = rule(ranges);
+      *step->ConstantFloats(DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC) = r.scale;
+      ranges[slot] = r.min;
+      ranges[slot + 1] = r.max;
+    });
+    SetOutputs(node, dst, Slot(slot), Slot(slot + 1));
+  }
+
+  // MXNet's quantize_v2 of float32 data: q = saturate(round(x * scale)),
+  // scale = (127.5 | 255.5) / max(|min|, |max|) of the calibrated range or
+  // (uncalibrated) of the data's own minimum and maximum, measured at each
+  // forward.  One reorder, into NHWC for 4-D data (what int8 convolutions read).
   void Quantize(const Node* node, const QuantizeAttrs& a) {
     const int data = Data(node->inputs[0]);
     const Value in = r_.values_[data];
     if (in.md.get_data_type() != dt::f32) Fail(node, "regions quantize float32 data only");
     const QuantType type = a.uint8_output() ? QuantType::kUint8 : QuantType::kInt8;
-    const float range = std::max(std::fabs(a.min_calib), std::fabs(a.max_calib));
-    if (!(range > 0.f)) Fail(node, "the calibrated range is empty");
-    const float scale = QuantizedRange(type) / range;
+    if (a.calibrated && !(std::max(std::fabs(a.min_calib), std::fabs(a.max_calib)) > 0.f)) {
+      Fail(node, "the calibrated range is empty");
+    }
     const dims d = in.md.get_dims();
     const dt out_type = type == QuantType::kUint8 ? dt::u8 : dt::s8;
     const dnnl::memory::desc out_md =
         d.size() == 4 ? dnnl::memory::desc(d, out_type, tag::nhwc) : PlainDesc(d, out_type);
-    const float lo = type == QuantType::kUint8 ? a.min_calib : -range;
-    const float hi = type == QuantType::kUint8 ? a.max_calib : range;
-    SetOutputs(node, ScaledCopy(node, data, out_md, scale, lo, hi), lo, hi);
+    if (a.calibrated) {
+      RangedCopy(node, data, out_md, false,
+                 [=](const Ranges&) { return QuantizeFloat(type, a.min_calib, a.max_calib); });
+      return;
+    }
+    const int measured = MeasureRange(node, data);
+    RangedCopy(node, data, out_md, true, [=](const Ranges& r) {
+      return QuantizeFloat(type, r[measured], r[measured + 1]);
+    });
+  }
+
+  // A step that writes the minimum and maximum of `value` (float32 or int32,
+  // strided) into two new range slots; returns the first.
+  int MeasureRange(const Node* node, int value) {
+    const dnnl::memory::desc md = r_.values_[value].md;
+    if (!IsStrided(md)) Fail(node, "measures the range of a blocked tensor");
+    const int slot = NewRangeSlots();
+    const int64_t elements = static_cast<int64_t>(md.get_size() / sizeof(float));
+    r_.steps_.emplace_back(
+        new MinMaxStep(node->name + "/measure", value, md.get_data_type(), elements, slot));
+    return slot;
+  }
+
+  // MXNet's requantize of int32 data (requantize-inl.h): to the calibrated
+  // range, or to the range of the data's own extremes, measured at each forward.
+  void Requantize(const Node* node, const QuantizeAttrs& a) {
+    const int raw = Data(node->inputs[0]);
+    const Value in = r_.values_[raw];
+    if (in.md.get_data_type() != dt::s32) Fail(node, "requantizes int32 data only");
+    const int data = InLayout(node, raw, StridedOrPlain(in.md));
+    const RangeEnd in_lo = End(node->inputs[1]), in_hi = End(node->inputs[2]);
+    const QuantType type = a.uint8_output() ? QuantType::kUint8 : QuantType::kInt8;
+    const dnnl::memory::desc out_md =
+        WithType(r_.values_[data].md, type == QuantType::kUint8 ? dt::u8 : dt::s8);
+    const int measured = a.calibrated ? -1 : MeasureRange(node, data);
+    RangedCopy(node, data, out_md, measured >= 0 || AtRunTime({in_lo, in_hi}),
+               [=](const Ranges& r) {
+                 return RequantizeInt32(type, in_lo.Get(r), in_hi.Get(r), a.calibrated,
+                                        a.min_calib, a.max_calib,
+                                        measured >= 0 ? r[measured] : 0.f,
+                                        measured >= 0 ? r[measured + 1] : 0.f);
+               });
   }
 
   // MXNet's dequantize: x = q * (max(|min|, |max|) / (127.5 | 255.5)), float32 NCHW.
   void Dequantize(const Node* node) {
     const int data = Data(node->inputs[0]);
     const Value in = r_.values_[data];
-    const float lo = Scalar(node->inputs[1]), hi = Scalar(node->inputs[2]);
-    const float scale = std::max(std::fabs(lo), std::fabs(hi)) /
-                        QuantizedRange(ToQuantType(in.md.get_data_type(), node));
-    values_[{node, 0}] = ScaledCopy(node, data, PlainDesc(in.md.get_dims(), dt::f32), scale, 0.f,
-                                    0.f);
+    const RangeEnd lo = End(node->inputs[1]), hi = End(node->inputs[2]);
+    const float levels = QuantizedRange(ToQuantType(in.md.get_data_type(), node));
+    auto scale_of = [levels](float min, float max) {
+      return std::max(std::fabs(min), std::fabs(max)) / levels;
+    };
+    const dnnl::memory::desc out_md = PlainDesc(in.md.get_dims(), dt::f32);
+    if (!AtRunTime({lo, hi})) {
+      values_[{node, 0}] = ScaledCopy(node, data, out_md, scale_of(lo.value, hi.value));
+      return;
+    }
+    PrimitiveStep* step = nullptr;
+    values_[{node, 0}] = ScaledCopy(node, data, out_md, 1.f, &step);
+    step->set_rescale([=](Ranges& ranges) {
+      *step->ConstantFloats(DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC) =
+          scale_of(lo.Get(ranges), hi.Get(ranges));
+    });
   }
 
   // A new value: saturate(round(fl(src * scale))) in layout and type `dst_md`,
-  // one reorder with a source scale (oneDNN rounds to nearest even).
+  // one reorder with a source scale (oneDNN rounds to nearest even).  `step`,
+  // if given, receives the reorder step (whose scale a rescale hook may set).
   int ScaledCopy(const Node* node, int src, const dnnl::memory::desc& dst_md, float scale,
-                 float lo, float hi) {
+                 PrimitiveStep** step = nullptr) {
     const dnnl::memory::desc src_md = r_.values_[src].md;
     dnnl::primitive_attr attr;
     attr.set_scales_mask(DNNL_ARG_SRC, 0);
     dnnl::reorder::primitive_desc pd(r_.engine_, src_md, r_.engine_, dst_md, attr);
-    const int dst = NewValue(dst_md, lo, hi);
+    const int dst = NewValue(dst_md);
     PrimitiveStep* s = AddStep(node, "/scale", dnnl::reorder(pd));
     s->Read(DNNL_ARG_FROM, src, src_md);
     s->Constant(DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC,
                 Owned(r_.engine_, dnnl::memory::desc({1}, dt::f32, tag::a), &scale));
     s->Write(DNNL_ARG_TO, dst, dst_md);
+    if (step != nullptr) *step = s;
     return dst;
   }
 
   // `md` if strided (plain, NHWC, ...), else the plain layout of its dims.
   static dnnl::memory::desc StridedOrPlain(const dnnl::memory::desc& md) {
     return IsStrided(md) ? md : PlainDesc(md.get_dims(), md.get_data_type());
+  }
+
+  // The scales of MXNet's quantized elemwise_add for operand ranges (max-abs):
+  // each operand to the output's levels; the output range.
+  struct AddScales {
+    float lhs, rhs, min, max;
+  };
+  static AddScales ScalesOfAdd(const AddAttrs& a, QuantType lq, QuantType rq, dt out_type,
+                               float lhs_abs, float rhs_abs) {
+    AddScales s;
+    if (a.calibrated) {
+      const float out_range = QuantizedRange(out_type == dt::u8 ? QuantType::kUint8 : QuantType::kInt8);
+      const float out_scale = out_range / std::max(std::fabs(a.min_calib), std::fabs(a.max_calib));
+      s.lhs = out_scale / (QuantizedRange(lq) / lhs_abs);
+      s.rhs = out_scale / (QuantizedRange(rq) / rhs_abs);
+      s.min = a.min_calib;
+      s.max = a.max_calib;
+    } else {
+      const float out_range = 2147483648.f;
+      s.lhs = (lhs_abs * out_range) / ((lhs_abs + rhs_abs) * QuantizedRange(lq));
+      s.rhs = (rhs_abs * out_range) / ((lhs_abs + rhs_abs) * QuantizedRange(rq));
+      s.max = lhs_abs + rhs_abs;
+      s.min = -s.max;
+    }
+    return s;
   }
 
   // MXNet's quantized elemwise_add (mkldnn_quantized_elemwise_add.cc): each
@@ -698,82 +934,105 @@ class CompiledRegion::Builder {
     if (r_.values_[lhs].md.get_dims() != r_.values_[rhs].md.get_dims()) {
       Fail(node, "operands of different shapes");
     }
-    const float lhs_abs = std::max(std::fabs(Scalar(node->inputs[2])), std::fabs(Scalar(node->inputs[3])));
-    const float rhs_abs = std::max(std::fabs(Scalar(node->inputs[4])), std::fabs(Scalar(node->inputs[5])));
-    dt out_type;
-    float out_min, out_max, out_range;
-    if (a.calibrated) {
-      out_type = lhs_type == rhs_type ? lhs_type : dt::s8;
-      out_min = a.min_calib;
-      out_max = a.max_calib;
-      out_range = QuantizedRange(out_type == dt::u8 ? QuantType::kUint8 : QuantType::kInt8);
-    } else {
-      out_type = dt::s32;
-      out_max = lhs_abs + rhs_abs;
-      out_min = -out_max;
-      out_range = 2147483648.f;
-    }
-    // The scale that takes an operand of type q and max-abs range `abs` to the output.
-    auto scale_of = [&](QuantType q, float abs) {
-      if (a.calibrated) {
-        const float out_scale = out_range / std::max(std::fabs(a.min_calib), std::fabs(a.max_calib));
-        return out_scale / (QuantizedRange(q) / abs);
-      }
-      return (abs * out_range) / ((lhs_abs + rhs_abs) * QuantizedRange(q));
+    std::vector<RangeEnd> ends;
+    for (int i = 2; i < 6; ++i) ends.push_back(End(node->inputs[i]));
+    const bool run_time = AtRunTime({ends[0], ends[1], ends[2], ends[3]});
+    const dt out_type = !a.calibrated ? dt::s32 : lhs_type == rhs_type ? lhs_type : dt::s8;
+    auto scales = [=](const Ranges& r) {
+      const float lhs_abs = std::max(std::fabs(ends[0].Get(r)), std::fabs(ends[1].Get(r)));
+      const float rhs_abs = std::max(std::fabs(ends[2].Get(r)), std::fabs(ends[3].Get(r)));
+      return ScalesOfAdd(a, lq, rq, out_type, lhs_abs, rhs_abs);
     };
-    float lhs_scale = scale_of(lq, lhs_abs), rhs_scale = scale_of(rq, rhs_abs);
+    const AddScales built = scales(r_.ranges_);  // the final ones unless run_time
     // Both operands in one strided layout (the left one's).
     const dnnl::memory::desc layout = StridedOrPlain(r_.values_[lhs].md);
     lhs = InLayout(node, lhs, layout);
     rhs = InLayout(node, rhs, WithType(layout, rhs_type));
     dt a_type = lhs_type, b_type = rhs_type;
+    // -1: no operand is rescaled on its own; 0: the left one; 1: the right one.
+    int converted = -1;
+    PrimitiveStep* convert = nullptr;
     if (lhs_type != rhs_type) {
       if (rhs_type == dt::u8) {
-        rhs = ScaledCopy(node, rhs, WithType(layout, dt::s8), rhs_scale, 0.f, 0.f);
-        rhs_scale = 1.f;
+        rhs = ScaledCopy(node, rhs, WithType(layout, dt::s8), built.rhs, &convert);
         b_type = dt::s8;
+        converted = 1;
       } else {
-        lhs = ScaledCopy(node, lhs, WithType(layout, dt::s8), lhs_scale, 0.f, 0.f);
-        lhs_scale = 1.f;
+        lhs = ScaledCopy(node, lhs, WithType(layout, dt::s8), built.lhs, &convert);
         a_type = dt::s8;
+        converted = 0;
       }
     }
-    const int dst = NewValue(WithType(layout, out_type), out_min, out_max);
-    r_.steps_.emplace_back(new ScaledAddStep(node->name, lhs, rhs, dst, lhs_scale, rhs_scale,
-                                             a_type, b_type, out_type,
-                                             static_cast<int64_t>(layout.get_size())));
-    SetOutputs(node, dst, out_min, out_max);
+    const int dst = NewValue(WithType(layout, out_type));
+    auto* add = new ScaledAddStep(node->name, lhs, rhs, dst, converted == 0 ? 1.f : built.lhs,
+                                  converted == 1 ? 1.f : built.rhs, a_type, b_type, out_type,
+                                  static_cast<int64_t>(layout.get_size()));
+    r_.steps_.emplace_back(add);
+    if (!run_time) {
+      SetOutputs(node, dst, built.min, built.max);
+      return;
+    }
+    const int slot = NewRangeSlots();
+    // One hook on the first of the steps sets the scales of both.
+    Step* first = convert != nullptr ? static_cast<Step*>(convert) : add;
+    first->set_rescale([=](Ranges& ranges) {
+      const AddScales s = scales(ranges);
+      if (convert != nullptr) {
+        *convert->ConstantFloats(DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC) = converted == 0 ? s.lhs : s.rhs;
+      }
+      add->SetScales(converted == 0 ? 1.f : s.lhs, converted == 1 ? 1.f : s.rhs);
+      ranges[slot] = s.min;
+      ranges[slot + 1] = s.max;
+    });
+    SetOutputs(node, dst, Slot(slot), Slot(slot + 1));
   }
 
   // MXNet's quantized concat: output range (min(0, mins), max(0, maxs)),
   // int8 if any input is; each input rescaled to it unless its scale is already
-  // the output's (exact float comparison), then a plain concatenation.
+  // the output's (exact float comparison), then a plain concatenation.  With
+  // ranges measured at run time every input is rescaled (a scale of exactly 1
+  // copies the values unchanged).
   void Concat(const Node* node, const ConcatAttrs& c) {
     const int n = c.num_args;
     std::vector<int> srcs(n);
-    std::vector<float> mins(n), maxs(n);
-    bool any_signed = false;
-    float out_min = 0.f, out_max = 0.f;
+    std::vector<RangeEnd> mins(n), maxs(n);
+    std::vector<QuantType> types(n);
+    bool any_signed = false, run_time = false;
     for (int i = 0; i < n; ++i) {
       srcs[i] = Data(node->inputs[i]);
-      mins[i] = Scalar(node->inputs[n + 2 * i]);
-      maxs[i] = Scalar(node->inputs[n + 2 * i + 1]);
-      any_signed = any_signed || ToQuantType(r_.values_[srcs[i]].md.get_data_type(), node) ==
-                                     QuantType::kInt8;
-      out_min = std::min(out_min, mins[i]);
-      out_max = std::max(out_max, maxs[i]);
+      mins[i] = End(node->inputs[n + 2 * i]);
+      maxs[i] = End(node->inputs[n + 2 * i + 1]);
+      run_time = run_time || AtRunTime({mins[i], maxs[i]});
+      types[i] = ToQuantType(r_.values_[srcs[i]].md.get_data_type(), node);
+      any_signed = any_signed || types[i] == QuantType::kInt8;
     }
     const QuantType out_q = any_signed ? QuantType::kInt8 : QuantType::kUint8;
     const dt out_type = any_signed ? dt::s8 : dt::u8;
-    const float out_scale = QuantizedRange(out_q) / std::max(std::fabs(out_min), std::fabs(out_max));
+    // The output range, and the scale of each input (into `scales`).
+    auto rule = [=](const Ranges& r, std::vector<float>* scales) {
+      float out_min = 0.f, out_max = 0.f;
+      for (int i = 0; i < n; ++i) {
+        out_min = std::min(out_min, mins[i].Get(r));
+        out_max = std::max(out_max, maxs[i].Get(r));
+      }
+      const float out_scale = QuantizedRange(out_q) / std::max(std::fabs(out_min), std::fabs(out_max));
+      scales->resize(n);
+      for (int i = 0; i < n; ++i) {
+        const float scale = QuantizedRange(types[i]) /
+                            std::max(std::fabs(mins[i].Get(r)), std::fabs(maxs[i].Get(r)));
+        (*scales)[i] = scale == out_scale ? 1.f : out_scale / scale;
+      }
+      return std::make_pair(out_min, out_max);
+    };
+    std::vector<float> scales;
+    const std::pair<float, float> built = rule(r_.ranges_, &scales);
+    std::vector<PrimitiveStep*> copies(n, nullptr);
     std::vector<dnnl::memory::desc> mds;
     for (int i = 0; i < n; ++i) {
       const Value v = r_.values_[srcs[i]];
-      const QuantType q = ToQuantType(v.md.get_data_type(), node);
-      const float scale = QuantizedRange(q) / std::max(std::fabs(mins[i]), std::fabs(maxs[i]));
-      if (scale != out_scale || v.md.get_data_type() != out_type) {
-        srcs[i] = ScaledCopy(node, srcs[i], WithType(StridedOrPlain(v.md), out_type),
-                             out_scale / scale, 0.f, 0.f);
+      if (run_time || scales[i] != 1.f || v.md.get_data_type() != out_type) {
+        srcs[i] = ScaledCopy(node, srcs[i], WithType(StridedOrPlain(v.md), out_type), scales[i],
+                             &copies[i]);
       }
       mds.push_back(r_.values_[srcs[i]].md);
     }
@@ -783,11 +1042,23 @@ class CompiledRegion::Builder {
     for (const auto& md : mds) out_dims[c.dim] += md.get_dims()[c.dim];
     dnnl::concat::primitive_desc pd(r_.engine_, dnnl::memory::desc(out_dims, out_type, tag::any),
                                     c.dim, mds);
-    const int dst = NewValue(pd.dst_desc(), out_min, out_max);
+    const int dst = NewValue(pd.dst_desc());
     PrimitiveStep* s = AddStep(node, "", dnnl::concat(pd));
     for (int i = 0; i < n; ++i) s->Read(DNNL_ARG_MULTIPLE_SRC + i, srcs[i], mds[i]);
     s->Write(DNNL_ARG_DST, dst, pd.dst_desc());
-    SetOutputs(node, dst, out_min, out_max);
+    if (!run_time) {
+      SetOutputs(node, dst, built.first, built.second);
+      return;
+    }
+    const int slot = NewRangeSlots();
+    copies[0]->set_rescale([=](Ranges& ranges) {
+      std::vector<float> now;
+      const std::pair<float, float> range = rule(ranges, &now);
+      for (int i = 0; i < n; ++i) *copies[i]->ConstantFloats(DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC) = now[i];
+      ranges[slot] = range.first;
+      ranges[slot + 1] = range.second;
+    });
+    SetOutputs(node, dst, Slot(slot), Slot(slot + 1));
   }
 
   void Outputs(const std::vector<MXTensor>& outputs) {
@@ -823,7 +1094,7 @@ class CompiledRegion::Builder {
   const std::vector<MXTensor>& inputs_;
   std::map<const Node*, int> input_index_;
   std::map<Key, int> values_;     // tensor outputs
-  std::map<Key, float> scalars_;  // range outputs (min, max)
+  std::map<Key, RangeEnd> scalars_;  // range outputs (min, max)
   std::map<Key, int> uses_;       // consumers (and graph outputs) of each node output
   std::map<Key, int> reads_;      // of them, those built so far
 
@@ -898,7 +1169,8 @@ void CompiledRegion::Run(const std::vector<MXTensor>& inputs,
   for (size_t i = 0; i < outputs.size(); ++i) values_[output_values_[i]].data = outputs[i].data_ptr;
   for (auto& step : steps_) {
     try {
-      step->Execute(stream_, values_);
+      step->Rescale(ranges_);
+      step->Execute(stream_, values_, ranges_);
     } catch (const dnnl::error& e) {
       throw std::runtime_error(step->name() + ": oneDNN error: " + e.what());
     }

@@ -2,7 +2,9 @@
 // claimed) and the tensors of a forward call into a sequence of oneDNN steps
 // with planned buffers.  Everything that depends on the parameters (quantized
 // and reordered weights, folded BatchNorms, scales) is computed here, once;
-// Run() only executes the steps.
+// Run() only executes the steps.  The exception are ranges that uncalibrated
+// quantize and requantize nodes measure from the data at each forward: the
+// steps whose scales follow from them recompute those before they run.
 //
 // A compiled region remembers what it was built from: the shapes and types of
 // every input, the version of every parameter and the value of every range
@@ -67,6 +69,7 @@ class CompiledRegion {
   std::vector<int> input_values_;   // per region input: its value, or -1
   std::vector<int> output_values_;  // per region output: its value
   std::vector<std::unique_ptr<Step>> steps_;
+  Ranges ranges_;  // the run-time range slots the steps fill and read
   BufferPlan plan_;
 };
 

@@ -218,10 +218,6 @@ bool ParseConv(const Node* node, ConvAttrs* conv, std::string* why) {
   }
   if (!quantized) { *why = "a float32 convolution (not quantized)"; return false; }
   if (!CalibRange(a, &conv->calibrated, &conv->min_calib, &conv->max_calib, why)) return false;
-  if (!conv->calibrated) {
-    *why = "an uncalibrated convolution (int32 output) is not supported in regions yet";
-    return false;
-  }
   if (node->subgraphs.size() != 1) { *why = "the fused convolution has no subgraph"; return false; }
   // The fused subgraph, in order: Convolution, [BatchNorm], [act], [elemwise_add], [act].
   bool seen_conv = false, seen_sum = false;
@@ -268,6 +264,11 @@ bool ParseConv(const Node* node, ConvAttrs* conv, std::string* why) {
   }
   if (conv->with_postsum_act && !conv->with_sum) {
     *why = "with_postsum_act without with_sum";
+    return false;
+  }
+  if (!conv->calibrated && conv->act == FusedAct::kBoundedRelu) {
+    // With an int32 output nothing saturates: MXNet drops the clip.
+    *why = "MXNet drops the clip of an uncalibrated convolution (int32 output)";
     return false;
   }
   return true;
@@ -352,7 +353,10 @@ bool ParseFullyConnected(const Node* node, FullyConnectedAttrs* fc, std::string*
     bool calibrated = false;
     if (!CalibRange(a, &calibrated, &fc->min_calib, &fc->max_calib, why)) return false;
     if (!calibrated) {
-      *why = "an uncalibrated fully connected op (int32 output) is not supported in regions yet";
+      // MXNet fixes such an op's scales at its first forward (unless
+      // MXNET_MKLDNN_QFC_DYNAMIC_PARAMS=1), whatever range later inputs have.
+      *why = "an uncalibrated fully connected op (int32 output; MXNet keeps the input range of "
+             "its first forward) is not run in regions";
       return false;
     }
   }
@@ -434,14 +438,8 @@ bool ParseQuantize(const Node* node, QuantizeAttrs* q, std::string* why) {
     *why = "unknown out_type '" + q->out_type + "'";
     return false;
   }
-  bool calibrated = false;
-  if (!CalibRange(a, &calibrated, &q->min_calib, &q->max_calib, why)) return false;
-  if (!calibrated) {
-    *why = "an uncalibrated quantize (range taken from the data at run time) is not run in "
-           "regions yet";
-    return false;
-  }
-  if (q->min_calib > q->max_calib) { *why = "min_calib_range > max_calib_range"; return false; }
+  if (!CalibRange(a, &q->calibrated, &q->min_calib, &q->max_calib, why)) return false;
+  if (q->calibrated && q->min_calib > q->max_calib) { *why = "min_calib_range > max_calib_range"; return false; }
   return true;
 }
 
@@ -513,6 +511,10 @@ bool ParseRegionNode(const Node* node, RegionNode* out, std::string* why) {
   }
   if (op == "_contrib_quantize_v2") {
     out->kind = OpKind::kQuantize;
+    return ParseQuantize(node, &out->quantize, why);
+  }
+  if (op == "_contrib_requantize") {
+    out->kind = OpKind::kRequantize;
     return ParseQuantize(node, &out->quantize, why);
   }
   if (op == "_contrib_dequantize") {

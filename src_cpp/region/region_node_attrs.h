@@ -24,7 +24,8 @@ enum class OpKind {
   kRelu,            // _contrib_quantized_act (relu)
   kFlatten,         // _contrib_quantized_flatten
   kBatchNorm,       // the plugin's ops
-  kQuantize,        // _contrib_quantize_v2, calibrated
+  kQuantize,        // _contrib_quantize_v2 (float32 data)
+  kRequantize,      // _contrib_requantize (int32 data)
   kDequantize,      // _contrib_dequantize
   kAdd,             // _contrib_quantized_elemwise_add
   kConcat,          // _contrib_quantized_concat
@@ -40,11 +41,16 @@ struct ConcatAttrs {
   int dim = 1;
 };
 
+// _contrib_quantize_v2 and _contrib_requantize.  Uncalibrated, both take
+// the range from the data at each forward.
 struct QuantizeAttrs {
-  std::string out_type = "int8";  // MXNet's default; auto: uint8 when min_calib_range >= 0
+  std::string out_type = "int8";  // MXNet's default
+  bool calibrated = false;
   float min_calib = 0.f, max_calib = 0.f;
+  // MXNet's GetQuantizeOutputType: auto is uint8 only for a calibrated
+  // range that is not negative.
   bool uint8_output() const {
-    return out_type == "uint8" || (out_type == "auto" && min_calib >= 0.f);
+    return out_type == "uint8" || (out_type == "auto" && calibrated && min_calib >= 0.f);
   }
 };
 
@@ -65,9 +71,9 @@ struct ConvAttrs {
   FusedAct act = FusedAct::kNone;  // with_act
   float act_alpha = 0.f;           // slope (leaky) or a_max (bounded)
   BatchNormAttrs bn;  // with_bn
-  bool calibrated = false;
+  bool calibrated = false;  // else int32 output
   float min_calib = 0.f, max_calib = 0.f;
-  // Output type (MXNet's IsOutputUInt8): uint8 after a ReLU (slope 0) or a
+  // Output type when calibrated (MXNet's IsOutputUInt8): uint8 after a ReLU (slope 0) or a
   // bounded ReLU that nothing is added to later, or after a post-sum ReLU.
   bool uint8_output() const {
     return with_postsum_act || (with_act && !with_sum &&

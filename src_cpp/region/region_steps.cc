@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <string>
 
 #include <omp.h>
 
@@ -36,13 +39,21 @@ void PrimitiveStep::Bind(const dnnl::engine& engine, const std::vector<Value>& v
   }
 }
 
-void PrimitiveStep::Execute(dnnl::stream& stream, const std::vector<Value>& values) {
+void PrimitiveStep::Execute(dnnl::stream& stream, const std::vector<Value>& values,
+                             Ranges&) {
   for (Arg& a : args_) {
     if (a.value >= 0 && values[a.value].kind != ValueKind::kIntermediate) {
       a.memory.set_data_handle(values[a.value].data);
     }
   }
   primitive_.execute(stream, bound_);
+}
+
+float* PrimitiveStep::ConstantFloats(int arg) {
+  for (Arg& a : args_) {
+    if (a.arg == arg && a.value < 0) return static_cast<float*>(a.memory.get_data_handle());
+  }
+  throw std::runtime_error(name_ + ": no constant argument " + std::to_string(arg));
 }
 
 ChannelMeanStep::ChannelMeanStep(std::string name, int src, int dst, int64_t batch,
@@ -53,7 +64,8 @@ ChannelMeanStep::ChannelMeanStep(std::string name, int src, int dst, int64_t bat
   writes_.push_back(dst);
 }
 
-void ChannelMeanStep::Execute(dnnl::stream& stream, const std::vector<Value>& values) {
+void ChannelMeanStep::Execute(dnnl::stream& stream, const std::vector<Value>& values,
+                             Ranges&) {
   stream.wait();  // the input comes from the primitive before
   const auto* src = static_cast<const uint8_t*>(values[reads_[0]].data);
   auto* dst = static_cast<uint8_t*>(values[writes_[0]].data);
@@ -106,7 +118,8 @@ ChannelAffineStep::ChannelAffineStep(std::string name, int src, int dst,
   writes_.push_back(dst);
 }
 
-void ChannelAffineStep::Execute(dnnl::stream& stream, const std::vector<Value>& values) {
+void ChannelAffineStep::Execute(dnnl::stream& stream, const std::vector<Value>& values,
+                             Ranges&) {
   stream.wait();  // the input comes from the primitive before
   const void* src = values[reads_[0]].data;
   void* dst = values[writes_[0]].data;
@@ -122,6 +135,11 @@ void ChannelAffineStep::Execute(dnnl::stream& stream, const std::vector<Value>& 
   }
 }
 
+void ChannelAffineStep::SetScaleShift(std::vector<float> scale, std::vector<float> shift) {
+  scale_ = std::move(scale);
+  shift_ = std::move(shift);
+}
+
 ScaledAddStep::ScaledAddStep(std::string name, int a, int b, int dst, float scale_a,
                              float scale_b, dt a_type, dt b_type, dt dst_type, int64_t elements)
     : Step(std::move(name)), scale_a_(scale_a), scale_b_(scale_b), a_type_(a_type),
@@ -130,7 +148,8 @@ ScaledAddStep::ScaledAddStep(std::string name, int a, int b, int dst, float scal
   writes_.push_back(dst);
 }
 
-void ScaledAddStep::Execute(dnnl::stream& stream, const std::vector<Value>& values) {
+void ScaledAddStep::Execute(dnnl::stream& stream, const std::vector<Value>& values,
+                             Ranges&) {
   stream.wait();
   const void* a = values[reads_[0]].data;
   const void* b = values[reads_[1]].data;
@@ -142,13 +161,61 @@ void ScaledAddStep::Execute(dnnl::stream& stream, const std::vector<Value>& valu
   }
 }
 
-ScalarStep::ScalarStep(std::string name, int dst, float value)
+void ScaledAddStep::SetScales(float scale_a, float scale_b) {
+  scale_a_ = scale_a;
+  scale_b_ = scale_b;
+}
+
+ScalarStep::ScalarStep(std::string name, int dst, RangeEnd value)
     : Step(std::move(name)), value_(value) {
   writes_.push_back(dst);
 }
 
-void ScalarStep::Execute(dnnl::stream&, const std::vector<Value>& values) {
-  std::memcpy(values[writes_[0]].data, &value_, sizeof(float));
+void ScalarStep::Execute(dnnl::stream&, const std::vector<Value>& values, Ranges& ranges) {
+  const float v = value_.Get(ranges);
+  std::memcpy(values[writes_[0]].data, &v, sizeof(float));
+}
+
+MinMaxStep::MinMaxStep(std::string name, int src, dt type, int64_t elements, int min_slot)
+    : Step(std::move(name)), type_(type), elements_(elements), min_slot_(min_slot) {
+  reads_.push_back(src);
+}
+
+namespace {
+
+// MXNet's loop: starts at the type's extremes, so NaN never wins a comparison.
+template <typename T>
+void MinMax(const T* p, int64_t n, float* min, float* max) {
+  T lo = std::numeric_limits<T>::max(), hi = std::numeric_limits<T>::lowest();
+#pragma omp parallel
+  {
+    T thread_lo = lo, thread_hi = hi;
+#pragma omp for nowait
+    for (int64_t i = 0; i < n; ++i) {
+      if (p[i] > thread_hi) thread_hi = p[i];
+      if (p[i] < thread_lo) thread_lo = p[i];
+    }
+#pragma omp critical
+    {
+      if (thread_hi > hi) hi = thread_hi;
+      if (thread_lo < lo) lo = thread_lo;
+    }
+  }
+  *min = static_cast<float>(lo);
+  *max = static_cast<float>(hi);
+}
+
+}  // namespace
+
+void MinMaxStep::Execute(dnnl::stream& stream, const std::vector<Value>& values, Ranges& ranges) {
+  stream.wait();  // the input may come from the primitive before
+  const void* src = values[reads_[0]].data;
+  float* out = &ranges[min_slot_];
+  if (type_ == dt::f32) {
+    MinMax(static_cast<const float*>(src), elements_, out, out + 1);
+  } else {
+    MinMax(static_cast<const int32_t*>(src), elements_, out, out + 1);
+  }
 }
 
 }  // namespace region

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -32,14 +33,25 @@ enum class ValueKind { kInput, kOutput, kIntermediate };
 struct Value {
   ValueKind kind = ValueKind::kIntermediate;
   dnnl::memory::desc md;  // layout and type
-  // Real range of a quantized tensor: [min, max] (MXNet's convention).
-  float min = 0.f, max = 0.f;
   // For an intermediate that reuses another's bytes (a flatten of a 1x1
   // tensor): the value it aliases, else -1.
   int alias_of = -1;
   void* data = nullptr;  // planned (intermediate) or set per forward (input/output)
   size_t bytes() const { return md.get_size(); }
 };
+
+// One end (min or max) of a quantized tensor's real range: a constant known
+// when the region is built (calibrated, or a region input), or a slot of the
+// region's run-time ranges, which a step fills at each forward from the data
+// (uncalibrated quantize and requantize) and later steps derive from.
+struct RangeEnd {
+  int slot = -1;      // >= 0: ranges[slot]
+  float value = 0.f;  // the constant, when slot < 0
+  bool at_run_time() const { return slot >= 0; }
+  float Get(const std::vector<float>& ranges) const { return slot >= 0 ? ranges[slot] : value; }
+};
+
+using Ranges = std::vector<float>;
 
 class Step {
  public:
@@ -53,11 +65,21 @@ class Step {
   // Creates the memory objects once the buffers are known.
   virtual void Bind(const dnnl::engine& engine, const std::vector<Value>& values) = 0;
   // Runs the step; buffers of inputs and outputs are refreshed from `values`.
-  virtual void Execute(dnnl::stream& stream, const std::vector<Value>& values) = 0;
+  // `ranges`: the run-time ranges, filled in step order.
+  virtual void Execute(dnnl::stream& stream, const std::vector<Value>& values,
+                       Ranges& ranges) = 0;
+
+  // Constants that depend on run-time ranges (scales, an int32 bias) are
+  // recomputed by this hook before each Execute; it may fill range slots too.
+  void set_rescale(std::function<void(Ranges&)> rescale) { rescale_ = std::move(rescale); }
+  void Rescale(Ranges& ranges) {
+    if (rescale_) rescale_(ranges);
+  }
 
  protected:
   std::string name_;
   std::vector<int> reads_, writes_;
+  std::function<void(Ranges&)> rescale_;
 };
 
 // One oneDNN primitive.
@@ -71,9 +93,11 @@ class PrimitiveStep : public Step {
   void Write(int arg, int value, const dnnl::memory::desc& md);
   // An argument the step owns (weights, bias, scales).
   void Constant(int arg, dnnl::memory memory);
+  // The float32 elements of constant `arg`, for a rescale hook to rewrite.
+  float* ConstantFloats(int arg);
 
   void Bind(const dnnl::engine& engine, const std::vector<Value>& values) override;
-  void Execute(dnnl::stream& stream, const std::vector<Value>& values) override;
+  void Execute(dnnl::stream& stream, const std::vector<Value>& values, Ranges& ranges) override;
 
  private:
   struct Arg {
@@ -96,7 +120,7 @@ class ChannelMeanStep : public Step {
   ChannelMeanStep(std::string name, int src, int dst, int64_t batch, int64_t channels,
                   int64_t count);
   void Bind(const dnnl::engine&, const std::vector<Value>&) override {}
-  void Execute(dnnl::stream& stream, const std::vector<Value>& values) override;
+  void Execute(dnnl::stream& stream, const std::vector<Value>& values, Ranges& ranges) override;
 
  private:
   int64_t batch_, channels_, count_;
@@ -113,7 +137,8 @@ class ChannelAffineStep : public Step {
                     std::vector<float> shift, dnnl::memory::data_type src_type,
                     dnnl::memory::data_type dst_type, int64_t pixels);
   void Bind(const dnnl::engine&, const std::vector<Value>&) override {}
-  void Execute(dnnl::stream& stream, const std::vector<Value>& values) override;
+  void Execute(dnnl::stream& stream, const std::vector<Value>& values, Ranges& ranges) override;
+  void SetScaleShift(std::vector<float> scale, std::vector<float> shift);
 
  private:
   std::vector<float> scale_, shift_;
@@ -132,7 +157,8 @@ class ScaledAddStep : public Step {
                 dnnl::memory::data_type a_type, dnnl::memory::data_type b_type,
                 dnnl::memory::data_type dst_type, int64_t elements);
   void Bind(const dnnl::engine&, const std::vector<Value>&) override {}
-  void Execute(dnnl::stream& stream, const std::vector<Value>& values) override;
+  void Execute(dnnl::stream& stream, const std::vector<Value>& values, Ranges& ranges) override;
+  void SetScales(float scale_a, float scale_b);
 
  private:
   float scale_a_, scale_b_;
@@ -140,15 +166,33 @@ class ScaledAddStep : public Step {
   int64_t elements_;
 };
 
-// Writes a float into a one-element output (a region output's min or max).
+// Writes a range end into a one-element output (a region output's min or max).
 class ScalarStep : public Step {
  public:
-  ScalarStep(std::string name, int dst, float value);
+  ScalarStep(std::string name, int dst, RangeEnd value);
   void Bind(const dnnl::engine&, const std::vector<Value>&) override {}
-  void Execute(dnnl::stream& stream, const std::vector<Value>& values) override;
+  void Execute(dnnl::stream& stream, const std::vector<Value>& values, Ranges& ranges) override;
 
  private:
-  float value_;
+  RangeEnd value_;
+};
+
+// The smallest and largest element of a float32 or int32 tensor into two
+// range slots (NaN skipped), as MXNet's uncalibrated quantize and requantize
+// measure their input.  Padding of a blocked layout holds zeros, which the
+// max(|min|, |max|) that both use ignores; regions keep these tensors plain
+// or NHWC anyway.
+class MinMaxStep : public Step {
+ public:
+  MinMaxStep(std::string name, int src, dnnl::memory::data_type type, int64_t elements,
+             int min_slot);
+  void Bind(const dnnl::engine&, const std::vector<Value>&) override {}
+  void Execute(dnnl::stream& stream, const std::vector<Value>& values, Ranges& ranges) override;
+
+ private:
+  dnnl::memory::data_type type_;
+  int64_t elements_;
+  int min_slot_;
 };
 
 }  // namespace region
