@@ -450,7 +450,9 @@ class CompiledRegion::Builder {
     dnnl::memory weights_mem = Reordered(w_plain, q.weights.data(), pd.weights_desc());
     std::vector<float> bias_f32(oc, 0.f);
     for (int64_t c = 0; c < oc; ++c) {
-      if (!q.bias.empty()) bias_f32[c] = static_cast<float>(q.bias[c]) * q.requantize[c];
+      // One requantize scale uncalibrated (where the rescale hook sets the bias again).
+      const float requantize = q.requantize[q.requantize.size() == 1 ? 0 : c];
+      if (!q.bias.empty()) bias_f32[c] = static_cast<float>(q.bias[c]) * requantize;
     }
     const int src = InLayout(node, data, pd.src_desc());
     const int dst = NewValue(pd.dst_desc());
