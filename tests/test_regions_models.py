@@ -77,12 +77,14 @@ def test_uncalibrated_resnet18_v2_runs_in_one_region_as_mxnet_does(tmp_path):
     All of it runs in one region with MXNet's bits, except the classifier:
     MXNet keeps an uncalibrated fully connected op's first input range."""
     sym, args, aux = model_zoo.export('resnet18_v2', str(tmp_path))
-    shape = model_zoo.INPUT_SHAPES['resnet18_v2']
-    calib = np.random.default_rng(0).normal(0, 1, (8,) + shape[1:]).astype('f')
+    # Full size: with many values per layer one int32 rounding difference
+    # would surface (each measured range carries it into the next layer).
+    shape = (2, 3, 224, 224)
+    calib = np.random.default_rng(0).normal(0, 1, (2,) + shape[1:]).astype('f')
     qsym, qargs, qaux = mxnet_bnq.quantize_model_mkldnn(
         sym, args, aux, calib_mode='none', label_names=None, quantized_dtype='auto',
-        calib_data=mx.io.NDArrayIter(calib, batch_size=8), regions=False)
-    psym = mxnet_bnq.partition(qsym, qargs, qaux, data_shapes={'data': (4,) + shape[1:]})
+        calib_data=mx.io.NDArrayIter(calib, batch_size=2), regions=False)
+    psym = mxnet_bnq.partition(qsym, qargs, qaux, data_shapes={'data': shape})
     report = mxnet_bnq.region_report(psym)
     (fc,) = report['left_to_mxnet']
     assert fc['op'] == '_sg_mkldnn_fully_connected' and 'first forward' in fc['reason'], fc
@@ -91,14 +93,13 @@ def test_uncalibrated_resnet18_v2_runs_in_one_region_as_mxnet_does(tmp_path):
     executors = []
     for s in (qsym, psym):
         bound = {k: v for k, v in qargs.items() if k in s.list_arguments()}
-        bound['data'] = mx.nd.zeros((4,) + shape[1:])
+        bound['data'] = mx.nd.zeros(shape)
         executors.append(s.bind(mx.cpu(), args=bound, aux_states=qaux, grad_req='null'))
     rng = np.random.default_rng(5)
     for scale in (1.0, 3.0, 0.5):  # the measured ranges change from forward to forward
-        x = mx.nd.array(scale * rng.normal(0, 1, (4,) + shape[1:]))
+        x = mx.nd.array(scale * rng.normal(0, 1, shape))
         expected, got = (e.forward(is_train=False, data=x)[0].asnumpy() for e in executors)
-        assert agreement(expected, got) == 1.0
-        assert sqnr_db(expected, got) >= 45
+        np.testing.assert_array_equal(got, expected)
 
 
 def test_resnet18_v1_regions_follow_the_reference_at_every_convolution(tmp_path):

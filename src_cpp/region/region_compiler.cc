@@ -411,30 +411,26 @@ class CompiledRegion::Builder {
         // on the clipped values); with a sum it is not fused.
         break;
     }
-    if (a.with_sum) {
-      sum = Data(node->inputs[a.sum_input()]);
+    // Calibrated, the sum is a post-op.  Uncalibrated (int32 output) its scale
+    // s = output scale / operand scale follows run-time ranges, and a oneDNN
+    // sum scale is fixed when the primitive is made (and compiled into its
+    // kernel): the sum is a step of its own after the convolution,
+    // round(fma(operand, s, y)) as oneDNN's post-op computes it for MXNet (y,
+    // the int32 convolution, is exact in float below 2^24).
+    const bool sum_post_op = a.with_sum && a.calibrated;
+    if (a.with_sum) sum = Data(node->inputs[a.sum_input()]);
+    if (sum_post_op) {
       const dt operand_type = r_.values_[sum].md.get_data_type();
-      if (a.calibrated) {
-        const float sum_scale =
-            q.output_scale / QuantizeScale(ToQuantType(operand_type, node), sum_lo.value,
-                                           sum_hi.value);
-        // The operand is read in its own type: a uint8 operand stays unsigned
-        // (MXNet 1.9.1 reads it as the int8 output type, see the README).
-        ops.append_sum(sum_scale, 0, operand_type);
-      } else {
-        // int32 output: MXNet widens the operand to int32 in the output
-        // buffer and adds it times s = output scale / operand scale.  A sum
-        // scale is fixed when a oneDNN primitive is made, so the scales that
-        // follow the ranges carry it: weights and bias scaled by 1/s, the
-        // operand added as it is, the whole divided by the dst scale 1/s
-        // (relu and leaky relu commute with a positive factor).
-        ops.append_sum(1.f, 0, dt::s32);
-      }
+      const float sum_scale =
+          q.output_scale / QuantizeScale(ToQuantType(operand_type, node), sum_lo.value,
+                                         sum_hi.value);
+      // The operand is read in its own type: a uint8 operand stays unsigned
+      // (MXNet 1.9.1 reads it as the int8 output type, see the README).
+      ops.append_sum(sum_scale, 0, operand_type);
+      if (a.with_postsum_act) ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
     }
-    if (a.with_postsum_act) ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
     dnnl::primitive_attr attr;
     attr.set_scales_mask(DNNL_ARG_WEIGHTS, a.calibrated && g == 1 ? 1 : a.calibrated ? 3 : 0);
-    if (!a.calibrated && a.with_sum) attr.set_scales_mask(DNNL_ARG_DST, 0);
     attr.set_post_ops(ops);
 
     const dnnl::memory::desc src_any(in_dims, in.md.get_data_type(), tag::any);
@@ -456,10 +452,9 @@ class CompiledRegion::Builder {
     }
     const int src = InLayout(node, data, pd.src_desc());
     const int dst = NewValue(pd.dst_desc());
-    if (sum >= 0) {
+    if (sum_post_op) {
       const Value operand = r_.values_[sum];
-      const dnnl::memory::desc view =
-          WithType(pd.dst_desc(), a.calibrated ? operand.md.get_data_type() : dt::s32);
+      const dnnl::memory::desc view = WithType(pd.dst_desc(), operand.md.get_data_type());
       if (operand.kind == ValueKind::kIntermediate && operand.md == view && sum != data &&
           sum != src && LastRead(node->inputs[a.sum_input()]) && !HasAliases(sum)) {
         // Nothing reads the operand later: add into its own buffer.
@@ -481,38 +476,37 @@ class CompiledRegion::Builder {
                 Owned(r_.engine_, dnnl::memory::desc({static_cast<int64_t>(q.requantize.size())},
                                                      dt::f32, tag::a),
                       q.requantize.data()));
-    if (sum >= 0) s->Read(DNNL_ARG_DST, dst, pd.dst_desc());
+    if (sum_post_op) s->Read(DNNL_ARG_DST, dst, pd.dst_desc());
     s->Write(DNNL_ARG_DST, dst, pd.dst_desc());
     if (a.calibrated) {
       SetOutputs(node, dst, q.min_output, q.max_output);
       return;
     }
+    int result = dst;  // the convolution's, or with a sum the sum step's
+    ScaledAddStep* add = nullptr;
+    QuantType operand_type = QuantType::kInt8;
     if (a.with_sum) {
-      const float one = 1.f;
-      s->Constant(DNNL_ARG_ATTR_SCALES | DNNL_ARG_DST,
-                  Owned(r_.engine_, dnnl::memory::desc({1}, dt::f32, tag::a), &one));
+      const dt operand_dt = r_.values_[sum].md.get_data_type();
+      operand_type = ToQuantType(operand_dt, node);
+      const int operand = InLayout(node, sum, WithType(pd.dst_desc(), operand_dt));
+      result = NewValue(pd.dst_desc());
+      add = new ScaledAddStep(node->name + "/sum", dst, operand, result, 1.f, operand_dt,
+                              static_cast<int64_t>(pd.dst_desc().get_size() / sizeof(int32_t)),
+                              ScaledAddStep::SumPostOp{a.with_postsum_act});
+      r_.steps_.emplace_back(add);
     }
-    // The int32 bias, the scales and the output range follow the input ranges.
+    // The int32 bias, the sum scale and the output range follow the input ranges.
     const int out_slot = run_time ? NewRangeSlots() : -1;
     const float weight_scale = q.weight_scale, weight_max_abs = q.weight_max_abs;
-    const bool with_sum = a.with_sum;
-    const QuantType operand_type =
-        with_sum ? ToQuantType(r_.values_[sum].md.get_data_type(), node) : QuantType::kInt8;
     s->set_rescale([=](Ranges& ranges) {
       Int32ConvOutput o;
       Int32ConvOutputFor(data_type, data_lo.Get(ranges), data_hi.Get(ranges), weight_scale,
                          weight_max_abs, bias.empty() ? nullptr : bias.data(), oc, &o);
-      float inverse = 1.f;  // 1 / s
-      if (with_sum) {
-        const float sum_scale =
-            o.output_scale / QuantizeScale(operand_type, sum_lo.Get(ranges), sum_hi.Get(ranges));
-        inverse = 1.f / sum_scale;
-        *s->ConstantFloats(DNNL_ARG_ATTR_SCALES | DNNL_ARG_DST) = inverse;
-      }
-      *s->ConstantFloats(DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS) = inverse;
       float* b = s->ConstantFloats(DNNL_ARG_BIAS);
-      for (int64_t c = 0; c < oc; ++c) {
-        b[c] = o.bias.empty() ? 0.f : static_cast<float>(o.bias[c]) * inverse;
+      for (int64_t c = 0; c < oc; ++c) b[c] = o.bias.empty() ? 0.f : static_cast<float>(o.bias[c]);
+      if (add != nullptr) {
+        add->SetScales(1.f, o.output_scale / QuantizeScale(operand_type, sum_lo.Get(ranges),
+                                                           sum_hi.Get(ranges)));
       }
       if (out_slot >= 0) {
         ranges[out_slot] = o.min_output;
@@ -520,9 +514,9 @@ class CompiledRegion::Builder {
       }
     });
     if (run_time) {
-      SetOutputs(node, dst, Slot(out_slot), Slot(out_slot + 1));
+      SetOutputs(node, result, Slot(out_slot), Slot(out_slot + 1));
     } else {
-      SetOutputs(node, dst, q.min_output, q.max_output);
+      SetOutputs(node, result, q.min_output, q.max_output);
     }
   }
 

@@ -4,9 +4,12 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <mutex>
+#include <type_traits>
 #include <stdexcept>
 #include <string>
 
+#include <immintrin.h>
 #include <omp.h>
 
 #include "../channel_mean_kernel.h"
@@ -89,8 +92,11 @@ using dt = dnnl::memory::data_type;
 ByteType ToByteType(dt type) { return type == dt::s8 ? ByteType::kInt8 : ByteType::kUint8; }
 
 float Load(const void* p, dt type, int64_t i) {
-  return type == dt::s8 ? static_cast<const int8_t*>(p)[i]
-                        : static_cast<float>(static_cast<const uint8_t*>(p)[i]);
+  switch (type) {
+    case dt::s8: return static_cast<const int8_t*>(p)[i];
+    case dt::u8: return static_cast<const uint8_t*>(p)[i];
+    default: return static_cast<float>(static_cast<const int32_t*>(p)[i]);
+  }
 }
 
 // Round to nearest even (the default mode), saturate to the type, store.
@@ -105,6 +111,76 @@ void Store(void* p, dt type, int64_t i, float v) {
       static_cast<int32_t*>(p)[i] = static_cast<int32_t>(c);
     }
   }
+}
+
+// Splits [0, n) over the OpenMP threads, as oneDNN splits its primitives' work.
+template <typename Chunk>
+void InParallel(int64_t n, Chunk chunk) {
+#pragma omp parallel
+  {
+    const int64_t threads = omp_get_num_threads(), thread = omp_get_thread_num();
+    const int64_t size = (n + threads - 1) / threads;
+    const int64_t begin = std::min(n, thread * size);
+    chunk(begin, std::min(n, begin + size));
+  }
+}
+
+// A convolution's sum post-op on its int32 output: saturate(round(relu?(
+// fma(operand, scale, conv)))), as oneDNN's kernels fuse the multiply and add.
+// oneDNN's int32 saturation bound is the largest float below 2^31.
+constexpr float kInt32High = 2147483520.f, kInt32Low = -2147483648.f;
+
+template <typename Operand>
+void AddIntoInt32Plain(const int32_t* conv, const Operand* operand, float scale, bool relu,
+                       int32_t* dst, int64_t begin, int64_t end) {
+  for (int64_t i = begin; i < end; ++i) {
+    float v = std::fma(static_cast<float>(operand[i]), scale, static_cast<float>(conv[i]));
+    if (relu) v = std::max(v, 0.f);
+    dst[i] = static_cast<int32_t>(std::min(kInt32High, std::max(kInt32Low, std::nearbyint(v))));
+  }
+}
+
+// Eight operands as floats.
+__attribute__((target("avx2"))) inline __m256 LoadAsFloats(const int8_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+__attribute__((target("avx2"))) inline __m256 LoadAsFloats(const uint8_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+__attribute__((target("avx2"))) inline __m256 LoadAsFloats(const int32_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
+// The same, eight at a time (AVX2 + FMA: every AVX2 CPU has FMA).
+template <typename Operand>
+__attribute__((target("avx2,fma"))) void AddIntoInt32Avx2(const int32_t* conv,
+                                                        const Operand* operand, float scale,
+                                                        bool relu, int32_t* dst, int64_t begin,
+                                                        int64_t end) {
+  const __m256 s = _mm256_set1_ps(scale), zero = _mm256_setzero_ps();
+  const __m256 high = _mm256_set1_ps(kInt32High), low = _mm256_set1_ps(kInt32Low);
+  int64_t i = begin;
+  for (; i + 8 <= end; i += 8) {
+    __m256 v = _mm256_fmadd_ps(LoadAsFloats(operand + i), s, LoadAsFloats(conv + i));
+    if (relu) v = _mm256_max_ps(v, zero);
+    v = _mm256_round_ps(v, _MM_FROUND_CUR_DIRECTION | _MM_FROUND_NO_EXC);
+    v = _mm256_min_ps(_mm256_max_ps(v, low), high);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm256_cvttps_epi32(v));
+  }
+  AddIntoInt32Plain(conv, operand, scale, relu, dst, i, end);
+}
+
+template <typename Operand>
+void AddIntoInt32(const int32_t* conv, const Operand* operand, float scale, bool relu,
+                  int32_t* dst, int64_t n) {
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  InParallel(n, [&](int64_t begin, int64_t end) {
+    if (avx2) {
+      AddIntoInt32Avx2(conv, operand, scale, relu, dst, begin, end);
+    } else {
+      AddIntoInt32Plain(conv, operand, scale, relu, dst, begin, end);
+    }
+  });
 }
 
 }  // namespace
@@ -148,12 +224,31 @@ ScaledAddStep::ScaledAddStep(std::string name, int a, int b, int dst, float scal
   writes_.push_back(dst);
 }
 
+ScaledAddStep::ScaledAddStep(std::string name, int conv, int operand, int dst, float scale,
+                             dt operand_type, int64_t elements, SumPostOp post_op)
+    : ScaledAddStep(std::move(name), conv, operand, dst, 1.f, scale, dt::s32, operand_type,
+                    dt::s32, elements) {
+  post_op_ = true;
+  relu_ = post_op.relu;
+}
+
 void ScaledAddStep::Execute(dnnl::stream& stream, const std::vector<Value>& values,
                              Ranges&) {
   stream.wait();
   const void* a = values[reads_[0]].data;
   const void* b = values[reads_[1]].data;
   void* dst = values[writes_[0]].data;
+  if (post_op_) {
+    const auto* conv = static_cast<const int32_t*>(a);
+    auto* out = static_cast<int32_t*>(dst);
+    switch (b_type_) {
+      case dt::s8: AddIntoInt32(conv, static_cast<const int8_t*>(b), scale_b_, relu_, out, elements_); break;
+      case dt::u8: AddIntoInt32(conv, static_cast<const uint8_t*>(b), scale_b_, relu_, out, elements_); break;
+      default: AddIntoInt32(conv, static_cast<const int32_t*>(b), scale_b_, relu_, out, elements_);
+    }
+    return;
+  }
+#pragma omp parallel for
   for (int64_t i = 0; i < elements_; ++i) {
     const float scaled_a = scale_a_ * Load(a, a_type_, i);
     const float scaled_b = scale_b_ * Load(b, b_type_, i);
@@ -183,24 +278,52 @@ MinMaxStep::MinMaxStep(std::string name, int src, dt type, int64_t elements, int
 
 namespace {
 
-// MXNet's loop: starts at the type's extremes, so NaN never wins a comparison.
+// MXNet's loop: starts at the type's extremes, so NaN never wins a
+// comparison (v > hi and v < lo are false for it).
+template <typename T>
+void ChunkMinMax(const T* p, int64_t begin, int64_t end, T* lo, T* hi) {
+  T l = *lo, h = *hi;
+  for (int64_t i = begin; i < end; ++i) {
+    h = p[i] > h ? p[i] : h;
+    l = p[i] < l ? p[i] : l;
+  }
+  *lo = l;
+  *hi = h;
+}
+
+// The int32 case (every requantize) vectorized; integers have no NaN.
+__attribute__((target("avx2"))) void ChunkMinMaxAvx2(const int32_t* p, int64_t begin,
+                                                     int64_t end, int32_t* lo, int32_t* hi) {
+  int32_t l = *lo, h = *hi;
+#pragma omp simd reduction(min : l) reduction(max : h)
+  for (int64_t i = begin; i < end; ++i) {
+    h = std::max(h, p[i]);
+    l = std::min(l, p[i]);
+  }
+  *lo = l;
+  *hi = h;
+}
+
 template <typename T>
 void MinMax(const T* p, int64_t n, float* min, float* max) {
+  static const bool avx2 = __builtin_cpu_supports("avx2");
   T lo = std::numeric_limits<T>::max(), hi = std::numeric_limits<T>::lowest();
-#pragma omp parallel
-  {
-    T thread_lo = lo, thread_hi = hi;
-#pragma omp for nowait
-    for (int64_t i = 0; i < n; ++i) {
-      if (p[i] > thread_hi) thread_hi = p[i];
-      if (p[i] < thread_lo) thread_lo = p[i];
+  std::mutex mutex;
+  InParallel(n, [&](int64_t begin, int64_t end) {
+    T l = std::numeric_limits<T>::max(), h = std::numeric_limits<T>::lowest();
+    if constexpr (std::is_same<T, int32_t>::value) {
+      if (avx2) {
+        ChunkMinMaxAvx2(p, begin, end, &l, &h);
+      } else {
+        ChunkMinMax(p, begin, end, &l, &h);
+      }
+    } else {
+      ChunkMinMax(p, begin, end, &l, &h);
     }
-#pragma omp critical
-    {
-      if (thread_hi > hi) hi = thread_hi;
-      if (thread_lo < lo) lo = thread_lo;
-    }
-  }
+    std::lock_guard<std::mutex> lock(mutex);
+    if (h > hi) hi = h;
+    if (l < lo) lo = l;
+  });
   *min = static_cast<float>(lo);
   *max = static_cast<float>(hi);
 }

@@ -147,15 +147,25 @@ class ChannelAffineStep : public Step {
 };
 
 // dst = saturate(round(fl(scale_a * a) + fl(scale_b * b))) elementwise, on two
-// tensors of one layout (int8/uint8 in; int8, uint8 or int32 out), in this
-// order of float operations: MXNet's quantized elemwise_add (oneDNN 2.4's
-// reference sum) computes exactly that, and oneDNN 3.2's primitives may fuse
-// the multiply and add.
+// tensors of one layout (int8, uint8 or int32 in and out), in this order of
+// float operations: MXNet's quantized elemwise_add (oneDNN 2.4's reference
+// sum) computes exactly that, and oneDNN 3.2's primitives may fuse the
+// multiply and add.
+//
+// As a convolution's sum post-op (`post_op`): saturate(round(relu?(fma(b,
+// scale_b, a)))), a fused multiply-add on the int32 convolution output `a`
+// (scale_a 1), as oneDNN's kernels compute the sum, then the post-sum ReLU
+// when `relu`.
 class ScaledAddStep : public Step {
  public:
   ScaledAddStep(std::string name, int a, int b, int dst, float scale_a, float scale_b,
                 dnnl::memory::data_type a_type, dnnl::memory::data_type b_type,
                 dnnl::memory::data_type dst_type, int64_t elements);
+  struct SumPostOp {
+    bool relu;
+  };
+  ScaledAddStep(std::string name, int conv, int operand, int dst, float scale,
+                dnnl::memory::data_type operand_type, int64_t elements, SumPostOp post_op);
   void Bind(const dnnl::engine&, const std::vector<Value>&) override {}
   void Execute(dnnl::stream& stream, const std::vector<Value>& values, Ranges& ranges) override;
   void SetScales(float scale_a, float scale_b);
@@ -164,6 +174,7 @@ class ScaledAddStep : public Step {
   float scale_a_, scale_b_;
   dnnl::memory::data_type a_type_, b_type_, dst_type_;
   int64_t elements_;
+  bool post_op_ = false, relu_ = false;
 };
 
 // Writes a range end into a one-element output (a region output's min or max).
