@@ -173,3 +173,27 @@ def quantized_fully_connected(q_in, in_range, w8, w_range, b8, b_range, calib_ra
         y = acc * ((F(os_) / F(ds)) / ws)
     lo, hi = LIMITS[out_dtype]
     return np.clip(np.rint(y), lo, hi).astype(out_dtype)
+
+
+def channel_wise_fully_connected(q_in, in_range, w, b, calib_range=None, relu=False):
+    """MXNet's channel-wise quantized FC (channel_wise_quantize): float weights
+    and bias quantized per output channel as a calibrated convolution's, then
+    the output scales of the tensor-wise op divided by each channel's weight
+    scale."""
+    ds = quantize_scale(str(q_in.dtype), *in_range)
+    wq, bq, ws = quantize_weights(w.astype(F), None if b is None else b.astype(F), ds)
+    acc = q_in.reshape(q_in.shape[0], -1).astype(np.int64) @ wq.T
+    if bq is not None:
+        acc = acc + bq
+    acc = acc.astype(F)
+    inverse = F(1.0 / np.float64(ds))
+    if calib_range is None:
+        return acc * (inverse / ws)
+    out_dtype = 'uint8' if relu else 'int8'
+    os_ = quantize_scale(out_dtype, *calib_range)
+    if relu:
+        y = F(os_) * np.maximum(acc * (inverse / ws), F(0))
+    else:
+        y = acc * ((F(os_) / F(ds)) / ws)
+    lo, hi = LIMITS[out_dtype]
+    return np.clip(np.rint(y), lo, hi).astype(out_dtype)

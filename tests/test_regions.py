@@ -19,7 +19,8 @@ import small_nets
 from mxnet_bnq.graph_runner import run_symbol
 
 
-def quantize(sym, shape, seed=0, nonnegative=False, calib_mode='naive'):
+def quantize(sym, shape, seed=0, nonnegative=False, calib_mode='naive',
+             granularity='tensor-wise'):
     """Our flow without regions (MXNet's flow plus the BatchNorm pass)."""
     args, aux = small_nets.random_params(sym, shape, seed)
     rng = np.random.default_rng(seed + 1)
@@ -27,7 +28,8 @@ def quantize(sym, shape, seed=0, nonnegative=False, calib_mode='naive'):
     calib = calib.astype('f')
     qsym, qargs, qaux = mxnet_bnq.quantize_model_mkldnn(
         sym, args, aux, calib_mode=calib_mode, label_names=None, quantized_dtype='auto',
-        calib_data=mx.io.NDArrayIter(calib, batch_size=8), num_calib_examples=8, regions=False)
+        calib_data=mx.io.NDArrayIter(calib, batch_size=8), num_calib_examples=8, regions=False,
+        quantize_granularity=granularity)
     return qsym, qargs, qaux
 
 
@@ -65,9 +67,10 @@ def assert_within_one_lsb(expected, got, step):
     assert off.sum() <= max(1, 1e-4 * off.size), (off.sum(), off.size)
 
 
-def partitioned(sym, shape, seed=0, nonnegative=False, claimed=None, calib_mode='naive'):
+def partitioned(sym, shape, seed=0, nonnegative=False, claimed=None, calib_mode='naive',
+                granularity='tensor-wise'):
     """(qsym, psym, qargs, qaux, x): quantized, partitioned, and a test batch."""
-    qsym, qargs, qaux = quantize(sym, shape, seed, nonnegative, calib_mode)
+    qsym, qargs, qaux = quantize(sym, shape, seed, nonnegative, calib_mode, granularity)
     psym = mxnet_bnq.partition(qsym, qargs, qaux, data_shapes={'data': shape})
     regions = region_ops(psym)
     for op in claimed or []:
@@ -77,8 +80,10 @@ def partitioned(sym, shape, seed=0, nonnegative=False, claimed=None, calib_mode=
     return qsym, psym, qargs, qaux, x
 
 
-def compare_with_mxnet(sym, shape, seed=0, nonnegative=False, claimed=None, calib_mode='naive'):
-    qsym, psym, qargs, qaux, x = partitioned(sym, shape, seed, nonnegative, claimed, calib_mode)
+def compare_with_mxnet(sym, shape, seed=0, nonnegative=False, claimed=None, calib_mode='naive',
+                       granularity='tensor-wise'):
+    qsym, psym, qargs, qaux, x = partitioned(sym, shape, seed, nonnegative, claimed, calib_mode,
+                                             granularity)
     expected = run_symbol(qsym, qargs, qaux, x)
     got = run_symbol(psym, qargs, qaux, x)
     steps = output_steps(qsym, qargs, qaux, x)
@@ -240,21 +245,25 @@ def test_pooling_in_region_matches_mxnet(pool, act, calib_mode):
 
 @pytest.mark.parametrize('no_bias', [False, True])
 @pytest.mark.parametrize('spatial', [1, 3])
-def test_flatten_and_fully_connected_in_region_match_mxnet(no_bias, spatial):
+@pytest.mark.parametrize('granularity', ['tensor-wise', 'channel-wise'])
+def test_flatten_and_fully_connected_in_region_match_mxnet(no_bias, spatial, granularity):
     data = mx.sym.var('data')
     y = mx.sym.Activation(conv(data, 'conv', 6, (3, 3), pad=(1, 1)), act_type='relu', name='relu')
     y = mx.sym.Pooling(y, kernel=(1, 1), global_pool=spatial == 1, pool_type='avg', name='pool')
     y = mx.sym.FullyConnected(mx.sym.Flatten(y, name='flat'), num_hidden=7, no_bias=no_bias,
                               name='fc')
-    _, psym, _, _ = compare_with_mxnet(y, (2, 3, 3, 3), claimed=['_sg_mkldnn_fully_connected'])
+    _, psym, _, _ = compare_with_mxnet(y, (2, 3, 3, 3), claimed=['_sg_mkldnn_fully_connected'],
+                                       granularity=granularity)
     assert sum(len(ops) for ops in region_ops(psym).values()) >= 4
 
 
 @pytest.mark.parametrize('relu', [False, True])
 @pytest.mark.parametrize('no_bias', [False, True])
-def test_int8_output_fully_connected_in_region_matches_mxnet(relu, no_bias):
+@pytest.mark.parametrize('granularity', ['tensor-wise', 'channel-wise'])
+def test_int8_output_fully_connected_in_region_matches_mxnet(relu, no_bias, granularity):
     """FC -> (ReLU) -> FC: MXNet fuses the first one's requantize (int8
-    output, or uint8 after its fused ReLU); the last one gives float."""
+    output, or uint8 after its fused ReLU); the last one gives float.
+    Channel-wise, the op quantizes its float weights per output channel."""
     data = mx.sym.var('data')
     y = mx.sym.Activation(conv(data, 'conv', 6, (3, 3), pad=(1, 1)), act_type='relu', name='relu0')
     y = mx.sym.FullyConnected(mx.sym.Flatten(y, name='flat'), num_hidden=37, no_bias=no_bias,
@@ -262,14 +271,15 @@ def test_int8_output_fully_connected_in_region_matches_mxnet(relu, no_bias):
     if relu:
         y = mx.sym.Activation(y, act_type='relu', name='relu1')
     y = mx.sym.FullyConnected(y, num_hidden=5, name='fc2')
-    _, psym, _, _ = compare_with_mxnet(y, (2, 3, 5, 5))
+    _, psym, _, _ = compare_with_mxnet(y, (2, 3, 5, 5), granularity=granularity)
     (ops,) = region_ops(psym).values()
     assert ops.count('_sg_mkldnn_fully_connected') == 2, ops
 
 
 @pytest.mark.parametrize('relu', [False, True])
 @pytest.mark.parametrize('seed', [0, 1, 2])
-def test_fully_connected_chain_in_region_matches_numpy_reference(relu, seed):
+@pytest.mark.parametrize('granularity', ['tensor-wise', 'channel-wise'])
+def test_fully_connected_chain_in_region_matches_numpy_reference(relu, seed, granularity):
     """data -> FC (int8, or uint8 after ReLU) -> FC (float), each FC from the
     numpy reference of MXNet's formulas, against the region."""
     data = mx.sym.var('data')
@@ -277,7 +287,7 @@ def test_fully_connected_chain_in_region_matches_numpy_reference(relu, seed):
     if relu:
         y = mx.sym.Activation(y, act_type='relu', name='relu1')
     y = mx.sym.FullyConnected(y, num_hidden=5, name='fc2')
-    qsym, psym, qargs, _, x = partitioned(y, (4, 19), seed=seed)
+    qsym, psym, qargs, _, x = partitioned(y, (4, 19), seed=seed, granularity=granularity)
     (ops,) = region_ops(psym).values()
     assert ops.count('_sg_mkldnn_fully_connected') == 2, ops
     attrs = [n['attrs'] for n in json.loads(qsym.tojson())['nodes'] if n['op'] != 'null']
@@ -287,6 +297,10 @@ def test_fully_connected_chain_in_region_matches_numpy_reference(relu, seed):
 
     def fc(name, q_in, in_range, calib_range):
         p = {k[len(name) + 1:]: v.asnumpy() for k, v in qargs.items() if k.startswith(name + '_')}
+        if granularity == 'channel-wise':
+            return cref.channel_wise_fully_connected(q_in, in_range, p['weight'], p['bias'],
+                                                     calib_range,
+                                                     relu=relu and calib_range is not None)
         return cref.quantized_fully_connected(
             q_in, in_range, p['weight_quantize'],
             (p['weight_quantize_min'][0], p['weight_quantize_max'][0]), p['bias_quantize'],
@@ -297,6 +311,8 @@ def test_fully_connected_chain_in_region_matches_numpy_reference(relu, seed):
     expected = fc('fc2', q1, calib[1], None)
     (got,) = run_symbol(psym, qargs, {}, x)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+    if granularity == 'channel-wise':
+        assert {a.get('channel_wise_quantize') for a in attrs[1:3]} == {'True'}, attrs
 
 
 def _branch(data, name, kind):

@@ -81,6 +81,21 @@ void FuzzConvScales(const std::vector<float>& f) {
       }
     }
   }
+  // Channel-wise fully connected: per-channel weights use their range.
+  for (int relu = 0; relu < 2; ++relu) {
+    r::ChannelWiseFullyConnected cw;
+    std::string cw_error;
+    const r::FullyConnectedOutput out{relu == 1, relu == 1, 0.f, std::fabs(f[2])};
+    if (!r::QuantizeFullyConnectedChannelWise(bnq::QuantType::kUint8, 0.f, std::fabs(f[0]),
+                                              weights, out_channels, per_channel, bias, out,
+                                              &cw, &cw_error)) {
+      Check(!cw_error.empty());
+      continue;
+    }
+    Check(cw.weights.size() == static_cast<size_t>(out_channels * per_channel));
+    Check(cw.output_scales.size() == static_cast<size_t>(out_channels));
+    for (float v : cw.output_scales) Check(std::isfinite(v));
+  }
   // The arithmetic of ranges measured at run time.
   for (auto type : {bnq::QuantType::kInt8, bnq::QuantType::kUint8}) {
     r::Int32ConvOutput o;

@@ -35,6 +35,30 @@ bool AllFinite(const float* v, int64_t n, const char* what, std::string* error) 
   return true;
 }
 
+// MXNet's GetWeightScales with per-channel scales: 127.5 / max|w[c]| (from
+// each channel's min and max, starting at the type's limits), capped so that
+// the int32 bias stays within INT_MAX / 2 (a oneDNN bug, says MXNet).
+std::vector<float> ChannelWeightScales(const float* weights, int64_t out_channels,
+                                       int64_t per_channel, const float* bias,
+                                       float data_scale) {
+  std::vector<float> scales(out_channels);
+  for (int64_t c = 0; c < out_channels; ++c) {
+    float lo = std::numeric_limits<float>::max(), hi = std::numeric_limits<float>::lowest();
+    for (int64_t k = 0; k < per_channel; ++k) {
+      lo = std::min(lo, weights[c * per_channel + k]);
+      hi = std::max(hi, weights[c * per_channel + k]);
+    }
+    const float max_abs = MaxAbs(lo, hi);
+    float scale = max_abs != 0.f ? 127.5f / max_abs : kInt32MaxAsFloat;
+    if (bias != nullptr && bias[c] != 0.f) {
+      const float limit = (bias[c] > 0 ? kInt32MaxAsFloat : -2147483648.f);
+      scale = std::min(scale, limit / 2 / bias[c] / data_scale);
+    }
+    scales[c] = scale;
+  }
+  return scales;
+}
+
 }  // namespace
 
 int8_t SaturateRoundS8(float v) {
@@ -95,16 +119,7 @@ bool QuantizeConv(const ConvOutput& out, int64_t out_channels, int64_t per_chann
 
   std::vector<float> weight_scales;
   if (out.calibrated) {
-    weight_scales.resize(out_channels);
-    for (int64_t c = 0; c < out_channels; ++c) {
-      float scale = max_abs[c] != 0.f ? 127.5f / max_abs[c] : kInt32MaxAsFloat;
-      if (bias != nullptr && bias[c] != 0.f) {
-        // Keeps the int32 bias within INT_MAX / 2 (a oneDNN bug, says MXNet).
-        const float limit = (bias[c] > 0 ? kInt32MaxAsFloat : -2147483648.f);
-        scale = std::min(scale, limit / 2 / bias[c] / q->data_scale);
-      }
-      weight_scales[c] = scale;
-    }
+    weight_scales = ChannelWeightScales(weights, out_channels, per_channel, bias, q->data_scale);
   } else {
     const float total = *std::max_element(max_abs.begin(), max_abs.end());
     weight_scales.assign(1, total != 0.f ? 127.5f / total : kInt32MaxAsFloat);
@@ -251,6 +266,63 @@ bool QuantizeFullyConnected(QuantType data_type, float data_min, float data_max,
     if (out.quantized) q->post_scale = QuantizeScale(out_type, out.min_calib, out.max_calib);
   }
   if (!std::isfinite(q->output_scale) || !std::isfinite(q->post_scale)) {
+    *error = "the ranges of the fully connected op give a non-finite output scale";
+    return false;
+  }
+  return true;
+}
+
+bool QuantizeFullyConnectedChannelWise(QuantType data_type, float data_min, float data_max,
+                                       const float* weights, int64_t out_channels,
+                                       int64_t per_channel, const float* bias,
+                                       const FullyConnectedOutput& out,
+                                       ChannelWiseFullyConnected* q, std::string* error) {
+  const int64_t count = out_channels * per_channel;
+  if (!AllFinite(weights, count, "weight", error)) return false;
+  if (bias != nullptr && !AllFinite(bias, out_channels, "bias", error)) return false;
+  for (float v : {data_min, data_max, out.min_calib, out.max_calib}) {
+    if (!std::isfinite(v)) {
+      *error = "a quantization range of the fully connected op is not finite";
+      return false;
+    }
+  }
+  const float data_scale = QuantizeScale(data_type, data_min, data_max);
+  const std::vector<float> weight_scales =
+      ChannelWeightScales(weights, out_channels, per_channel, bias, data_scale);
+  q->weights.resize(count);
+  for (int64_t c = 0; c < out_channels; ++c) {
+    for (int64_t k = 0; k < per_channel; ++k) {
+      q->weights[c * per_channel + k] = SaturateRoundS8(weights[c * per_channel + k] * weight_scales[c]);
+    }
+  }
+  q->bias.clear();
+  if (bias != nullptr) {
+    q->bias.resize(out_channels);
+    for (int64_t c = 0; c < out_channels; ++c) {
+      q->bias[c] = SaturateRoundS32(bias[c] * (weight_scales[c] * data_scale));
+    }
+  }
+  // MXNet's tmp_scale_: the output scale over the data scale, or (float
+  // output, or a fused activation, which takes the output scale after it)
+  // 1 / data scale in double; then over each channel's weight scale.
+  const QuantType out_type = out.relu ? QuantType::kUint8 : QuantType::kInt8;
+  float per_tensor;
+  q->post_scale = 1.f;
+  if (out.quantized && !out.relu) {
+    per_tensor = QuantizeScale(out_type, out.min_calib, out.max_calib) / data_scale;
+  } else {
+    per_tensor = static_cast<float>(1.0 / data_scale);
+    if (out.quantized) q->post_scale = QuantizeScale(out_type, out.min_calib, out.max_calib);
+  }
+  q->output_scales.resize(out_channels);
+  for (int64_t c = 0; c < out_channels; ++c) {
+    q->output_scales[c] = per_tensor / weight_scales[c];
+    if (!std::isfinite(q->output_scales[c])) {
+      *error = "the ranges of the fully connected op give a non-finite output scale";
+      return false;
+    }
+  }
+  if (!std::isfinite(q->post_scale)) {
     *error = "the ranges of the fully connected op give a non-finite output scale";
     return false;
   }

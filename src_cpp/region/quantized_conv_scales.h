@@ -125,6 +125,23 @@ bool QuantizeFullyConnected(QuantType data_type, float data_min, float data_max,
                             float bias_min, float bias_max, const FullyConnectedOutput& out,
                             QuantizedFullyConnected* q, std::string* error);
 
+// The channel-wise quantized fully connected op (channel_wise_quantize):
+// float weights quantized per output channel as a calibrated convolution's
+// (127.5 / max|w[c]|, capped for the int32 bias), the bias at data scale x
+// weight scale[c], and per channel out = act((acc + bias) * output_scale[c]),
+// times post_scale after a fused ReLU (MXNet's SgMKLDNNFCOp::Forward).
+struct ChannelWiseFullyConnected {
+  std::vector<int8_t> weights;
+  std::vector<int32_t> bias;  // empty without a bias
+  std::vector<float> output_scales;
+  float post_scale = 1.f;
+};
+bool QuantizeFullyConnectedChannelWise(QuantType data_type, float data_min, float data_max,
+                                       const float* weights, int64_t out_channels,
+                                       int64_t per_channel, const float* bias,
+                                       const FullyConnectedOutput& out,
+                                       ChannelWiseFullyConnected* q, std::string* error);
+
 // Rounding of float to int as the oneDNN reorders MXNet uses do it: to
 // nearest, ties to even, saturated to the type's range.
 int8_t SaturateRoundS8(float v);

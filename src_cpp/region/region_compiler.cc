@@ -594,7 +594,8 @@ class CompiledRegion::Builder {
 
   void FullyConnected(const Node* node, const FullyConnectedAttrs& a) {
     const int base = a.no_bias ? 2 : 3;
-    if (static_cast<int>(node->inputs.size()) != base * 3) Fail(node, "unexpected input count");
+    const int inputs = a.channel_wise ? base + 2 : base * 3;
+    if (static_cast<int>(node->inputs.size()) != inputs) Fail(node, "unexpected input count");
     const int raw = Data(node->inputs[0]);
     if (!a.flatten && r_.values_[raw].md.get_dims().size() != 2) {
       Fail(node, "flatten=False on data that is not 2-D");
@@ -602,24 +603,49 @@ class CompiledRegion::Builder {
     const int data = Flattened(node, raw);
     const Value in = r_.values_[data];  // a copy: NewValue() may move the vector
     const int64_t n = in.md.get_dims()[0], k = in.md.get_dims()[1], oc = a.num_hidden;
-    const MXTensor& w = Param(node->inputs[1], mxnet::ext::kInt8, oc * k);
-    const MXTensor* b = a.no_bias ? nullptr : &Param(node->inputs[2], mxnet::ext::kInt8, oc);
+    const QuantType data_type = ToQuantType(in.md.get_data_type(), node);
     auto scalar = [&](int i) { return Scalar(node, node->inputs[base + i]); };
     const FullyConnectedOutput out{!a.float_output, a.relu, a.min_calib, a.max_calib};
-    QuantizedFullyConnected q;
+    // Per output channel: out = act((acc + bias) * output_scale) * post_scale.
+    std::vector<int8_t> weights;
+    std::vector<int32_t> bias;
+    std::vector<float> output_scales;
+    float post_scale = 1.f;
     std::string error;
-    if (!QuantizeFullyConnected(ToQuantType(in.md.get_data_type(), node), scalar(0), scalar(1),
-                                static_cast<const int8_t*>(w.data_ptr), oc * k, scalar(2),
-                                scalar(3), b ? static_cast<const int8_t*>(b->data_ptr) : nullptr,
-                                oc, b ? scalar(4) : 0.f, b ? scalar(5) : 0.f, out, &q, &error)) {
-      Fail(node, error);
+    if (a.channel_wise) {
+      const MXTensor& w = Param(node->inputs[1], mxnet::ext::kFloat32, oc * k);
+      const MXTensor* b = a.no_bias ? nullptr : &Param(node->inputs[2], mxnet::ext::kFloat32, oc);
+      ChannelWiseFullyConnected q;
+      if (!QuantizeFullyConnectedChannelWise(
+              data_type, scalar(0), scalar(1), static_cast<const float*>(w.data_ptr), oc, k,
+              b ? static_cast<const float*>(b->data_ptr) : nullptr, out, &q, &error)) {
+        Fail(node, error);
+      }
+      weights = std::move(q.weights);
+      bias = std::move(q.bias);
+      output_scales = std::move(q.output_scales);
+      post_scale = q.post_scale;
+    } else {
+      const MXTensor& w = Param(node->inputs[1], mxnet::ext::kInt8, oc * k);
+      const MXTensor* b = a.no_bias ? nullptr : &Param(node->inputs[2], mxnet::ext::kInt8, oc);
+      QuantizedFullyConnected q;
+      if (!QuantizeFullyConnected(data_type, scalar(0), scalar(1),
+                                  static_cast<const int8_t*>(w.data_ptr), oc * k, scalar(2),
+                                  scalar(3), b ? static_cast<const int8_t*>(b->data_ptr) : nullptr,
+                                  oc, b ? scalar(4) : 0.f, b ? scalar(5) : 0.f, out, &q, &error)) {
+        Fail(node, error);
+      }
+      weights = std::move(q.weights);
+      bias = std::move(q.bias);
+      output_scales.assign(1, q.output_scale);
+      post_scale = q.post_scale;
     }
     dnnl::primitive_attr attr;
-    attr.set_scales_mask(DNNL_ARG_WEIGHTS, 0);
+    attr.set_scales_mask(DNNL_ARG_WEIGHTS, output_scales.size() == 1 ? 0 : 1);
     if (a.relu) {
       dnnl::post_ops ops;
       ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
-      ops.append_eltwise(dnnl::algorithm::eltwise_linear, q.post_scale, 0.f);
+      ops.append_eltwise(dnnl::algorithm::eltwise_linear, post_scale, 0.f);
       attr.set_post_ops(ops);
     }
     const dnnl::memory::desc bias_md({oc}, dt::f32, tag::a);
@@ -629,16 +655,21 @@ class CompiledRegion::Builder {
         r_.engine_, dnnl::prop_kind::forward_inference, in.md,
         dnnl::memory::desc({oc, k}, dt::s8, tag::any), bias_md, dst_md, attr);
     dnnl::memory weights_mem =
-        Reordered(dnnl::memory::desc({oc, k}, dt::s8, tag::ab), q.weights.data(), pd.weights_desc());
+        Reordered(dnnl::memory::desc({oc, k}, dt::s8, tag::ab), weights.data(), pd.weights_desc());
     std::vector<float> bias_f32(oc, 0.f);
-    for (size_t c = 0; c < q.bias.size(); ++c) bias_f32[c] = static_cast<float>(q.bias[c]) * q.output_scale;
+    for (size_t c = 0; c < bias.size(); ++c) {
+      bias_f32[c] = static_cast<float>(bias[c]) * output_scales[output_scales.size() == 1 ? 0 : c];
+    }
     const int dst = NewValue(pd.dst_desc());
     PrimitiveStep* s = AddStep(node, "", dnnl::inner_product_forward(pd));
     s->Read(DNNL_ARG_SRC, data, in.md);
     s->Constant(DNNL_ARG_WEIGHTS, weights_mem);
     s->Constant(DNNL_ARG_BIAS, Owned(r_.engine_, bias_md, bias_f32.data()));
     s->Constant(DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS,
-                Owned(r_.engine_, dnnl::memory::desc({1}, dt::f32, tag::a), &q.output_scale));
+                Owned(r_.engine_,
+                      dnnl::memory::desc({static_cast<int64_t>(output_scales.size())}, dt::f32,
+                                         tag::a),
+                      output_scales.data()));
     s->Write(DNNL_ARG_DST, dst, pd.dst_desc());
     if (a.float_output) {
       values_[{node, 0}] = dst;

@@ -360,10 +360,7 @@ bool ParseFullyConnected(const Node* node, FullyConnectedAttrs* fc, std::string*
       return false;
     }
   }
-  if (channel_wise) {
-    *why = "channel-wise quantized fully connected ops are not supported in regions yet";
-    return false;
-  }
+  fc->channel_wise = channel_wise;
   if (eltwise && float_output) {
     *why = "a fused eltwise with float output is not supported in regions yet";
     return false;

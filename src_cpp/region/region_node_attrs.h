@@ -99,6 +99,9 @@ struct FullyConnectedAttrs {
   bool flatten = true;
   bool float_output = true;  // enable_float_output; else calibrated int8/uint8
   bool relu = false;         // with_eltwise of a ReLU (uint8 output)
+  // channel_wise_quantize: float weights and bias quantized per output
+  // channel by the op itself (inputs: data, weight, [bias], min, max data).
+  bool channel_wise = false;
   float min_calib = 0.f, max_calib = 0.f;
 };
 
