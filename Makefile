@@ -16,7 +16,7 @@ SANITIZER_RUNTIME = $$(g++ -print-file-name=libasan.so) $$(g++ -print-file-name=
 FUZZ_SECONDS ?= 60
 CLANGXX ?= clang++-14
 
-.PHONY: venv install test demo bench bench-e2e asan fuzz clean
+.PHONY: venv install test lint format demo bench bench-e2e asan fuzz clean
 
 # Real labelled images (Debian's dataset-fashion-mnist) for the demo and tests.
 $(FASHION_MNIST):
@@ -57,6 +57,17 @@ bench-e2e: install
 
 # The library with AddressSanitizer + UBSan, and the op, graph and flow tests on it.
 # (detect_leaks=0: the Python interpreter and MXNet themselves leak at exit.)
+# ruff (ruff.toml) for Python, clang-format (.clang-format) for C++; both pinned
+# in requirements-dev.txt.  `make format` applies clang-format's changes.
+CXX_SOURCES := $(wildcard src_cpp/*.cc src_cpp/*.h src_cpp/region/*.cc src_cpp/region/*.h \
+                          src_cpp/fuzz/*.cc)
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/clang-format --dry-run -Werror --style=file $(CXX_SOURCES)
+
+format: venv
+	$(VENV)/bin/clang-format -i --style=file $(CXX_SOURCES)
+
 asan: install $(FASHION_MNIST)
 	MXNET_BNQ_SANITIZE=1 $(PY) -c "import setup; setup.compile_library('$(ASAN_LIB)')"
 	MXNET_BNQ_LIBRARY=$(ASAN_LIB) LD_PRELOAD="$(SANITIZER_RUNTIME)" \

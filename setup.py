@@ -26,7 +26,7 @@ LIBRARY = os.path.join('mxnet_bnq', 'lib', 'libmxnet_bnq.so')
 
 def _mxnet_dir():
     try:
-        import mxnet  # pylint: disable=import-outside-toplevel
+        import mxnet
     except ImportError as err:
         sys.exit("mxnet_bnq builds against the installed MXNet; install it first: "
                  "pip install mxnet==1.9.1 'numpy<1.24' (%s)" % err)
@@ -41,7 +41,7 @@ def _installed_file(distribution, name):
     """Location of file `name` of an installed distribution (pip installs the
     oneDNN wheels' files under <prefix>/include and <prefix>/lib, and in an
     isolated build that prefix is pip's build environment)."""
-    import importlib.metadata  # pylint: disable=import-outside-toplevel
+    import importlib.metadata
     try:
         for f in importlib.metadata.files(distribution) or []:
             if str(f).endswith(name):
@@ -109,7 +109,7 @@ class BuildLibraryInPlace(Command):
     def finalize_options(self):
         pass
 
-    def run(self):  # pylint: disable=no-self-use
+    def run(self):
         compile_library(os.path.join(HERE, LIBRARY))
 
 

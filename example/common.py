@@ -10,7 +10,6 @@ import mxnet as mx
 from tqdm import tqdm  # noqa: F401  (re-exported for the scripts)
 
 
-
 def str2bool(text):
     """'yes/true/1' or 'no/false/0' (argparse's type=bool takes any text as True)."""
     value = str(text).strip().lower()
@@ -56,7 +55,8 @@ def normalization_args(shape, rgb_mean, rgb_std):
     channels = shape[0]
     mean = parse_floats(rgb_mean, '--rgb-mean', channels)
     std = parse_floats(rgb_std, '--rgb-std', channels)
-    mean, std = mean * channels if len(mean) == 1 else mean, std * channels if len(std) == 1 else std
+    mean = mean * channels if len(mean) == 1 else mean
+    std = std * channels if len(std) == 1 else std
     if min(std) <= 0:
         raise ValueError('--rgb-std must be positive, got %s' % rgb_std)
     kwargs = {}

@@ -19,9 +19,9 @@ import argparse
 import json
 import os
 
+import common
 import mxnet as mx
 
-import common
 import mxnet_bnq
 
 IMAGENET_MEAN = '123.68,116.779,103.939'
@@ -82,15 +82,15 @@ def load_fp32_model(args, logger):
     if args.no_pretrained and os.path.isfile(local + '-symbol.json'):
         sym, arg_params, aux_params = mx.model.load_checkpoint(local, args.epoch)
         return sym, arg_params, aux_params, args.model, True
-    from gluoncv.model_zoo import get_model  # pylint: disable=import-outside-toplevel
+    from gluoncv.model_zoo import get_model
     try:
         net = get_model(args.model, pretrained=not args.no_pretrained)
     except (ValueError, KeyError) as err:
         raise SystemExit('unknown model %r: not a local prefix nor a gluoncv model (%s)'
-                         % (args.model, err))
-    except Exception as err:  # pylint: disable=broad-except
+                         % (args.model, err)) from None
+    except Exception as err:
         raise SystemExit('cannot get pretrained %s (%s); use --no-pretrained or a local model'
-                         % (args.model, err))
+                         % (args.model, err)) from None
     if args.no_pretrained:
         logger.warning('%s has random weights (--no-pretrained): accuracy is meaningless',
                        args.model)

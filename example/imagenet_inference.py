@@ -19,10 +19,10 @@ import json
 import logging
 import time
 
+import common
 import mxnet as mx
 import numpy as np
 
-import common
 import mxnet_bnq
 
 QUANTIZED_OP_PREFIXES = ('_contrib_quantize', '_contrib_quantized', '_sg_mkldnn')
@@ -68,20 +68,20 @@ def load_model(symbol_file, param_file, logger):
     try:
         plugin = mxnet_bnq.needs_plugin(text)
     except ValueError as err:
-        raise SystemExit('%s is not a valid symbol file (%s)' % (symbol_file, err))
+        raise SystemExit('%s is not a valid symbol file (%s)' % (symbol_file, err)) from None
     if plugin:  # before parsing: the plugin's ops must be registered first
         try:
             logger.info('the model uses mxnet_bnq ops: loaded %s', mxnet_bnq.load())
         except mxnet_bnq.PluginLoadError as err:
             raise SystemExit('%s was quantized with mxnet_bnq and needs its plugin, which cannot '
                              'be loaded (MXNet\'s own op would compute different numbers): %s'
-                             % (symbol_file, err))
+                             % (symbol_file, err)) from None
     try:
         sym = mx.sym.load_json(text)
         saved = mx.nd.load(param_file)
     except mx.MXNetError as err:
         raise SystemExit('cannot load the model %s / %s: %s'
-                         % (symbol_file, param_file, str(err).strip().splitlines()[-1]))
+                         % (symbol_file, param_file, str(err).strip().splitlines()[-1])) from None
     arg_params = {k[4:]: v for k, v in saved.items() if k.startswith('arg:')}
     aux_params = {k[4:]: v for k, v in saved.items() if k.startswith('aux:')}
     if not plugin and not is_quantized(sym):
@@ -100,7 +100,7 @@ def bind(sym, arg_params, aux_params, data_shape, ctx, label_name, dtype='float3
         if dtype == 'float32':
             raise
         raise SystemExit('--data-layer-type %s: cannot bind the model with %s data (%s)'
-                         % (dtype, dtype, str(err).strip().splitlines()[-1].strip()))
+                         % (dtype, dtype, str(err).strip().splitlines()[-1].strip())) from None
     mod.set_params(arg_params, aux_params)
     return mod
 

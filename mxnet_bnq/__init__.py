@@ -25,7 +25,8 @@ _LAZY = {
     'expand_regions': 'regions',
 }
 
-__all__ = ['PluginLoadError', 'is_loaded', 'library_path', 'load', 'needs_plugin', '__version__'] + sorted(_LAZY)
+__all__ = ['PluginLoadError', 'is_loaded', 'library_path', 'load', 'needs_plugin',
+           '__version__'] + sorted(_LAZY)
 
 
 def __getattr__(name):

@@ -12,8 +12,13 @@ left to MXNet, with the reason (see regions.py).
 import numpy as np
 
 from .fp32_preparation import UNSHARED_SUFFIX
-from .graph_runner import (QUANTIZED_PREFIX, internal_outputs, run_symbol, subgraph_backend,
-                           symbol_nodes)
+from .graph_runner import (
+    QUANTIZED_PREFIX,
+    internal_outputs,
+    run_symbol,
+    subgraph_backend,
+    symbol_nodes,
+)
 from .library import load, needs_plugin
 from .regions import REGION_OP, expand_regions, region_report
 

@@ -50,7 +50,7 @@ def library_path():
 
 def _import_mxnet():
     try:
-        import mxnet  # pylint: disable=import-outside-toplevel
+        import mxnet
     except ImportError as err:
         raise PluginLoadError(
             "MXNet is not installed (or fails to import: %s); install it with "
@@ -82,7 +82,7 @@ def _onednn_candidates():
                 paths.append(str(f.locate()))
     except importlib.metadata.PackageNotFoundError:
         pass
-    import sys  # pylint: disable=import-outside-toplevel
+    import sys
     paths += glob.glob(os.path.join(sys.prefix, 'lib', ONEDNN_SONAME))
     return paths
 
@@ -105,7 +105,7 @@ def _load_onednn():
 def needs_plugin(sym):
     """True if a symbol needs the plugin: an mx.sym.Symbol, or its JSON text
     (check a saved model before mx.sym.load, which fails on unknown ops)."""
-    import json  # pylint: disable=import-outside-toplevel
+    import json
     text = sym if isinstance(sym, str) else sym.tojson()
     try:
         nodes = json.loads(text)['nodes']
@@ -126,7 +126,7 @@ def load(verbose=False):
     Idempotent and thread-safe: later calls return at once.  Raises
     :class:`PluginLoadError` when MXNet, oneDNN or the library is unusable.
     """
-    global _loaded_path  # pylint: disable=global-statement
+    global _loaded_path
     with _LOCK:
         if _loaded_path is not None:
             return _loaded_path

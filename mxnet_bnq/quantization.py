@@ -283,7 +283,7 @@ def _export_block(network, data_nd):
             prefix = os.path.join(tmp, 'net')
             network.export(prefix, epoch=0)
             return mx.model.load_checkpoint(prefix, 0)
-    except Exception as err:  # pylint: disable=broad-except
+    except Exception as err:
         raise ValueError('the Gluon block %s cannot be hybridized and exported, which '
                          'quantization needs: %s' % (type(network).__name__, err)) from err
 

@@ -17,8 +17,8 @@ import mxnet as mx
 
 from .library import load
 
-__all__ = ['partition', 'PartitionNeedsShapes', 'region_report', 'format_region_report', 'expand_regions',
-           'REGION_OP', 'PARTITIONER']
+__all__ = ['partition', 'PartitionNeedsShapes', 'region_report', 'format_region_report',
+           'expand_regions', 'REGION_OP', 'PARTITIONER']
 
 PARTITIONER = 'BNQ_REGIONS'
 REGION_OP = '_bnq_quantized_region'

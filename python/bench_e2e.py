@@ -43,10 +43,11 @@ LOG = logging.getLogger('bench_e2e')
 
 def make_models(model, image, workdir):
     """Exports the fp32 model and the quantized variants into workdir/<model>-*."""
-    import mxnet as mx  # pylint: disable=import-outside-toplevel
-    import numpy as np  # pylint: disable=import-outside-toplevel
-    from gluoncv.model_zoo import get_model  # pylint: disable=import-outside-toplevel
-    import mxnet_bnq  # pylint: disable=import-outside-toplevel
+    import mxnet as mx
+    import numpy as np
+    from gluoncv.model_zoo import get_model
+
+    import mxnet_bnq
     mx.random.seed(0)
     net = get_model(model, pretrained=False)
     net.initialize(mx.init.Xavier())
@@ -77,9 +78,10 @@ def make_models(model, image, workdir):
 
 def bind_saved(prefix, batch, image):
     """An executor of one saved model on random data (in the calling process)."""
-    import mxnet as mx  # pylint: disable=import-outside-toplevel
-    import numpy as np  # pylint: disable=import-outside-toplevel
-    import mxnet_bnq  # pylint: disable=import-outside-toplevel
+    import mxnet as mx
+    import numpy as np
+
+    import mxnet_bnq
     with open(prefix + '-symbol.json') as f:
         text = f.read()
     if mxnet_bnq.needs_plugin(text):
@@ -158,9 +160,9 @@ def time_interleaved(runs, batch, image, seconds, rounds):
 
 
 def plot(rows, path):
-    import matplotlib  # pylint: disable=import-outside-toplevel
+    import matplotlib
     matplotlib.use('Agg')
-    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    import matplotlib.pyplot as plt
     labels = ['%s\nbatch %d' % (r['model'], r['batch']) for r in rows]
     fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(rows)), 4.5))
     width = 0.8 / len(VARIANTS)

@@ -34,7 +34,6 @@ import threading
 import time
 
 import numpy as np
-
 from results_io import save_results
 
 SHAPES = [(64, 256, 56, 56), (32, 64, 112, 112), (128, 512, 28, 28), (1, 2048, 7, 7)]
@@ -175,9 +174,9 @@ def fp32_in_graph_ms(mx, shape, budget_s, head=False):
 
 def measure_head(shapes, budget_s, native):
     """The BN -> ReLU -> global average pooling head, in graph, int8 input."""
-    import mxnet as mx  # pylint: disable=import-outside-toplevel
+    import mxnet as mx
     if not native:
-        import mxnet_bnq  # pylint: disable=import-outside-toplevel
+        import mxnet_bnq
         mxnet_bnq.load()
     rows = []
     for shape in shapes:
@@ -207,7 +206,7 @@ def head_table(rows):
 
 def measure_native(shapes, dtypes, budget_s):
     """MXNet's own op; run in a process without the plugin."""
-    import mxnet as mx  # pylint: disable=import-outside-toplevel
+    import mxnet as mx
     rows = []
     for shape in shapes:
         for dtype in dtypes:
@@ -221,8 +220,9 @@ def measure_native(shapes, dtypes, budget_s):
 
 
 def measure_plugin(shapes, dtypes, budget_s):
-    import mxnet as mx  # pylint: disable=import-outside-toplevel
-    import mxnet_bnq  # pylint: disable=import-outside-toplevel
+    import mxnet as mx
+
+    import mxnet_bnq
     mxnet_bnq.load()
     rows = []
     for shape in shapes:
@@ -269,9 +269,9 @@ def table(rows):
 
 
 def chart(rows, path):
-    import matplotlib  # pylint: disable=import-outside-toplevel
+    import matplotlib
     matplotlib.use('Agg')
-    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    import matplotlib.pyplot as plt
     series = [('copy', 'copy of the bytes'), ('ours_alone', 'ours, alone'),
               ('mxnet_alone', 'MXNet, alone'), ('fp32_alone', 'fp32 BN, alone'),
               ('ours_graph', 'ours, in graph'), ('mxnet_graph', 'MXNet, in graph'),

@@ -81,7 +81,7 @@ def score(prefix, opts, out_json, out_npy):
 
 def fidelity(reference, outputs):
     """Top-1 agreement and SQNR (dB) of `outputs` against the fp32 `reference`."""
-    from mxnet_bnq.layer_report import sqnr_db  # pylint: disable=import-outside-toplevel
+    from mxnet_bnq.layer_report import sqnr_db
     return float(np.mean(reference.argmax(1) == outputs.argmax(1))), sqnr_db(reference, outputs)
 
 
@@ -96,9 +96,9 @@ def markdown(rows):
 
 
 def chart(rows, path):
-    import matplotlib  # pylint: disable=import-outside-toplevel
+    import matplotlib
     matplotlib.use('Agg')
-    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    import matplotlib.pyplot as plt
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     names = [r['column'].replace(' (', '\n(') for r in rows]
     ax1.bar(names, [100 * r['top1'] for r in rows], color='tab:blue')

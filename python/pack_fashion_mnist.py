@@ -212,7 +212,8 @@ def main(argv=None):
     parser.add_argument("--out-dir", default="data/fashion_mnist",
                         help="output folder (default: %(default)s)")
     parser.add_argument("--num-calib", type=int, default=5000,
-                        help="calibration images taken from the training set (default: %(default)s)")
+                        help="calibration images taken from the training set "
+                             "(default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the calibration subset (default: %(default)s)")
     parser.add_argument("--png-compression", type=int, default=3, choices=range(0, 10),

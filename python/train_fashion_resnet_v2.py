@@ -135,8 +135,8 @@ def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     import mxnet as mx
-    from mxnet import autograd, gluon
     from gluoncv.model_zoo import get_model
+    from mxnet import autograd, gluon
     from tqdm import tqdm
 
     LOG.info("args: %s", vars(args))

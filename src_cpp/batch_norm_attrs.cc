@@ -10,7 +10,10 @@ namespace {
 
 // dmlc::optional<float> is written as "None" when unset.
 bool ParseOptionalFloat(const std::string& text, bool* present, float* value) {
-  if (Trim(text) == "None") { *present = false; return true; }
+  if (Trim(text) == "None") {
+    *present = false;
+    return true;
+  }
   double v = 0;
   if (!ParseDecimal(text, &v) || !std::isfinite(v) ||
       std::fabs(v) > std::numeric_limits<float>::max()) {
@@ -71,8 +74,7 @@ bool ParseBatchNormAttrs(const std::unordered_map<std::string, std::string>& att
   }
   if (has_min && parsed.min_calib_range > parsed.max_calib_range) {
     *error = "min_calib_range (" + std::to_string(parsed.min_calib_range) +
-             ") is greater than max_calib_range (" +
-             std::to_string(parsed.max_calib_range) + ")";
+             ") is greater than max_calib_range (" + std::to_string(parsed.max_calib_range) + ")";
     return false;
   }
   parsed.has_calib_range = has_min;

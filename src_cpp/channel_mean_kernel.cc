@@ -9,9 +9,7 @@ namespace {
 using dt = dnnl::memory::data_type;
 using tag = dnnl::memory::format_tag;
 
-dnnl::memory::desc SrcDesc(int64_t rows, int64_t inner) {
-  return {{rows, inner}, dt::u8, tag::ab};
-}
+dnnl::memory::desc SrcDesc(int64_t rows, int64_t inner) { return {{rows, inner}, dt::u8, tag::ab}; }
 dnnl::memory::desc OnesDesc(int64_t inner) { return {{inner, 1}, dt::s8, tag::ab}; }
 dnnl::memory::desc SumsDesc(int64_t rows) { return {{rows, 1}, dt::s32, tag::ab}; }
 
@@ -42,9 +40,8 @@ void ChannelMeanKernel::Run(int64_t rows, int64_t inner, const uint8_t* src, uin
   dnnl::memory src_mem(SrcDesc(rows, inner), engine_, const_cast<uint8_t*>(src));
   dnnl::memory sums_mem(SumsDesc(rows), engine_, sums.data());
   dnnl::stream stream(engine_);
-  kernel.primitive.execute(stream, {{DNNL_ARG_SRC, src_mem},
-                                    {DNNL_ARG_WEIGHTS, kernel.ones},
-                                    {DNNL_ARG_DST, sums_mem}});
+  kernel.primitive.execute(
+      stream, {{DNNL_ARG_SRC, src_mem}, {DNNL_ARG_WEIGHTS, kernel.ones}, {DNNL_ARG_DST, sums_mem}});
   stream.wait();
   for (int64_t r = 0; r < rows; ++r) {
     dst[r] = RoundedMean(sums[r], static_cast<int32_t>(inner));

@@ -15,9 +15,8 @@
 #pragma once
 
 #include <cstdint>
-#include <utility>
-
 #include <oneapi/dnnl/dnnl.hpp>
+#include <utility>
 
 #include "primitive_cache.h"
 

@@ -40,8 +40,8 @@ void RemoveConsumer(Node* producer, const Node* consumer, size_t index) {
 
 void SetInput(Node* consumer, size_t index, Node* producer, int entry) {
   if (index > consumer->inputs.size()) {
-    throw std::out_of_range("SetInput: input " + std::to_string(index) + " of " +
-                            consumer->name + " would leave a hole");
+    throw std::out_of_range("SetInput: input " + std::to_string(index) + " of " + consumer->name +
+                            " would leave a hole");
   }
   if (index < consumer->inputs.size()) {
     RemoveConsumer(consumer->inputs[index].node, consumer, index);

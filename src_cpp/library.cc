@@ -9,8 +9,8 @@ constexpr int kBuiltForMXNet = 10901;
 
 mxnet::ext::MXReturnValue initialize(int version) {
   if (version != kBuiltForMXNet) {
-    MX_ERROR_MSG << "mxnet_bnq was built for MXNet " << kBuiltForMXNet
-                 << " but is loaded by MXNet " << version << "; rebuild it (pip install .)";
+    MX_ERROR_MSG << "mxnet_bnq was built for MXNet " << kBuiltForMXNet << " but is loaded by MXNet "
+                 << version << "; rebuild it (pip install .)";
     return mxnet::ext::MX_FAIL;
   }
   return mxnet::ext::MX_SUCCESS;

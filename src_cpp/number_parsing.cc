@@ -47,8 +47,8 @@ bool ParseInteger(const std::string& text, int* value) {
   char* end = nullptr;
   errno = 0;
   const long v = std::strtol(s.c_str(), &end, 10);
-  if (end != s.c_str() + s.size() || errno == ERANGE ||
-      v < std::numeric_limits<int>::min() || v > std::numeric_limits<int>::max()) {
+  if (end != s.c_str() + s.size() || errno == ERANGE || v < std::numeric_limits<int>::min() ||
+      v > std::numeric_limits<int>::max()) {
     return false;
   }
   *value = static_cast<int>(v);
@@ -58,8 +58,14 @@ bool ParseInteger(const std::string& text, int* value) {
 bool ParseBool(const std::string& text, bool* value) {
   std::string s = Trim(text);
   for (char& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  if (s == "true" || s == "1") { *value = true; return true; }
-  if (s == "false" || s == "0") { *value = false; return true; }
+  if (s == "true" || s == "1") {
+    *value = true;
+    return true;
+  }
+  if (s == "false" || s == "0") {
+    *value = false;
+    return true;
+  }
   return false;
 }
 

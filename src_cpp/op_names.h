@@ -20,9 +20,9 @@ constexpr char kRegionPartitioner[] = "BNQ_REGIONS";
 
 // The plugin's BatchNorm ops.
 inline bool IsPluginOp(const std::string& op) {
-  for (const char* name : {kQuantizedBatchNormOp, kQuantizedBatchNormReluOp,
-                           kQuantizedBatchNormReluPoolOp, kBatchNormQuantizeOp,
-                           kBatchNormReluQuantizeOp}) {
+  for (const char* name :
+       {kQuantizedBatchNormOp, kQuantizedBatchNormReluOp, kQuantizedBatchNormReluPoolOp,
+        kBatchNormQuantizeOp, kBatchNormReluQuantizeOp}) {
     if (op == name) return true;
   }
   return false;

@@ -36,7 +36,8 @@ bool ParseRanges(const std::string& key, const std::string& text,
     if (eq == std::string::npos || eq == 0 || colon == std::string::npos || colon < eq ||
         !ParseFloat(item.substr(eq + 1, colon - eq - 1), &lo) ||
         !ParseFloat(item.substr(colon + 1), &hi) || lo > hi) {
-      *error = "option " + key + ": malformed entry '" + item + "' (expected name=min:max, min <= max)";
+      *error =
+          "option " + key + ": malformed entry '" + item + "' (expected name=min:max, min <= max)";
       return false;
     }
     (*ranges)[item.substr(0, eq)] = {lo, hi};
@@ -44,8 +45,7 @@ bool ParseRanges(const std::string& key, const std::string& text,
   return true;
 }
 
-bool ParseFlag(const std::string& key, const std::string& text, bool* value,
-               std::string* error) {
+bool ParseFlag(const std::string& key, const std::string& text, bool* value, std::string* error) {
   if (ParseBool(text, value)) return true;
   *error = "option " + key + ": expected true or false, got '" + text + "'";
   return false;
@@ -53,8 +53,8 @@ bool ParseFlag(const std::string& key, const std::string& text, bool* value,
 
 }  // namespace
 
-bool ParsePassOptions(const std::unordered_map<std::string, std::string>& options,
-                      PassOptions* out, std::string* error) {
+bool ParsePassOptions(const std::unordered_map<std::string, std::string>& options, PassOptions* out,
+                      std::string* error) {
   PassOptions parsed;
   for (const auto& kv : options) {
     const std::string& key = kv.first;

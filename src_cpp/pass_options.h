@@ -29,7 +29,7 @@ struct PassOptions {
 };
 
 // Returns false and sets `error` for an unknown key or a malformed value.
-bool ParsePassOptions(const std::unordered_map<std::string, std::string>& options,
-                      PassOptions* out, std::string* error);
+bool ParsePassOptions(const std::unordered_map<std::string, std::string>& options, PassOptions* out,
+                      std::string* error);
 
 }  // namespace bnq

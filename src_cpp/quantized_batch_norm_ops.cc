@@ -66,21 +66,35 @@ std::string ShapeString(const Shape& shape) {
 }
 
 bool ToQuantType(int dtype, QuantType* type) {
-  if (dtype == kInt8) { *type = QuantType::kInt8; return true; }
-  if (dtype == kUint8) { *type = QuantType::kUint8; return true; }
+  if (dtype == kInt8) {
+    *type = QuantType::kInt8;
+    return true;
+  }
+  if (dtype == kUint8) {
+    *type = QuantType::kUint8;
+    return true;
+  }
   return false;
 }
 
 const char* DTypeName(int dtype) {
   switch (dtype) {
-    case kFloat32: return "float32";
-    case kFloat64: return "float64";
-    case kFloat16: return "float16";
-    case kUint8: return "uint8";
-    case kInt32: return "int32";
-    case kInt8: return "int8";
-    case kInt64: return "int64";
-    default: return "unknown";
+    case kFloat32:
+      return "float32";
+    case kFloat64:
+      return "float64";
+    case kFloat16:
+      return "float16";
+    case kUint8:
+      return "uint8";
+    case kInt32:
+      return "int32";
+    case kInt8:
+      return "int8";
+    case kInt64:
+      return "int64";
+    default:
+      return "unknown";
   }
 }
 
@@ -94,16 +108,13 @@ struct OpTraits {
   bool global_avg_pool;
   bool float_input;
 };
-constexpr OpTraits kBatchNorm{kQuantizedBatchNormOp, false, QuantType::kInt8, false,
-                              false};
-constexpr OpTraits kBatchNormRelu{kQuantizedBatchNormReluOp, true, QuantType::kUint8,
-                                  false, false};
-constexpr OpTraits kBatchNormReluPool{kQuantizedBatchNormReluPoolOp, true,
-                                      QuantType::kUint8, true, false};
-constexpr OpTraits kFloatBatchNorm{kBatchNormQuantizeOp, false, QuantType::kInt8, false,
-                                   true};
-constexpr OpTraits kFloatBatchNormRelu{kBatchNormReluQuantizeOp, true,
-                                       QuantType::kUint8, false, true};
+constexpr OpTraits kBatchNorm{kQuantizedBatchNormOp, false, QuantType::kInt8, false, false};
+constexpr OpTraits kBatchNormRelu{kQuantizedBatchNormReluOp, true, QuantType::kUint8, false, false};
+constexpr OpTraits kBatchNormReluPool{kQuantizedBatchNormReluPoolOp, true, QuantType::kUint8, true,
+                                      false};
+constexpr OpTraits kFloatBatchNorm{kBatchNormQuantizeOp, false, QuantType::kInt8, false, true};
+constexpr OpTraits kFloatBatchNormRelu{kBatchNormReluQuantizeOp, true, QuantType::kUint8, false,
+                                       true};
 
 int NumInputs(const OpTraits& traits) {
   return traits.float_input ? kMinData : kNumQuantizedInputs;
@@ -135,14 +146,15 @@ MXReturnValue Guarded(const char* op, Body body) {
 }
 
 template <const OpTraits& T>
-MXReturnValue ParseAttrsImpl(const std::unordered_map<std::string, std::string>& attrs,
-                             int* num_in, int* num_out) {
+MXReturnValue ParseAttrsImpl(const std::unordered_map<std::string, std::string>& attrs, int* num_in,
+                             int* num_out) {
   BatchNormAttrs parsed;
   std::string error;
   if (!ParseBatchNormAttrs(attrs, &parsed, &error)) return Fail(T.name, error);
   if (T.float_input && !parsed.has_calib_range) {
-    return Fail(T.name, "float32 input needs the calibrated output range: set "
-                        "min_calib_range and max_calib_range");
+    return Fail(T.name,
+                "float32 input needs the calibrated output range: set "
+                "min_calib_range and max_calib_range");
   }
   *num_in = NumInputs(T);
   *num_out = kNumOutputs;
@@ -154,8 +166,8 @@ MXReturnValue InferTypeImpl(const std::unordered_map<std::string, std::string>& 
                             std::vector<int>* in_types, std::vector<int>* out_types) {
   const int data_type = in_types->at(kData);
   if (data_type >= 0 && !AcceptsData(T, data_type)) {
-    return Fail(T.name, std::string("data must be ") + DataTypes(T) + ", got " +
-                            DTypeName(data_type));
+    return Fail(T.name,
+                std::string("data must be ") + DataTypes(T) + ", got " + DTypeName(data_type));
   }
   for (int i = kGamma; i < NumInputs(T); ++i) {
     int& t = in_types->at(i);
@@ -186,8 +198,7 @@ MXReturnValue InferSTypeImpl(const std::unordered_map<std::string, std::string>&
 constexpr unsigned int kUnknownDim = static_cast<unsigned int>(-1);
 
 bool IsKnown(const std::vector<unsigned int>& shape) {
-  return !shape.empty() &&
-         std::find(shape.begin(), shape.end(), kUnknownDim) == shape.end();
+  return !shape.empty() && std::find(shape.begin(), shape.end(), kUnknownDim) == shape.end();
 }
 
 // True if `shape` (possibly partially unknown) can be `expected`.
@@ -218,11 +229,11 @@ MXReturnValue InferShapeImpl(const std::unordered_map<std::string, std::string>&
   if (!IsKnown(data_shape)) {
     // The library API cannot report "not inferred yet" (an unknown dimension
     // handed back would become a real size of 2^32 - 1): say what to give.
-    return Fail(T.name,
-                "data must have at least one dimension, or its shape " + DimsString(data_shape) +
-                " is not fully known (give input "
-                "shapes, e.g. Symbol.optimize_for(..., shape_dict={'data': shape}) or "
-                "skip_infer=True)");
+    return Fail(T.name, "data must have at least one dimension, or its shape " +
+                            DimsString(data_shape) +
+                            " is not fully known (give input "
+                            "shapes, e.g. Symbol.optimize_for(..., shape_dict={'data': shape}) or "
+                            "skip_infer=True)");
   }
   int axis = 0;
   if (!ResolveAxis(parsed.axis, static_cast<int>(data_shape.size()), &axis)) {
@@ -237,8 +248,7 @@ MXReturnValue InferShapeImpl(const std::unordered_map<std::string, std::string>&
     if (!Compatible(shape, expected)) {
       return Fail(T.name, std::string(kInputNames[i]) + " has shape " + DimsString(shape) +
                               ", expected " + DimsString(expected) + " for data of shape " +
-                              DimsString(data_shape) + " and axis " +
-                              std::to_string(parsed.axis));
+                              DimsString(data_shape) + " and axis " + std::to_string(parsed.axis));
     }
     shape = expected;
   }
@@ -310,8 +320,8 @@ MXReturnValue Compute(const OpTraits& traits, const BatchNormAttrs& attrs,
                       const std::vector<MXTensor>& in, std::vector<MXTensor>* out,
                       const OpResource& res) {
   if (static_cast<int>(in.size()) != NumInputs(traits) || out->size() != kNumOutputs) {
-    return Fail(traits.name, "expects " + std::to_string(NumInputs(traits)) +
-                                 " inputs and 3 outputs");
+    return Fail(traits.name,
+                "expects " + std::to_string(NumInputs(traits)) + " inputs and 3 outputs");
   }
   std::string error;
   int axis = 0;
@@ -331,19 +341,21 @@ MXReturnValue Compute(const OpTraits& traits, const BatchNormAttrs& attrs,
   const bool integer_data = ToQuantType(data.dtype, &in_type);
   if (integer_data) shape.src_type = ToDnnl(in_type);
   if (traits.float_input) {  // the values themselves, whatever their type
-    folded_ok = FoldScaleShiftFloatInput(attrs, params, traits.out_type, traits.relu, &folded,
-                                         &error);
+    folded_ok =
+        FoldScaleShiftFloatInput(attrs, params, traits.out_type, traits.relu, &folded, &error);
   } else {
-    folded_ok = FoldScaleShift(attrs, params, *Floats(in[kMinData]), *Floats(in[kMaxData]),
-                               in_type, traits.out_type, traits.relu, &folded, &error);
+    folded_ok = FoldScaleShift(attrs, params, *Floats(in[kMinData]), *Floats(in[kMaxData]), in_type,
+                               traits.out_type, traits.relu, &folded, &error);
   }
   if (!folded_ok) return Fail(traits.name, error);
   if (traits.global_avg_pool) {
     // BN+ReLU into MXNet's temporary workspace, then the mean of each channel.
     if (shape.inner > ChannelMeanKernel::kMaxInner) {
       return Fail(traits.name, "data of shape " + ShapeString(data.shape) + " pools " +
-                                   std::to_string(shape.inner) + " values per channel, more "
-                                   "than the " + std::to_string(ChannelMeanKernel::kMaxInner) +
+                                   std::to_string(shape.inner) +
+                                   " values per channel, more "
+                                   "than the " +
+                                   std::to_string(ChannelMeanKernel::kMaxInner) +
                                    " whose sum is exact in int32");
     }
     const int64_t bytes = data.size();
@@ -381,8 +393,8 @@ MXReturnValue Forward(const std::unordered_map<std::string, std::string>& attrs,
 
 // The entry points registered with MXNet.
 template <const OpTraits& T>
-MXReturnValue ParseAttrs(const std::unordered_map<std::string, std::string>& attrs,
-                         int* num_in, int* num_out) {
+MXReturnValue ParseAttrs(const std::unordered_map<std::string, std::string>& attrs, int* num_in,
+                         int* num_out) {
   return Guarded(T.name, [&] { return ParseAttrsImpl<T>(attrs, num_in, num_out); });
 }
 
@@ -414,14 +426,14 @@ constexpr bool SameName(const char* a, const char* b) {
 }  // namespace bnq
 
 // Every op registers the same entry points, instantiated for its traits.
-#define BNQ_REGISTER_BATCH_NORM_OP(op_name, traits)                                  \
-  static_assert(bnq::SameName(#op_name, traits.name), #op_name " is not " #traits);  \
-  REGISTER_OP(op_name)                                                               \
-      .setParseAttrs(bnq::ParseAttrs<traits>)                                        \
-      .setInferType(bnq::InferType<traits>)                                          \
-      .setInferSType(bnq::InferSType<traits>)                                        \
-      .setInferShape(bnq::InferShape<traits>)                                        \
-      .setMutateInputs(bnq::MutateInputs)                                            \
+#define BNQ_REGISTER_BATCH_NORM_OP(op_name, traits)                                 \
+  static_assert(bnq::SameName(#op_name, traits.name), #op_name " is not " #traits); \
+  REGISTER_OP(op_name)                                                              \
+      .setParseAttrs(bnq::ParseAttrs<traits>)                                       \
+      .setInferType(bnq::InferType<traits>)                                         \
+      .setInferSType(bnq::InferSType<traits>)                                       \
+      .setInferShape(bnq::InferShape<traits>)                                       \
+      .setMutateInputs(bnq::MutateInputs)                                           \
       .setForward(bnq::Forward<traits>, "cpu")
 
 BNQ_REGISTER_BATCH_NORM_OP(_contrib_quantized_batch_norm, bnq::kBatchNorm);

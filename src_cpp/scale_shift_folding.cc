@@ -36,8 +36,14 @@ bool BatchNormAffine(const BatchNormAttrs& attrs, const ChannelParams& params,
   for (int64_t c = 0; c < channels; ++c) {
     const double gamma = attrs.fix_gamma ? 1.0 : params.gamma[c];
     const double var_eps = static_cast<double>(params.moving_var[c]) + attrs.eps;
-    if (!std::isfinite(gamma)) { *error = ChannelError("gamma", c, gamma); return false; }
-    if (!std::isfinite(params.beta[c])) { *error = ChannelError("beta", c, params.beta[c]); return false; }
+    if (!std::isfinite(gamma)) {
+      *error = ChannelError("gamma", c, gamma);
+      return false;
+    }
+    if (!std::isfinite(params.beta[c])) {
+      *error = ChannelError("beta", c, params.beta[c]);
+      return false;
+    }
     if (!std::isfinite(params.moving_mean[c])) {
       *error = ChannelError("moving_mean", c, params.moving_mean[c]);
       return false;
@@ -80,10 +86,9 @@ void FillScaleShift(const std::vector<double>& a, const std::vector<double>& b, 
 
 }  // namespace
 
-bool FoldScaleShift(const BatchNormAttrs& attrs, const ChannelParams& params,
-                    float min_data, float max_data, QuantType in_type,
-                    QuantType out_type, bool relu, FoldedScaleShift* folded,
-                    std::string* error) {
+bool FoldScaleShift(const BatchNormAttrs& attrs, const ChannelParams& params, float min_data,
+                    float max_data, QuantType in_type, QuantType out_type, bool relu,
+                    FoldedScaleShift* folded, std::string* error) {
   if (!std::isfinite(min_data) || !std::isfinite(max_data)) {
     *error = "min_data/max_data must be finite, got [" + std::to_string(min_data) + ", " +
              std::to_string(max_data) + "]";

@@ -44,10 +44,9 @@ struct FoldedScaleShift {
 // `attrs` the output range is derived from the input range: the tightest
 // range that holds every value the op can produce.
 // Returns false and sets `error` for invalid parameters or ranges.
-bool FoldScaleShift(const BatchNormAttrs& attrs, const ChannelParams& params,
-                    float min_data, float max_data, QuantType in_type,
-                    QuantType out_type, bool relu, FoldedScaleShift* folded,
-                    std::string* error);
+bool FoldScaleShift(const BatchNormAttrs& attrs, const ChannelParams& params, float min_data,
+                    float max_data, QuantType in_type, QuantType out_type, bool relu,
+                    FoldedScaleShift* folded, std::string* error);
 
 // The same for real-valued input (float32, or integers taken as they are:
 // step 1): the map quantizes the BatchNorm's output directly.  Needs the

@@ -34,22 +34,19 @@ dnnl::binary ScaleShiftKernel::MakePrimitive(const ScaleShiftShape& shape) const
   ops.append_binary(dnnl::algorithm::binary_add, channel_md);
   dnnl::primitive_attr attr;
   attr.set_post_ops(ops);
-  const dnnl::binary::primitive_desc pd(engine_, dnnl::algorithm::binary_mul, src_md,
-                                        channel_md, dst_md, attr);
+  const dnnl::binary::primitive_desc pd(engine_, dnnl::algorithm::binary_mul, src_md, channel_md,
+                                        dst_md, attr);
   return dnnl::binary(pd);
 }
 
-void ScaleShiftKernel::Run(const ScaleShiftShape& shape, const void* src,
-                           const float* scale, const float* shift, void* dst) {
+void ScaleShiftKernel::Run(const ScaleShiftShape& shape, const void* src, const float* scale,
+                           const float* shift, void* dst) {
   dnnl::binary prim = cache_.Get(shape, [&] { return MakePrimitive(shape); });
   const auto plain = PlainTag(shape);
   // oneDNN takes non-const handles; src, scale and shift are only read.
-  dnnl::memory src_mem({DataDims(shape), shape.src_type, plain}, engine_,
-                       const_cast<void*>(src));
-  dnnl::memory scale_mem({ChannelDims(shape), dt::f32, plain}, engine_,
-                         const_cast<float*>(scale));
-  dnnl::memory shift_mem({ChannelDims(shape), dt::f32, plain}, engine_,
-                         const_cast<float*>(shift));
+  dnnl::memory src_mem({DataDims(shape), shape.src_type, plain}, engine_, const_cast<void*>(src));
+  dnnl::memory scale_mem({ChannelDims(shape), dt::f32, plain}, engine_, const_cast<float*>(scale));
+  dnnl::memory shift_mem({ChannelDims(shape), dt::f32, plain}, engine_, const_cast<float*>(shift));
   dnnl::memory dst_mem({DataDims(shape), shape.dst_type, plain}, engine_, dst);
 
   dnnl::stream stream(engine_);

@@ -13,12 +13,10 @@
 #pragma once
 
 #include <cstdint>
+#include <oneapi/dnnl/dnnl.hpp>
 #include <utility>
 
-#include <oneapi/dnnl/dnnl.hpp>
-
 #include "primitive_cache.h"
-
 #include "scale_shift_folding.h"
 
 namespace bnq {
@@ -47,8 +45,8 @@ class ScaleShiftKernel {
   ScaleShiftKernel();
 
   // Throws dnnl::error on a oneDNN failure.
-  void Run(const ScaleShiftShape& shape, const void* src, const float* scale,
-           const float* shift, void* dst);
+  void Run(const ScaleShiftShape& shape, const void* src, const float* scale, const float* shift,
+           void* dst);
 
   // The primitive cache's (hits, misses).
   std::pair<uint64_t, uint64_t> CacheCounts() { return cache_.Counts(); }

@@ -1,7 +1,6 @@
 """Helpers to build quantized BatchNorm inputs and call the ops imperatively."""
 import mxnet as mx
 import numpy as np
-
 import quant_reference as ref
 
 

@@ -10,9 +10,9 @@ import threading
 
 import mxnet as mx
 import numpy as np
+import small_nets
 
 import mxnet_bnq
-import small_nets
 
 
 def build(net, seed, bn_mode='int8'):
@@ -39,7 +39,7 @@ def graph_runs(bn_mode):
 def op_runs():
     """The plugin's ops on quantized data (BN, BN+ReLU, BN+ReLU+pooling; each a
     group) called imperatively on a few cases."""
-    from bn_cases import make_case, run_op  # pylint: disable=import-outside-toplevel
+    from bn_cases import make_case, run_op
     mxnet_bnq.load()
     rng = np.random.default_rng(0)
     cases = [make_case(rng, shape, in_dtype=dtype) for shape in ((4, 8, 6, 6), (2, 16, 5, 5))

@@ -2,9 +2,9 @@
 numpy reference (conv_reference.py) of one fused convolution node of it."""
 import json
 
+import conv_reference as cref
 import mxnet as mx
 
-import conv_reference as cref
 from mxnet_bnq.graph_runner import run_symbol
 
 

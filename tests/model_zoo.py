@@ -17,7 +17,7 @@ def export(name, directory, classes=10):
     """(sym, args, aux) of gluoncv model `name`, initialized with a fixed seed."""
     prefix = os.path.join(directory, name)
     if not os.path.exists(prefix + '-symbol.json'):
-        from gluoncv.model_zoo import get_model  # pylint: disable=import-outside-toplevel
+        from gluoncv.model_zoo import get_model
         mx.random.seed(0)
         net = get_model(name, pretrained=False, classes=classes)
         net.initialize(mx.init.Xavier())

@@ -76,5 +76,5 @@ def quantize_mxnet(sym, args, aux, calib_data, calib_mode='naive', **kwargs):
 
 # The package's helper (runs a symbol on one batch); sqnr_db is the package's too.
 forward = run_symbol
-__all__ = ['bn_after_add', 'bn_after_pool', 'bn_relu_global_pool', 'bn_on_input', 'random_params', 'quantize_mxnet', 'forward',
-           'sqnr_db']
+__all__ = ['bn_after_add', 'bn_after_pool', 'bn_relu_global_pool', 'bn_on_input', 'random_params',
+           'quantize_mxnet', 'forward', 'sqnr_db']

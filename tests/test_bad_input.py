@@ -2,7 +2,6 @@
 import mxnet as mx
 import numpy as np
 import pytest
-
 from bn_cases import make_case, run_op
 
 

@@ -7,10 +7,9 @@ import sys
 
 import numpy as np
 import pytest
+import real_images
 
 import mxnet_bnq
-
-import real_images
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, 'example')
@@ -174,7 +173,8 @@ def test_data_layer_type_feeds_integer_data_or_fails_clearly(recs, tmp_path):
     proc = subprocess.run([sys.executable, os.path.join(EXAMPLE, 'imagenet_inference.py'),
                            '--symbol-file', MODEL + '-symbol.json', '--param-file',
                            MODEL + '-0000.params', '--benchmark', '--data-layer-type', 'uint8',
-                           '--batch-size', '4', '--num-inference-batches', '1', '--quiet'] + FASHION,
+                           '--batch-size', '4', '--num-inference-batches', '1',
+                           '--quiet'] + FASHION,
                           capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert proc.returncode != 0
     assert '--data-layer-type uint8: cannot bind the model with uint8 data' in proc.stderr

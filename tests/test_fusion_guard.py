@@ -4,11 +4,11 @@ shortcut (bare conv stem of pre-activation nets); our flow is immune."""
 import mxnet as mx
 import numpy as np
 import pytest
+import real_images
+import small_nets
 from mxnet.gluon import nn
 
 import mxnet_bnq
-import real_images
-import small_nets
 from mxnet_bnq.graph_runner import subgraph_backend
 
 
@@ -31,7 +31,7 @@ class PreActNet(nn.HybridBlock):
             self.pool = nn.GlobalAvgPool2D()
             self.dense = nn.Dense(10)
 
-    def hybrid_forward(self, F, x):  # pylint: disable=arguments-differ
+    def hybrid_forward(self, F, x):
         x = self.stem(self.bn_in(x))
         if self.stem_bn_relu:
             x = F.relu(self.stem_bn(x))

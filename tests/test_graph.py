@@ -4,11 +4,11 @@ import json
 import mxnet as mx
 import numpy as np
 import pytest
-
-import mxnet_bnq
 import quant_reference as ref
 import small_nets
 from bn_cases import assert_within_one_step
+
+import mxnet_bnq
 
 DATA_SHAPE = (8, 4, 8, 8)
 

@@ -4,11 +4,12 @@ import ctypes
 import mxnet as mx
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
-
-import mxnet_bnq
 import quant_reference as ref
 from bn_cases import assert_within_one_step, make_case, run_op, run_reference
+from hypothesis import given
+from hypothesis import strategies as st
+
+import mxnet_bnq
 
 SHAPES_AND_AXES = [
     ((7,), 0), ((5, 6), 1), ((5, 6), -1), ((3, 4, 9), 1), ((3, 4, 9), 2), ((3, 4, 9), 0),

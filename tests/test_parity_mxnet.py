@@ -15,7 +15,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from bn_cases import assert_within_one_step, make_case, run_op, run_reference
 
 HERE = os.path.dirname(os.path.abspath(__file__))

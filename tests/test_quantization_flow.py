@@ -6,13 +6,13 @@ import os
 import subprocess
 import sys
 
+import model_zoo
 import mxnet as mx
 import numpy as np
 import pytest
+import small_nets
 
 import mxnet_bnq
-import model_zoo
-import small_nets
 
 LOG = logging.getLogger('test')
 
@@ -55,7 +55,8 @@ def test_every_batchnorm_is_folded_or_quantized(zoo, name, tmp_path):
         quantized_dtype='auto')
     assert ops(qsym)['BatchNorm'] == 0 and ops(qsym)['_contrib_quantized_act'] == 0, ops(qsym)
     rows = batch_norm_rows(mxnet_bnq.report(sym, qsym))
-    assert rows and all(r['fate'].startswith(('folded', 'int8', 'fusion guard')) for r in rows), rows
+    fates = ('folded', 'int8', 'fusion guard')
+    assert rows and all(r['fate'].startswith(fates) for r in rows), rows
     x = np.random.default_rng(1).uniform(0, 1, (2,) + shape[1:]).astype('f')
     (before,) = small_nets.forward(qsym, qargs, qaux, x)
     qsym.save(str(tmp_path / 'q-symbol.json'))
@@ -222,7 +223,7 @@ def test_report_lists_fates_and_sqnr(zoo):
 
 
 class NotHybridizable(mx.gluon.HybridBlock):
-    def hybrid_forward(self, F, x):  # pylint: disable=arguments-differ
+    def hybrid_forward(self, F, x):
         return x.asnumpy()  # needs concrete values
 
 
@@ -241,14 +242,16 @@ class NotHybridizable(mx.gluon.HybridBlock):
      'calib_data must be an mx.io.DataIter'),
     (lambda s, a, x: mxnet_bnq.quantize_model_mkldnn(s, a, x, calib_mode='magic'), ValueError,
      'unknown calib_mode'),
-    (lambda s, a, x: mxnet_bnq.quantize_model_mkldnn(s, a, x, calib_mode='none', quantized_dtype='int4'),
+    (lambda s, a, x: mxnet_bnq.quantize_model_mkldnn(s, a, x, calib_mode='none',
+                                                     quantized_dtype='int4'),
      ValueError, 'quantized_dtype'),
-    (lambda s, a, x: mxnet_bnq.quantize_model_mkldnn(s, a, x, calib_mode='none', bn_mode='int4'), ValueError,
-     'bn_mode'),
+    (lambda s, a, x: mxnet_bnq.quantize_model_mkldnn(s, a, x, calib_mode='none', bn_mode='int4'),
+     ValueError, 'bn_mode'),
     (lambda s, a, x: mxnet_bnq.quantize_model_mkldnn(s, a, x, calib_mode='none',
                                                      quantize_granularity='bogus'),
      ValueError, 'quantize_granularity'),
-    (lambda s, a, x: mxnet_bnq.quantize_model_mkldnn(s, a, x, calib_mode='none', excluded_sym_names='bn'),
+    (lambda s, a, x: mxnet_bnq.quantize_model_mkldnn(s, a, x, calib_mode='none',
+                                                     excluded_sym_names='bn'),
      ValueError, 'excluded_sym_names must be a list'),
     (lambda s, a, x: mxnet_bnq.quantize_net(NotHybridizable(), data_shapes=[('data', (1, 2))]),
      ValueError, 'cannot be hybridized'),

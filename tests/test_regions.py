@@ -6,16 +6,17 @@ import os
 import subprocess
 import sys
 
+import conv_reference as cref
+import graph_probe
 import mxnet as mx
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
-
-import conv_reference as cref
-from conv_reference import F
-import graph_probe
-import mxnet_bnq
 import small_nets
+from conv_reference import F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import mxnet_bnq
 from mxnet_bnq.graph_runner import run_symbol
 
 
@@ -24,7 +25,8 @@ def quantize(sym, shape, seed=0, nonnegative=False, calib_mode='naive',
     """Our flow without regions (MXNet's flow plus the BatchNorm pass)."""
     args, aux = small_nets.random_params(sym, shape, seed)
     rng = np.random.default_rng(seed + 1)
-    calib = rng.uniform(0, 1, (8,) + shape[1:]) if nonnegative else rng.normal(0, 1, (8,) + shape[1:])
+    size = (8,) + shape[1:]
+    calib = rng.uniform(0, 1, size) if nonnegative else rng.normal(0, 1, size)
     calib = calib.astype('f')
     qsym, qargs, qaux = mxnet_bnq.quantize_model_mkldnn(
         sym, args, aux, calib_mode=calib_mode, label_names=None, quantized_dtype='auto',

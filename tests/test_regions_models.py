@@ -6,13 +6,13 @@ import os
 import subprocess
 import sys
 
+import model_zoo
 import mxnet as mx
 import numpy as np
 import pytest
-
-import model_zoo
-import mxnet_bnq
 import real_images
+
+import mxnet_bnq
 from mxnet_bnq.graph_runner import run_symbol
 from mxnet_bnq.layer_report import sqnr_db
 
@@ -202,7 +202,8 @@ def test_saved_partitioned_model_reloads_in_a_fresh_process(small, tmp_path):
 
 
 @pytest.mark.parametrize('data,match', [
-    (mx.nd.zeros((2, 4, 8, 8), dtype='float64'), 'data must be float32, uint8 or int8, got float64'),
+    (mx.nd.zeros((2, 4, 8, 8), dtype='float64'),
+     'data must be float32, uint8 or int8, got float64'),
     (mx.nd.zeros((2, 5, 8, 8)), 'shape'),
 ])
 def test_a_region_fed_a_wrong_input_fails_clearly(data, match):
@@ -283,5 +284,5 @@ def test_a_region_compiles_once_in_a_symbol_block(small, tmp_path):
     proc = subprocess.run([sys.executable, '-c', code, prefix], capture_output=True, text=True,
                           timeout=300, env=dict(os.environ, MXNET_BNQ_REGION_VERBOSE='1'))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    compiles = [l for l in proc.stderr.splitlines() if 'compiling a region' in l]
+    compiles = [line for line in proc.stderr.splitlines() if 'compiling a region' in line]
     assert len(compiles) == 2, compiles  # the first forward, and batch 3

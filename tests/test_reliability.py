@@ -9,11 +9,12 @@ import sys
 import mxnet as mx
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+import small_nets
+from bn_cases import assert_within_one_step, make_case, run_op, run_reference
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import mxnet_bnq
-from bn_cases import assert_within_one_step, make_case, run_op, run_reference
-import small_nets
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Cases per fuzz test; raise it for longer sessions (BNQ_FUZZ_EXAMPLES=20000).

@@ -55,8 +55,13 @@ void FuzzConvScales(const std::vector<float>& f) {
   const float* bias = weights + out_channels * per_channel;
   for (int calibrated = 0; calibrated < 2; ++calibrated) {
     for (auto type : {bnq::QuantType::kInt8, bnq::QuantType::kUint8}) {
-      const r::ConvOutput out{type, f[0], f[1], calibrated == 1, std::min(f[2], f[3]),
-                              std::max(f[2], f[3]), calibrated == 1 && f[2] >= 0};
+      const r::ConvOutput out{type,
+                              f[0],
+                              f[1],
+                              calibrated == 1,
+                              std::min(f[2], f[3]),
+                              std::max(f[2], f[3]),
+                              calibrated == 1 && f[2] >= 0};
       r::QuantizedConv q;
       std::string error;
       if (!r::QuantizeConv(out, out_channels, per_channel, weights, bias, &q, &error)) {
@@ -86,9 +91,9 @@ void FuzzConvScales(const std::vector<float>& f) {
     r::ChannelWiseFullyConnected cw;
     std::string cw_error;
     const r::FullyConnectedOutput out{relu == 1, relu == 1, 0.f, std::fabs(f[2])};
-    if (!r::QuantizeFullyConnectedChannelWise(bnq::QuantType::kUint8, 0.f, std::fabs(f[0]),
-                                              weights, out_channels, per_channel, bias, out,
-                                              &cw, &cw_error)) {
+    if (!r::QuantizeFullyConnectedChannelWise(bnq::QuantType::kUint8, 0.f, std::fabs(f[0]), weights,
+                                              out_channels, per_channel, bias, out, &cw,
+                                              &cw_error)) {
       Check(!cw_error.empty());
       continue;
     }
@@ -110,8 +115,8 @@ void FuzzConvScales(const std::vector<float>& f) {
   const float data_max = std::fabs(f[0]) < 2.1e9f ? std::fabs(std::nearbyint(f[0])) : 1e9f;
   const float in_range = std::fabs(f[1]);
   if (data_max >= 1.f && std::isfinite(in_range) && in_range > 1e-20f && in_range < 1e20f) {
-    const r::Requantized q = r::RequantizeInt32(bnq::QuantType::kInt8, -in_range, in_range,
-                                                false, 0.f, 0.f, -data_max, data_max / 2);
+    const r::Requantized q = r::RequantizeInt32(bnq::QuantType::kInt8, -in_range, in_range, false,
+                                                0.f, 0.f, -data_max, data_max / 2);
     Check(std::fabs(data_max * q.scale - 127.f) <= 127.f * 1e-5f && q.min == -q.max);
   }
   std::vector<int8_t> w8(static_cast<size_t>(out_channels * per_channel));
@@ -121,9 +126,9 @@ void FuzzConvScales(const std::vector<float>& f) {
   r::QuantizedFullyConnected fc;
   std::string error;
   if (!r::QuantizeFullyConnected(bnq::QuantType::kUint8, 0.f, std::fabs(f[0]), w8.data(),
-                                 static_cast<int64_t>(w8.size()), -std::fabs(f[1]),
-                                 std::fabs(f[1]), b8.data(), out_channels, -std::fabs(f[2]),
-                                 std::fabs(f[2]), r::FullyConnectedOutput{}, &fc, &error)) {
+                                 static_cast<int64_t>(w8.size()), -std::fabs(f[1]), std::fabs(f[1]),
+                                 b8.data(), out_channels, -std::fabs(f[2]), std::fabs(f[2]),
+                                 r::FullyConnectedOutput{}, &fc, &error)) {
     Check(!error.empty());
     return;
   }

@@ -52,7 +52,10 @@ void BufferPlan::Assign(const std::vector<std::unique_ptr<Step>>& steps,
     for (int i = 0; i < static_cast<int>(slots.size()); ++i) {
       if (slots[i].busy_until >= first[v]) continue;
       // Best fit: the smallest free slot that holds it, else the largest one.
-      if (best < 0) { best = i; continue; }
+      if (best < 0) {
+        best = i;
+        continue;
+      }
       const bool fits = slots[i].size >= need[v], best_fits = slots[best].size >= need[v];
       if ((fits && (!best_fits || slots[i].size < slots[best].size)) ||
           (!fits && !best_fits && slots[i].size > slots[best].size)) {

@@ -49,8 +49,8 @@ BNQ_AVX512 void Rows(const void* src, const float* scale, const float* shift, vo
       StoreBytes<kDst>(y + c, 0xffff, _mm512_add_ps(v, _mm512_loadu_ps(shift + c)));
     }
     if (tail) {
-      const __m512 v = _mm512_mul_ps(LoadBytes<kSrc>(x + full, tail),
-                                     _mm512_maskz_loadu_ps(tail, scale + full));
+      const __m512 v =
+          _mm512_mul_ps(LoadBytes<kSrc>(x + full, tail), _mm512_maskz_loadu_ps(tail, scale + full));
       StoreBytes<kDst>(y + full, tail, _mm512_add_ps(v, _mm512_maskz_loadu_ps(tail, shift + full)));
     }
   }
@@ -63,9 +63,8 @@ bool ChannelAffineKernelAvailable() {
          __builtin_cpu_supports("avx512vl");
 }
 
-void ChannelAffineRows(const void* src, ByteType src_type, const float* scale,
-                       const float* shift, void* dst, ByteType dst_type, int64_t channels,
-                       int64_t begin, int64_t end) {
+void ChannelAffineRows(const void* src, ByteType src_type, const float* scale, const float* shift,
+                       void* dst, ByteType dst_type, int64_t channels, int64_t begin, int64_t end) {
   using B = ByteType;
   if (src_type == B::kInt8 && dst_type == B::kInt8) {
     Rows<B::kInt8, B::kInt8>(src, scale, shift, dst, channels, begin, end);

@@ -26,9 +26,8 @@ bool ChannelAffineKernelAvailable();
 
 // Pixels [begin, end) of a (pixels, channels) row-major tensor.  Requires
 // ChannelAffineKernelAvailable().
-void ChannelAffineRows(const void* src, ByteType src_type, const float* scale,
-                       const float* shift, void* dst, ByteType dst_type, int64_t channels,
-                       int64_t begin, int64_t end);
+void ChannelAffineRows(const void* src, ByteType src_type, const float* scale, const float* shift,
+                       void* dst, ByteType dst_type, int64_t channels, int64_t begin, int64_t end);
 
 }  // namespace region
 }  // namespace bnq

@@ -39,8 +39,7 @@ bool AllFinite(const float* v, int64_t n, const char* what, std::string* error) 
 // each channel's min and max, starting at the type's limits), capped so that
 // the int32 bias stays within INT_MAX / 2 (a oneDNN bug, says MXNet).
 std::vector<float> ChannelWeightScales(const float* weights, int64_t out_channels,
-                                       int64_t per_channel, const float* bias,
-                                       float data_scale) {
+                                       int64_t per_channel, const float* bias, float data_scale) {
   std::vector<float> scales(out_channels);
   for (int64_t c = 0; c < out_channels; ++c) {
     float lo = std::numeric_limits<float>::max(), hi = std::numeric_limits<float>::lowest();
@@ -78,25 +77,23 @@ float QuantizeScale(QuantType t, float min, float max) {
   return range != 0.f ? QuantizedRange(t) / range : kInt32MaxAsFloat;
 }
 
-void FoldBatchNormIntoConv(const FoldedBatchNorm& bn, int64_t out_channels,
-                           int64_t per_channel, std::vector<float>* weights,
-                           std::vector<float>* bias) {
+void FoldBatchNormIntoConv(const FoldedBatchNorm& bn, int64_t out_channels, int64_t per_channel,
+                           std::vector<float>* weights, std::vector<float>* bias) {
   const bool had_bias = !bias->empty();
   bias->resize(out_channels);
   for (int64_t c = 0; c < out_channels; ++c) {
     // float / double sqrt, as MXNet's expression with a double eps evaluates.
     const float alpha =
         static_cast<float>((bn.fix_gamma ? 1.0f : bn.gamma[c]) / std::sqrt(bn.var[c] + bn.eps));
-    (*bias)[c] = had_bias ? bn.beta[c] + alpha * ((*bias)[c] - bn.mean[c])
-                          : bn.beta[c] - alpha * bn.mean[c];
+    (*bias)[c] =
+        had_bias ? bn.beta[c] + alpha * ((*bias)[c] - bn.mean[c]) : bn.beta[c] - alpha * bn.mean[c];
     float* w = weights->data() + c * per_channel;
     for (int64_t k = 0; k < per_channel; ++k) w[k] = w[k] * alpha;
   }
 }
 
 bool QuantizeConv(const ConvOutput& out, int64_t out_channels, int64_t per_channel,
-                  const float* weights, const float* bias, QuantizedConv* q,
-                  std::string* error) {
+                  const float* weights, const float* bias, QuantizedConv* q, std::string* error) {
   const int64_t count = out_channels * per_channel;
   if (!AllFinite(weights, count, "weight", error)) return false;
   if (bias != nullptr && !AllFinite(bias, out_channels, "bias", error)) return false;
@@ -171,9 +168,9 @@ bool QuantizeConv(const ConvOutput& out, int64_t out_channels, int64_t per_chann
   return true;
 }
 
-void Int32ConvOutputFor(QuantType data_type, float data_min, float data_max,
-                        float weight_scale, float weight_max_abs, const float* bias,
-                        int64_t out_channels, Int32ConvOutput* out) {
+void Int32ConvOutputFor(QuantType data_type, float data_min, float data_max, float weight_scale,
+                        float weight_max_abs, const float* bias, int64_t out_channels,
+                        Int32ConvOutput* out) {
   const float data_scale = QuantizeScale(data_type, data_min, data_max);
   out->bias.clear();
   if (bias != nullptr) {
@@ -186,8 +183,8 @@ void Int32ConvOutputFor(QuantType data_type, float data_min, float data_max,
   // MXNet's int32 output range (QuantizationRangeForS8S8/S8U8Multiplication):
   // one level of weight times one level of data, times INT32_MAX.
   const float weight_level = weight_max_abs / 127.f;
-  const float data_level = MaxAbs(data_min, data_max) /
-                           (data_type == QuantType::kInt8 ? 127.f : 255.f);
+  const float data_level =
+      MaxAbs(data_min, data_max) / (data_type == QuantType::kInt8 ? 127.f : 255.f);
   out->max_output = weight_level * data_level * kInt32MaxAsFloat;
   out->min_output = -out->max_output;
 }
@@ -259,8 +256,8 @@ bool QuantizeFullyConnected(QuantType data_type, float data_min, float data_max,
   const QuantType out_type = out.relu ? QuantType::kUint8 : QuantType::kInt8;
   q->post_scale = 1.f;
   if (out.quantized && !out.relu) {
-    q->output_scale = QuantizeScale(out_type, out.min_calib, out.max_calib) / data_scale /
-                      weight_scale;
+    q->output_scale =
+        QuantizeScale(out_type, out.min_calib, out.max_calib) / data_scale / weight_scale;
   } else {
     q->output_scale = static_cast<float>(1.0 / data_scale) / weight_scale;
     if (out.quantized) q->post_scale = QuantizeScale(out_type, out.min_calib, out.max_calib);
@@ -292,7 +289,8 @@ bool QuantizeFullyConnectedChannelWise(QuantType data_type, float data_min, floa
   q->weights.resize(count);
   for (int64_t c = 0; c < out_channels; ++c) {
     for (int64_t k = 0; k < per_channel; ++k) {
-      q->weights[c * per_channel + k] = SaturateRoundS8(weights[c * per_channel + k] * weight_scales[c]);
+      q->weights[c * per_channel + k] =
+          SaturateRoundS8(weights[c * per_channel + k] * weight_scales[c]);
     }
   }
   q->bias.clear();

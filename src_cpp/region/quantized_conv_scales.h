@@ -36,25 +36,24 @@ struct FoldedBatchNorm {
 // place) scaled by alpha[c] = (fix_gamma ? 1 : gamma) / sqrt(var + eps), and
 // the bias beta + alpha * (bias - mean) (beta - alpha * mean without a bias;
 // `bias` is resized to out_channels when empty).
-void FoldBatchNormIntoConv(const FoldedBatchNorm& bn, int64_t out_channels,
-                           int64_t per_channel, std::vector<float>* weights,
-                           std::vector<float>* bias);
+void FoldBatchNormIntoConv(const FoldedBatchNorm& bn, int64_t out_channels, int64_t per_channel,
+                           std::vector<float>* weights, std::vector<float>* bias);
 
 // How a convolution's output is quantized.
 struct ConvOutput {
-  QuantType data_type;      // of the convolution's input
+  QuantType data_type;       // of the convolution's input
   float data_min, data_max;  // its range
-  bool calibrated;          // min/max_calib_range set: int8/uint8 output
+  bool calibrated;           // min/max_calib_range set: int8/uint8 output
   float calib_min, calib_max;
-  bool uint8_output;        // relu without sum, or relu after the sum
+  bool uint8_output;  // relu without sum, or relu after the sum
 };
 
 struct QuantizedConv {
-  std::vector<int8_t> weights;     // same element order as the float weights
-  std::vector<int32_t> bias;       // empty without a bias
-  std::vector<float> requantize;   // per output channel (calibrated) or one value
+  std::vector<int8_t> weights;    // same element order as the float weights
+  std::vector<int32_t> bias;      // empty without a bias
+  std::vector<float> requantize;  // per output channel (calibrated) or one value
   float data_scale = 0.f;
-  float output_scale = 0.f;        // levels per unit of the output
+  float output_scale = 0.f;  // levels per unit of the output
   float min_output = 0.f, max_output = 0.f;
   // Uncalibrated: the one weight scale and the weights' max |w|, what
   // Int32ConvOutputFor needs when the input range changes.
@@ -70,9 +69,9 @@ struct Int32ConvOutput {
   float output_scale = 0.f;
   float min_output = 0.f, max_output = 0.f;
 };
-void Int32ConvOutputFor(QuantType data_type, float data_min, float data_max,
-                        float weight_scale, float weight_max_abs, const float* bias,
-                        int64_t out_channels, Int32ConvOutput* out);
+void Int32ConvOutputFor(QuantType data_type, float data_min, float data_max, float weight_scale,
+                        float weight_max_abs, const float* bias, int64_t out_channels,
+                        Int32ConvOutput* out);
 
 // MXNet's quantize_v2 of float data and requantize of int32 data: the output
 // range and the scale of q = saturate(round(x * scale)).
@@ -97,8 +96,7 @@ Requantized RequantizeInt32(QuantType out, float in_min, float in_max, bool cali
 // {1}, and MXNet's int32 output range.
 // Returns false and sets `error` for non-finite weights or bias.
 bool QuantizeConv(const ConvOutput& out, int64_t out_channels, int64_t per_channel,
-                  const float* weights, const float* bias, QuantizedConv* q,
-                  std::string* error);
+                  const float* weights, const float* bias, QuantizedConv* q, std::string* error);
 
 // The quantized fully connected op with int8 weights and bias quantized
 // offline (tensor-wise): MXNet's SgMKLDNNFCOp::Forward.  Float output, or a
@@ -111,8 +109,8 @@ struct FullyConnectedOutput {
 };
 
 struct QuantizedFullyConnected {
-  std::vector<int8_t> weights;   // rescaled when the bias would overflow
-  std::vector<int32_t> bias;     // empty without a bias
+  std::vector<int8_t> weights;  // rescaled when the bias would overflow
+  std::vector<int32_t> bias;    // empty without a bias
   // out = saturate(round(post_scale * act((acc + bias) * output_scale))); float
   // output: the real value, acc_with_bias * output_scale (post_scale 1).
   float output_scale = 0.f;

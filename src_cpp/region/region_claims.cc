@@ -74,16 +74,16 @@ std::vector<std::string> ClaimReasons(const Graph* graph) {
       if (run_time[index[e.node]]) measured_by = e.node;
     }
     const bool calibrated_conv = parsed.kind == OpKind::kConv && parsed.conv.calibrated;
-    if (measured_by != nullptr &&
-        (calibrated_conv || parsed.kind == OpKind::kFullyConnected)) {
+    if (measured_by != nullptr && (calibrated_conv || parsed.kind == OpKind::kFullyConnected)) {
       // MXNet quantizes such an op's weights for its input range, again
       // whenever that changes.
       reasons[i] = "its input range is measured at run time (by " + measured_by->name +
                    ") and it needs a constant one";
       continue;
     }
-    const bool measures = (parsed.kind == OpKind::kQuantize ||
-                           parsed.kind == OpKind::kRequantize) && !parsed.quantize.calibrated;
+    const bool measures =
+        (parsed.kind == OpKind::kQuantize || parsed.kind == OpKind::kRequantize) &&
+        !parsed.quantize.calibrated;
     run_time[i] = parsed.kind != OpKind::kDequantize && (measures || measured_by != nullptr);
   }
   // MXNet 1.9.1's fused convolution with_sum computes wrong results when its
@@ -99,7 +99,8 @@ std::vector<std::string> ClaimReasons(const Graph* graph) {
       if (reasons[producer].empty()) {
         reasons[producer] = "its output is the sum operand of " + node->name +
                             ", which MXNet runs (MXNet's fused sum is wrong on a library op's "
-                            "output): " + reasons[i];
+                            "output): " +
+                            reasons[i];
         changed = true;
       }
     }

@@ -32,23 +32,34 @@ namespace {
 
 dt ToDnnlType(int mx_type, const Node* node) {
   switch (mx_type) {
-    case mxnet::ext::kFloat32: return dt::f32;
-    case mxnet::ext::kUint8: return dt::u8;
-    case mxnet::ext::kInt8: return dt::s8;
-    case mxnet::ext::kInt32: return dt::s32;
-    default: Fail(node, "unsupported data type " + std::to_string(mx_type));
+    case mxnet::ext::kFloat32:
+      return dt::f32;
+    case mxnet::ext::kUint8:
+      return dt::u8;
+    case mxnet::ext::kInt8:
+      return dt::s8;
+    case mxnet::ext::kInt32:
+      return dt::s32;
+    default:
+      Fail(node, "unsupported data type " + std::to_string(mx_type));
   }
 }
 
 tag PlainTag(size_t ndims) {
   switch (ndims) {
-    case 1: return tag::a;
-    case 2: return tag::ab;
-    case 3: return tag::abc;
-    case 4: return tag::abcd;
-    case 5: return tag::abcde;
-    default: throw std::runtime_error("tensors of " + std::to_string(ndims) +
-                                      " dimensions are not supported in regions");
+    case 1:
+      return tag::a;
+    case 2:
+      return tag::ab;
+    case 3:
+      return tag::abc;
+    case 4:
+      return tag::abcd;
+    case 5:
+      return tag::abcde;
+    default:
+      throw std::runtime_error("tensors of " + std::to_string(ndims) +
+                               " dimensions are not supported in regions");
   }
 }
 
@@ -143,7 +154,8 @@ class CompiledRegion::Builder {
  public:
   Builder(CompiledRegion* region, const Graph& graph, const std::vector<MXTensor>& inputs)
       : r_(*region), graph_(graph), inputs_(inputs) {
-    for (size_t i = 0; i < graph.inputs.size(); ++i) input_index_[graph.inputs[i]] = static_cast<int>(i);
+    for (size_t i = 0; i < graph.inputs.size(); ++i)
+      input_index_[graph.inputs[i]] = static_cast<int>(i);
     for (size_t i = 0; i < graph.size(); ++i) {
       for (const NodeEntry& e : graph.getNode(i)->inputs) ++uses_[{e.node, e.entry}];
     }
@@ -160,17 +172,39 @@ class CompiledRegion::Builder {
       std::string why;
       if (!ParseRegionNode(node, &parsed, &why)) Fail(node, why);
       switch (parsed.kind) {
-        case OpKind::kConv: Conv(node, parsed.conv); break;
-        case OpKind::kFullyConnected: FullyConnected(node, parsed.fc); break;
-        case OpKind::kPooling: Pooling(node, parsed.pool); break;
-        case OpKind::kRelu: Relu(node); break;
-        case OpKind::kFlatten: Flatten(node); break;
-        case OpKind::kBatchNorm: BatchNorm(node, parsed.bn); break;
-        case OpKind::kQuantize: Quantize(node, parsed.quantize); break;
-        case OpKind::kRequantize: Requantize(node, parsed.quantize); break;
-        case OpKind::kDequantize: Dequantize(node); break;
-        case OpKind::kAdd: Add(node, parsed.add); break;
-        case OpKind::kConcat: Concat(node, parsed.concat); break;
+        case OpKind::kConv:
+          Conv(node, parsed.conv);
+          break;
+        case OpKind::kFullyConnected:
+          FullyConnected(node, parsed.fc);
+          break;
+        case OpKind::kPooling:
+          Pooling(node, parsed.pool);
+          break;
+        case OpKind::kRelu:
+          Relu(node);
+          break;
+        case OpKind::kFlatten:
+          Flatten(node);
+          break;
+        case OpKind::kBatchNorm:
+          BatchNorm(node, parsed.bn);
+          break;
+        case OpKind::kQuantize:
+          Quantize(node, parsed.quantize);
+          break;
+        case OpKind::kRequantize:
+          Requantize(node, parsed.quantize);
+          break;
+        case OpKind::kDequantize:
+          Dequantize(node);
+          break;
+        case OpKind::kAdd:
+          Add(node, parsed.add);
+          break;
+        case OpKind::kConcat:
+          Concat(node, parsed.concat);
+          break;
       }
     }
     Outputs(outputs);
@@ -196,7 +230,8 @@ class CompiledRegion::Builder {
     auto found = values_.find({e.node, e.entry});
     if (found != values_.end()) return found->second;
     auto in = input_index_.find(e.node);
-    if (in == input_index_.end()) Fail(e.node, "output " + std::to_string(e.entry) + " has no value");
+    if (in == input_index_.end())
+      Fail(e.node, "output " + std::to_string(e.entry) + " has no value");
     const MXTensor& t = InputTensor(e, InputUse::kData);
     Value v;
     v.kind = ValueKind::kInput;
@@ -227,7 +262,8 @@ class CompiledRegion::Builder {
     auto found = scalars_.find({e.node, e.entry});
     if (found != scalars_.end()) return found->second;
     const MXTensor& t = InputTensor(e, InputUse::kScalar);
-    if (t.dtype != mxnet::ext::kFloat32 || t.size() != 1) Fail(e.node, "a range must be one float32");
+    if (t.dtype != mxnet::ext::kFloat32 || t.size() != 1)
+      Fail(e.node, "a range must be one float32");
     const float v = *static_cast<const float*>(t.data_ptr);
     r_.input_records_[input_index_[e.node]].scalar = v;
     return Constant(v);
@@ -237,8 +273,8 @@ class CompiledRegion::Builder {
   float Scalar(const Node* consumer, const NodeEntry& e) {
     const RangeEnd end = End(e);
     if (end.at_run_time()) {
-      Fail(consumer, "needs a constant input range, and " + e.node->name +
-                         " measures its range at run time");
+      Fail(consumer,
+           "needs a constant input range, and " + e.node->name + " measures its range at run time");
     }
     return end.value;
   }
@@ -331,7 +367,8 @@ class CompiledRegion::Builder {
   }
 
   void Conv(const Node* node, const ConvAttrs& a) {
-    if (static_cast<int>(node->inputs.size()) != a.num_inputs()) Fail(node, "unexpected input count");
+    if (static_cast<int>(node->inputs.size()) != a.num_inputs())
+      Fail(node, "unexpected input count");
     const int data = Data(node->inputs[0]);
     const Value in = r_.values_[data];  // a copy: NewValue() may move the vector
     const dims in_dims = in.md.get_dims();
@@ -340,7 +377,8 @@ class CompiledRegion::Builder {
     if (ic % g != 0) Fail(node, "input channels are not a multiple of num_group");
     const int64_t per_channel = (ic / g) * a.kernel[0] * a.kernel[1];
 
-    std::vector<float> weights = Floats(Param(node->inputs[1], mxnet::ext::kFloat32, oc * per_channel));
+    std::vector<float> weights =
+        Floats(Param(node->inputs[1], mxnet::ext::kFloat32, oc * per_channel));
     std::vector<float> bias;
     int next = 2;
     if (!a.no_bias) bias = Floats(Param(node->inputs[next++], mxnet::ext::kFloat32, oc));
@@ -349,11 +387,11 @@ class CompiledRegion::Builder {
       const MXTensor& beta = Param(node->inputs[next + 1], mxnet::ext::kFloat32, oc);
       const MXTensor& mean = Param(node->inputs[next + 2], mxnet::ext::kFloat32, oc);
       const MXTensor& var = Param(node->inputs[next + 3], mxnet::ext::kFloat32, oc);
-      FoldBatchNormIntoConv({static_cast<const float*>(gamma.data_ptr),
-                             static_cast<const float*>(beta.data_ptr),
-                             static_cast<const float*>(mean.data_ptr),
-                             static_cast<const float*>(var.data_ptr), a.bn.eps, a.bn.fix_gamma},
-                            oc, per_channel, &weights, &bias);
+      FoldBatchNormIntoConv(
+          {static_cast<const float*>(gamma.data_ptr), static_cast<const float*>(beta.data_ptr),
+           static_cast<const float*>(mean.data_ptr), static_cast<const float*>(var.data_ptr),
+           a.bn.eps, a.bn.fix_gamma},
+          oc, per_channel, &weights, &bias);
     }
     const int dmin = a.data_min_input(), smin = dmin + 2;
     const QuantType data_type = ToQuantType(in.md.get_data_type(), node);
@@ -370,8 +408,13 @@ class CompiledRegion::Builder {
     }
     // The weights of an uncalibrated convolution do not depend on the data
     // range: a placeholder stands in for one measured at run time.
-    ConvOutput out{data_type, run_time ? 0.f : data_lo.value, run_time ? 1.f : data_hi.value,
-                   a.calibrated, a.min_calib, a.max_calib, a.uint8_output()};
+    ConvOutput out{data_type,
+                   run_time ? 0.f : data_lo.value,
+                   run_time ? 1.f : data_hi.value,
+                   a.calibrated,
+                   a.min_calib,
+                   a.max_calib,
+                   a.uint8_output()};
     if (out.data_min < 0 && out.data_type == QuantType::kUint8) {
       Fail(node, "uint8 data with a negative range");
     }
@@ -401,8 +444,11 @@ class CompiledRegion::Builder {
     dnnl::post_ops ops;
     int sum = -1;
     switch (a.act) {
-      case FusedAct::kNone: break;
-      case FusedAct::kRelu: ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f); break;
+      case FusedAct::kNone:
+        break;
+      case FusedAct::kRelu:
+        ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+        break;
       case FusedAct::kLeakyRelu:
         ops.append_eltwise(dnnl::algorithm::eltwise_relu, a.act_alpha, 0.f);
         break;
@@ -421,9 +467,8 @@ class CompiledRegion::Builder {
     if (a.with_sum) sum = Data(node->inputs[a.sum_input()]);
     if (sum_post_op) {
       const dt operand_type = r_.values_[sum].md.get_data_type();
-      const float sum_scale =
-          q.output_scale / QuantizeScale(ToQuantType(operand_type, node), sum_lo.value,
-                                         sum_hi.value);
+      const float sum_scale = q.output_scale / QuantizeScale(ToQuantType(operand_type, node),
+                                                             sum_lo.value, sum_hi.value);
       // The operand is read in its own type: a uint8 operand stays unsigned
       // (MXNet 1.9.1 reads it as the int8 output type, see the README).
       ops.append_sum(sum_scale, 0, operand_type);
@@ -438,10 +483,10 @@ class CompiledRegion::Builder {
     // int32 output is read by requantize: NHWC.
     const dnnl::memory::desc dst_md(out_dims, out_type,
                                     a.with_sum || !a.calibrated ? tag::nhwc : tag::any);
-    dnnl::convolution_forward::primitive_desc pd(
-        r_.engine_, dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
-        src_any, dnnl::memory::desc(w_dims, dt::s8, tag::any), bias_md, dst_md, strides,
-        dilates, pad, pad, attr);
+    dnnl::convolution_forward::primitive_desc pd(r_.engine_, dnnl::prop_kind::forward_inference,
+                                                 dnnl::algorithm::convolution_direct, src_any,
+                                                 dnnl::memory::desc(w_dims, dt::s8, tag::any),
+                                                 bias_md, dst_md, strides, dilates, pad, pad, attr);
 
     dnnl::memory weights_mem = Reordered(w_plain, q.weights.data(), pd.weights_desc());
     std::vector<float> bias_f32(oc, 0.f);
@@ -472,10 +517,11 @@ class CompiledRegion::Builder {
     s->Read(DNNL_ARG_SRC, src, pd.src_desc());
     s->Constant(DNNL_ARG_WEIGHTS, weights_mem);
     s->Constant(DNNL_ARG_BIAS, Owned(r_.engine_, bias_md, bias_f32.data()));
-    s->Constant(DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS,
-                Owned(r_.engine_, dnnl::memory::desc({static_cast<int64_t>(q.requantize.size())},
-                                                     dt::f32, tag::a),
-                      q.requantize.data()));
+    s->Constant(
+        DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS,
+        Owned(r_.engine_,
+              dnnl::memory::desc({static_cast<int64_t>(q.requantize.size())}, dt::f32, tag::a),
+              q.requantize.data()));
     if (sum_post_op) s->Read(DNNL_ARG_DST, dst, pd.dst_desc());
     s->Write(DNNL_ARG_DST, dst, pd.dst_desc());
     if (a.calibrated) {
@@ -530,14 +576,15 @@ class CompiledRegion::Builder {
     for (int i = 0; i < 2; ++i) {
       const int64_t span = d[2 + i] + 2 * a.pad[i] - a.kernel[i];
       if (span < 0) Fail(node, "the pooling kernel is larger than the padded input");
-      const int64_t size = (a.full_convention ? (span + a.stride[i] - 1) / a.stride[i]
-                                              : span / a.stride[i]) + 1;
+      const int64_t size =
+          (a.full_convention ? (span + a.stride[i] - 1) / a.stride[i] : span / a.stride[i]) + 1;
       out_dims[2 + i] = size;
       pad_r[i] = (size - 1) * a.stride[i] + a.kernel[i] - d[2 + i] - a.pad[i];
     }
     const dnnl::algorithm alg = a.max ? dnnl::algorithm::pooling_max
-                                : a.count_include_pad ? dnnl::algorithm::pooling_avg_include_padding
-                                                      : dnnl::algorithm::pooling_avg_exclude_padding;
+                                : a.count_include_pad
+                                    ? dnnl::algorithm::pooling_avg_include_padding
+                                    : dnnl::algorithm::pooling_avg_exclude_padding;
     dnnl::pooling_forward::primitive_desc pd(
         r_.engine_, dnnl::prop_kind::forward_inference, alg, in.md,
         dnnl::memory::desc(out_dims, in.md.get_data_type(), tag::any), {a.stride[0], a.stride[1]},
@@ -665,11 +712,11 @@ class CompiledRegion::Builder {
     s->Read(DNNL_ARG_SRC, data, in.md);
     s->Constant(DNNL_ARG_WEIGHTS, weights_mem);
     s->Constant(DNNL_ARG_BIAS, Owned(r_.engine_, bias_md, bias_f32.data()));
-    s->Constant(DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS,
-                Owned(r_.engine_,
-                      dnnl::memory::desc({static_cast<int64_t>(output_scales.size())}, dt::f32,
-                                         tag::a),
-                      output_scales.data()));
+    s->Constant(
+        DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS,
+        Owned(r_.engine_,
+              dnnl::memory::desc({static_cast<int64_t>(output_scales.size())}, dt::f32, tag::a),
+              output_scales.data()));
     s->Write(DNNL_ARG_DST, dst, pd.dst_desc());
     if (a.float_output) {
       values_[{node, 0}] = dst;
@@ -704,15 +751,16 @@ class CompiledRegion::Builder {
       const ChannelParams params{gamma.data(), beta.data(), mean.data(), var.data(), c};
       FoldedScaleShift folded;
       std::string error;
-      const bool ok = a.float_input
-                          ? FoldScaleShiftFloatInput(a.bn, params, out_type, a.relu, &folded, &error)
-                          : FoldScaleShift(a.bn, params, min, max, in_type, out_type, a.relu,
-                                           &folded, &error);
+      const bool ok =
+          a.float_input
+              ? FoldScaleShiftFloatInput(a.bn, params, out_type, a.relu, &folded, &error)
+              : FoldScaleShift(a.bn, params, min, max, in_type, out_type, a.relu, &folded, &error);
       if (!ok) throw std::runtime_error(name + ": " + error);
       return folded;
     };
     // At build time a measured range is not known yet: any valid one makes the steps.
-    const FoldedScaleShift folded = fold(run_time ? 0.f : in_lo.value, run_time ? 1.f : in_hi.value);
+    const FoldedScaleShift folded =
+        fold(run_time ? 0.f : in_lo.value, run_time ? 1.f : in_hi.value);
     const int range_slot = run_time ? NewRangeSlots() : -1;
     const RangeEnd out_lo = run_time ? Slot(range_slot) : Constant(folded.min_output);
     const RangeEnd out_hi = run_time ? Slot(range_slot + 1) : Constant(folded.max_output);
@@ -782,8 +830,9 @@ class CompiledRegion::Builder {
     int64_t count = 1;
     for (size_t i = 2; i < d.size(); ++i) count *= d[i];
     if (count > ChannelMeanKernel::kMaxInner) {
-      Fail(node, "pools " + std::to_string(count) + " values per channel, more than an int32 "
-                 "sum holds exactly");
+      Fail(node, "pools " + std::to_string(count) +
+                     " values per channel, more than an int32 "
+                     "sum holds exactly");
     }
     int src = dst;
     if (!IsChannelsLast(dst_md)) src = InLayout(node, dst, ChannelsLast(dst_md));
@@ -791,8 +840,8 @@ class CompiledRegion::Builder {
     pooled[0] = d[0];
     pooled[1] = c;
     const int mean_value = NewValue(PlainDesc(pooled, dt::u8));
-    r_.steps_.emplace_back(new ChannelMeanStep(node->name + "/mean", src, mean_value, d[0], c,
-                                               count));
+    r_.steps_.emplace_back(
+        new ChannelMeanStep(node->name + "/mean", src, mean_value, d[0], c, count));
     SetOutputs(node, mean_value, out_lo, out_hi);
   }
 
@@ -841,9 +890,8 @@ class CompiledRegion::Builder {
       return;
     }
     const int measured = MeasureRange(node, data);
-    RangedCopy(node, data, out_md, true, [=](const Ranges& r) {
-      return QuantizeFloat(type, r[measured], r[measured + 1]);
-    });
+    RangedCopy(node, data, out_md, true,
+               [=](const Ranges& r) { return QuantizeFloat(type, r[measured], r[measured + 1]); });
   }
 
   // A step that writes the minimum and maximum of `value` (float32 or int32,
@@ -872,9 +920,8 @@ class CompiledRegion::Builder {
     const int measured = a.calibrated ? -1 : MeasureRange(node, data);
     RangedCopy(node, data, out_md, measured >= 0 || AtRunTime({in_lo, in_hi}),
                [=](const Ranges& r) {
-                 return RequantizeInt32(type, in_lo.Get(r), in_hi.Get(r), a.calibrated,
-                                        a.min_calib, a.max_calib,
-                                        measured >= 0 ? r[measured] : 0.f,
+                 return RequantizeInt32(type, in_lo.Get(r), in_hi.Get(r), a.calibrated, a.min_calib,
+                                        a.max_calib, measured >= 0 ? r[measured] : 0.f,
                                         measured >= 0 ? r[measured + 1] : 0.f);
                });
   }
@@ -934,7 +981,8 @@ class CompiledRegion::Builder {
                                float lhs_abs, float rhs_abs) {
     AddScales s;
     if (a.calibrated) {
-      const float out_range = QuantizedRange(out_type == dt::u8 ? QuantType::kUint8 : QuantType::kInt8);
+      const float out_range =
+          QuantizedRange(out_type == dt::u8 ? QuantType::kUint8 : QuantType::kInt8);
       const float out_scale = out_range / std::max(std::fabs(a.min_calib), std::fabs(a.max_calib));
       s.lhs = out_scale / (QuantizedRange(lq) / lhs_abs);
       s.rhs = out_scale / (QuantizedRange(rq) / rhs_abs);
@@ -1005,7 +1053,8 @@ class CompiledRegion::Builder {
     first->set_rescale([=](Ranges& ranges) {
       const AddScales s = scales(ranges);
       if (convert != nullptr) {
-        *convert->ConstantFloats(DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC) = converted == 0 ? s.lhs : s.rhs;
+        *convert->ConstantFloats(DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC) =
+            converted == 0 ? s.lhs : s.rhs;
       }
       add->SetScales(converted == 0 ? 1.f : s.lhs, converted == 1 ? 1.f : s.rhs);
       ranges[slot] = s.min;
@@ -1042,7 +1091,8 @@ class CompiledRegion::Builder {
         out_min = std::min(out_min, mins[i].Get(r));
         out_max = std::max(out_max, maxs[i].Get(r));
       }
-      const float out_scale = QuantizedRange(out_q) / std::max(std::fabs(out_min), std::fabs(out_max));
+      const float out_scale =
+          QuantizedRange(out_q) / std::max(std::fabs(out_min), std::fabs(out_max));
       scales->resize(n);
       for (int i = 0; i < n; ++i) {
         const float scale = QuantizedRange(types[i]) /
@@ -1081,7 +1131,8 @@ class CompiledRegion::Builder {
     copies[0]->set_rescale([=](Ranges& ranges) {
       std::vector<float> now;
       const std::pair<float, float> range = rule(ranges, &now);
-      for (int i = 0; i < n; ++i) *copies[i]->ConstantFloats(DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC) = now[i];
+      for (int i = 0; i < n; ++i)
+        *copies[i]->ConstantFloats(DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC) = now[i];
       ranges[slot] = range.first;
       ranges[slot + 1] = range.second;
     });
@@ -1100,7 +1151,8 @@ class CompiledRegion::Builder {
       r_.output_values_.push_back(index);
       auto scalar = scalars_.find({e.node, e.entry});
       if (scalar != scalars_.end()) {
-        if (t.dtype != mxnet::ext::kFloat32 || t.size() != 1) Fail(e.node, "a range output must be one float32");
+        if (t.dtype != mxnet::ext::kFloat32 || t.size() != 1)
+          Fail(e.node, "a range output must be one float32");
         r_.steps_.emplace_back(new ScalarStep(e.node->name + "/range", index, scalar->second));
         continue;
       }
@@ -1120,10 +1172,10 @@ class CompiledRegion::Builder {
   const Graph& graph_;
   const std::vector<MXTensor>& inputs_;
   std::map<const Node*, int> input_index_;
-  std::map<Key, int> values_;     // tensor outputs
+  std::map<Key, int> values_;        // tensor outputs
   std::map<Key, RangeEnd> scalars_;  // range outputs (min, max)
-  std::map<Key, int> uses_;       // consumers (and graph outputs) of each node output
-  std::map<Key, int> reads_;      // of them, those built so far
+  std::map<Key, int> uses_;          // consumers (and graph outputs) of each node output
+  std::map<Key, int> reads_;         // of them, those built so far
 
   // True when the node being built is the last reader of `e`'s tensor.
   bool LastRead(const NodeEntry& e) {

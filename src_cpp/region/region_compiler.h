@@ -14,14 +14,12 @@
 
 #include <cstdint>
 #include <memory>
+#include <oneapi/dnnl/dnnl.hpp>
 #include <string>
 #include <vector>
 
-#include <oneapi/dnnl/dnnl.hpp>
-
-#include "mxnet/lib_api.h"
-
 #include "buffer_plan.h"
+#include "mxnet/lib_api.h"
 #include "region_steps.h"
 
 namespace bnq {
@@ -57,7 +55,7 @@ class CompiledRegion {
     InputUse use = InputUse::kUnused;
     size_t version = 0;   // kParam
     uint64_t digest = 0;  // kParam: of its bytes
-    float scalar = 0.f;  // kScalar
+    float scalar = 0.f;   // kScalar
   };
   std::vector<InputRecord> input_records_;
   std::vector<std::vector<int64_t>> output_shapes_;

@@ -44,7 +44,10 @@ bool ParseTuple(const std::string& text, std::vector<int64_t>* out) {
 
 bool Bool(const Attrs& attrs, const char* key, bool fallback, bool* value, std::string* why) {
   auto it = attrs.find(key);
-  if (it == attrs.end()) { *value = fallback; return true; }
+  if (it == attrs.end()) {
+    *value = fallback;
+    return true;
+  }
   if (ParseBool(it->second, value)) return true;
   *why = std::string("cannot parse ") + key + "='" + it->second + "'";
   return false;
@@ -67,21 +70,22 @@ bool OptionalFloat(const Attrs& attrs, const char* key, bool* present, float* va
 }
 
 // min_calib_range and max_calib_range: both or neither ("None" is unset).
-bool CalibRange(const Attrs& attrs, bool* calibrated, float* min, float* max,
-                std::string* why) {
+bool CalibRange(const Attrs& attrs, bool* calibrated, float* min, float* max, std::string* why) {
   bool has_min = false, has_max = false;
   if (!OptionalFloat(attrs, "min_calib_range", &has_min, min, why) ||
       !OptionalFloat(attrs, "max_calib_range", &has_max, max, why)) {
     return false;
   }
-  if (has_min != has_max) { *why = "only one of min/max_calib_range is set"; return false; }
+  if (has_min != has_max) {
+    *why = "only one of min/max_calib_range is set";
+    return false;
+  }
   *calibrated = has_min;
   return true;
 }
 
 // Attributes the region knows for `op`; any other (not hidden) key stops the claim.
-bool OnlyKnownKeys(const Attrs& attrs, std::initializer_list<const char*> known,
-                   std::string* why) {
+bool OnlyKnownKeys(const Attrs& attrs, std::initializer_list<const char*> known, std::string* why) {
   for (const auto& kv : attrs) {
     if (IsHidden(kv.first)) continue;
     bool found = false;
@@ -111,8 +115,9 @@ bool Spatial(const Attrs& attrs, const char* key, size_t dims, int64_t fallback,
 }
 
 bool ParseConvolution(const Attrs& a, ConvAttrs* conv, std::string* why) {
-  if (!OnlyKnownKeys(a, {"kernel", "stride", "dilate", "pad", "num_filter", "num_group",
-                         "no_bias", "layout", "workspace", "cudnn_tune", "cudnn_off"},
+  if (!OnlyKnownKeys(a,
+                     {"kernel", "stride", "dilate", "pad", "num_filter", "num_group", "no_bias",
+                      "layout", "workspace", "cudnn_tune", "cudnn_off"},
                      why)) {
     return false;
   }
@@ -203,8 +208,9 @@ bool ParseFusedAct(const Node* n, FusedAct* act, float* alpha, std::string* why)
 
 bool ParseConv(const Node* node, ConvAttrs* conv, std::string* why) {
   const Attrs& a = node->attrs;
-  if (!OnlyKnownKeys(a, {"quantized", "with_bn", "with_act", "with_sum", "with_postsum_act",
-                         "min_calib_range", "max_calib_range"},
+  if (!OnlyKnownKeys(a,
+                     {"quantized", "with_bn", "with_act", "with_sum", "with_postsum_act",
+                      "min_calib_range", "max_calib_range"},
                      why)) {
     return false;
   }
@@ -216,9 +222,15 @@ bool ParseConv(const Node* node, ConvAttrs* conv, std::string* why) {
       !Bool(a, "with_postsum_act", false, &conv->with_postsum_act, why)) {
     return false;
   }
-  if (!quantized) { *why = "a float32 convolution (not quantized)"; return false; }
+  if (!quantized) {
+    *why = "a float32 convolution (not quantized)";
+    return false;
+  }
   if (!CalibRange(a, &conv->calibrated, &conv->min_calib, &conv->max_calib, why)) return false;
-  if (node->subgraphs.size() != 1) { *why = "the fused convolution has no subgraph"; return false; }
+  if (node->subgraphs.size() != 1) {
+    *why = "the fused convolution has no subgraph";
+    return false;
+  }
   // The fused subgraph, in order: Convolution, [BatchNorm], [act], [elemwise_add], [act].
   bool seen_conv = false, seen_sum = false;
   for (size_t i = 0; i < node->subgraphs[0]->size(); ++i) {
@@ -256,8 +268,14 @@ bool ParseConv(const Node* node, ConvAttrs* conv, std::string* why) {
       return false;
     }
   }
-  if (!seen_conv) { *why = "the fused op has no Convolution"; return false; }
-  if (seen_sum != conv->with_sum) { *why = "with_sum disagrees with the fused subgraph"; return false; }
+  if (!seen_conv) {
+    *why = "the fused op has no Convolution";
+    return false;
+  }
+  if (seen_sum != conv->with_sum) {
+    *why = "with_sum disagrees with the fused subgraph";
+    return false;
+  }
   if (conv->with_act != (conv->act != FusedAct::kNone)) {
     *why = "with_act disagrees with the fused subgraph";
     return false;
@@ -276,9 +294,9 @@ bool ParseConv(const Node* node, ConvAttrs* conv, std::string* why) {
 
 bool ParsePooling(const Node* node, PoolingAttrs* pool, std::string* why) {
   const Attrs& a = node->attrs;
-  if (!OnlyKnownKeys(a, {"kernel", "stride", "pad", "pool_type", "global_pool",
-                         "pooling_convention", "count_include_pad", "layout", "cudnn_off",
-                         "p_value"},
+  if (!OnlyKnownKeys(a,
+                     {"kernel", "stride", "pad", "pool_type", "global_pool", "pooling_convention",
+                      "count_include_pad", "layout", "cudnn_off", "p_value"},
                      why)) {
     return false;
   }
@@ -335,8 +353,9 @@ bool ParsePooling(const Node* node, PoolingAttrs* pool, std::string* why) {
 
 bool ParseFullyConnected(const Node* node, FullyConnectedAttrs* fc, std::string* why) {
   const Attrs& a = node->attrs;
-  if (!OnlyKnownKeys(a, {"quantized", "enable_float_output", "with_eltwise", "min_calib_range",
-                         "max_calib_range", "channel_wise_quantize"},
+  if (!OnlyKnownKeys(a,
+                     {"quantized", "enable_float_output", "with_eltwise", "min_calib_range",
+                      "max_calib_range", "channel_wise_quantize"},
                      why)) {
     return false;
   }
@@ -347,7 +366,10 @@ bool ParseFullyConnected(const Node* node, FullyConnectedAttrs* fc, std::string*
       !Bool(a, "channel_wise_quantize", false, &channel_wise, why)) {
     return false;
   }
-  if (!quantized) { *why = "a float32 fully connected op (not quantized)"; return false; }
+  if (!quantized) {
+    *why = "a float32 fully connected op (not quantized)";
+    return false;
+  }
   fc->float_output = float_output;
   if (!float_output) {
     bool calibrated = false;
@@ -355,8 +377,9 @@ bool ParseFullyConnected(const Node* node, FullyConnectedAttrs* fc, std::string*
     if (!calibrated) {
       // MXNet fixes such an op's scales at its first forward (unless
       // MXNET_MKLDNN_QFC_DYNAMIC_PARAMS=1), whatever range later inputs have.
-      *why = "an uncalibrated fully connected op (int32 output; MXNet keeps the input range of "
-             "its first forward) is not run in regions";
+      *why =
+          "an uncalibrated fully connected op (int32 output; MXNet keeps the input range of "
+          "its first forward) is not run in regions";
       return false;
     }
   }
@@ -365,7 +388,10 @@ bool ParseFullyConnected(const Node* node, FullyConnectedAttrs* fc, std::string*
     *why = "a fused eltwise with float output is not supported in regions yet";
     return false;
   }
-  if (node->subgraphs.size() != 1) { *why = "the fused op has no subgraph"; return false; }
+  if (node->subgraphs.size() != 1) {
+    *why = "the fused op has no subgraph";
+    return false;
+  }
   bool seen = false;
   for (size_t i = 0; i < node->subgraphs[0]->size(); ++i) {
     const Node* n = node->subgraphs[0]->getNode(i);
@@ -402,7 +428,10 @@ bool ParseFullyConnected(const Node* node, FullyConnectedAttrs* fc, std::string*
     *why = "with_eltwise without a fused ReLU is not supported in regions yet";
     return false;
   }
-  if (!seen) { *why = "the fused op has no FullyConnected"; return false; }
+  if (!seen) {
+    *why = "the fused op has no FullyConnected";
+    return false;
+  }
   return true;
 }
 
@@ -436,7 +465,10 @@ bool ParseQuantize(const Node* node, QuantizeAttrs* q, std::string* why) {
     return false;
   }
   if (!CalibRange(a, &q->calibrated, &q->min_calib, &q->max_calib, why)) return false;
-  if (q->calibrated && q->min_calib > q->max_calib) { *why = "min_calib_range > max_calib_range"; return false; }
+  if (q->calibrated && q->min_calib > q->max_calib) {
+    *why = "min_calib_range > max_calib_range";
+    return false;
+  }
   return true;
 }
 
@@ -463,8 +495,8 @@ bool ParseConcat(const Node* node, ConcatAttrs* concat, std::string* why) {
     return false;
   }
   if (static_cast<int>(node->inputs.size()) != 3 * concat->num_args) {
-    *why = "the concat has " + std::to_string(node->inputs.size()) + " inputs for num_args=" +
-           std::to_string(concat->num_args);
+    *why = "the concat has " + std::to_string(node->inputs.size()) +
+           " inputs for num_args=" + std::to_string(concat->num_args);
     return false;
   }
   return true;
@@ -472,9 +504,7 @@ bool ParseConcat(const Node* node, ConcatAttrs* concat, std::string* why) {
 
 }  // namespace
 
-int ConvAttrs::num_inputs() const {
-  return data_min_input() + 2 + (with_sum ? 2 : 0);
-}
+int ConvAttrs::num_inputs() const { return data_min_input() + 2 + (with_sum ? 2 : 0); }
 int ConvAttrs::sum_input() const { return 2 + (no_bias ? 0 : 1) + (with_bn ? 4 : 0); }
 int ConvAttrs::data_min_input() const { return sum_input() + (with_sum ? 1 : 0); }
 

@@ -8,9 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "mxnet/lib_api.h"
-
 #include "../batch_norm_attrs.h"
+#include "mxnet/lib_api.h"
 
 namespace bnq {
 namespace region {
@@ -70,14 +69,14 @@ struct ConvAttrs {
   bool with_bn = false, with_act = false, with_sum = false, with_postsum_act = false;
   FusedAct act = FusedAct::kNone;  // with_act
   float act_alpha = 0.f;           // slope (leaky) or a_max (bounded)
-  BatchNormAttrs bn;  // with_bn
-  bool calibrated = false;  // else int32 output
+  BatchNormAttrs bn;               // with_bn
+  bool calibrated = false;         // else int32 output
   float min_calib = 0.f, max_calib = 0.f;
   // Output type when calibrated (MXNet's IsOutputUInt8): uint8 after a ReLU (slope 0) or a
   // bounded ReLU that nothing is added to later, or after a post-sum ReLU.
   bool uint8_output() const {
-    return with_postsum_act || (with_act && !with_sum &&
-                                (act == FusedAct::kRelu || act == FusedAct::kBoundedRelu));
+    return with_postsum_act ||
+           (with_act && !with_sum && (act == FusedAct::kRelu || act == FusedAct::kBoundedRelu));
   }
   // Input positions, as MXNet's SgMKLDNNConvListInputNames orders them.
   int num_inputs() const;

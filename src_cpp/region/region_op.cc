@@ -17,10 +17,9 @@
 #include <utility>
 #include <vector>
 
-#include "mxnet/lib_api.h"
-
 #include "../error_reporting.h"
 #include "../op_names.h"
+#include "mxnet/lib_api.h"
 #include "region_claims.h"
 #include "region_compiler.h"
 
@@ -131,8 +130,8 @@ MXReturnValue CreateRegionState(const std::unordered_map<std::string, std::strin
     const std::vector<std::string> reasons = ClaimReasons(graph.get());
     for (size_t i = 0; i < graph->size(); ++i) {
       if (!reasons[i].empty() && graph->getNode(i)->op != "null") {
-        ReportError(kRegionOp, "node " + graph->getNode(i)->name +
-                                   " cannot run in a region: " + reasons[i]);
+        ReportError(kRegionOp,
+                    "node " + graph->getNode(i)->name + " cannot run in a region: " + reasons[i]);
         return MX_FAIL;
       }
     }

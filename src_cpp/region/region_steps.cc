@@ -1,16 +1,16 @@
 #include "region_steps.h"
 
+#include <immintrin.h>
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <mutex>
-#include <type_traits>
 #include <stdexcept>
 #include <string>
-
-#include <immintrin.h>
-#include <omp.h>
+#include <type_traits>
 
 #include "../channel_mean_kernel.h"
 
@@ -42,8 +42,7 @@ void PrimitiveStep::Bind(const dnnl::engine& engine, const std::vector<Value>& v
   }
 }
 
-void PrimitiveStep::Execute(dnnl::stream& stream, const std::vector<Value>& values,
-                             Ranges&) {
+void PrimitiveStep::Execute(dnnl::stream& stream, const std::vector<Value>& values, Ranges&) {
   for (Arg& a : args_) {
     if (a.value >= 0 && values[a.value].kind != ValueKind::kIntermediate) {
       a.memory.set_data_handle(values[a.value].data);
@@ -61,14 +60,16 @@ float* PrimitiveStep::ConstantFloats(int arg) {
 
 ChannelMeanStep::ChannelMeanStep(std::string name, int src, int dst, int64_t batch,
                                  int64_t channels, int64_t count)
-    : Step(std::move(name)), batch_(batch), channels_(channels), count_(count),
+    : Step(std::move(name)),
+      batch_(batch),
+      channels_(channels),
+      count_(count),
       sums_(static_cast<size_t>(channels)) {
   reads_.push_back(src);
   writes_.push_back(dst);
 }
 
-void ChannelMeanStep::Execute(dnnl::stream& stream, const std::vector<Value>& values,
-                             Ranges&) {
+void ChannelMeanStep::Execute(dnnl::stream& stream, const std::vector<Value>& values, Ranges&) {
   stream.wait();  // the input comes from the primitive before
   const auto* src = static_cast<const uint8_t*>(values[reads_[0]].data);
   auto* dst = static_cast<uint8_t*>(values[writes_[0]].data);
@@ -93,9 +94,12 @@ ByteType ToByteType(dt type) { return type == dt::s8 ? ByteType::kInt8 : ByteTyp
 
 float Load(const void* p, dt type, int64_t i) {
   switch (type) {
-    case dt::s8: return static_cast<const int8_t*>(p)[i];
-    case dt::u8: return static_cast<const uint8_t*>(p)[i];
-    default: return static_cast<float>(static_cast<const int32_t*>(p)[i]);
+    case dt::s8:
+      return static_cast<const int8_t*>(p)[i];
+    case dt::u8:
+      return static_cast<const uint8_t*>(p)[i];
+    default:
+      return static_cast<float>(static_cast<const int32_t*>(p)[i]);
   }
 }
 
@@ -103,8 +107,12 @@ float Load(const void* p, dt type, int64_t i) {
 void Store(void* p, dt type, int64_t i, float v) {
   const float r = std::nearbyint(v);
   switch (type) {
-    case dt::s8: static_cast<int8_t*>(p)[i] = static_cast<int8_t>(std::min(127.f, std::max(-128.f, r))); break;
-    case dt::u8: static_cast<uint8_t*>(p)[i] = static_cast<uint8_t>(std::min(255.f, std::max(0.f, r))); break;
+    case dt::s8:
+      static_cast<int8_t*>(p)[i] = static_cast<int8_t>(std::min(127.f, std::max(-128.f, r)));
+      break;
+    case dt::u8:
+      static_cast<uint8_t*>(p)[i] = static_cast<uint8_t>(std::min(255.f, std::max(0.f, r)));
+      break;
     default: {
       // oneDNN's int32 saturation bound: the largest float below 2^31.
       const float c = std::min(2147483520.f, std::max(-2147483648.f, r));
@@ -142,10 +150,12 @@ void AddIntoInt32Plain(const int32_t* conv, const Operand* operand, float scale,
 
 // Eight operands as floats.
 __attribute__((target("avx2"))) inline __m256 LoadAsFloats(const int8_t* p) {
-  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+  return _mm256_cvtepi32_ps(
+      _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
 }
 __attribute__((target("avx2"))) inline __m256 LoadAsFloats(const uint8_t* p) {
-  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+  return _mm256_cvtepi32_ps(
+      _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
 }
 __attribute__((target("avx2"))) inline __m256 LoadAsFloats(const int32_t* p) {
   return _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
@@ -154,9 +164,9 @@ __attribute__((target("avx2"))) inline __m256 LoadAsFloats(const int32_t* p) {
 // The same, eight at a time (AVX2 + FMA: every AVX2 CPU has FMA).
 template <typename Operand>
 __attribute__((target("avx2,fma"))) void AddIntoInt32Avx2(const int32_t* conv,
-                                                        const Operand* operand, float scale,
-                                                        bool relu, int32_t* dst, int64_t begin,
-                                                        int64_t end) {
+                                                          const Operand* operand, float scale,
+                                                          bool relu, int32_t* dst, int64_t begin,
+                                                          int64_t end) {
   const __m256 s = _mm256_set1_ps(scale), zero = _mm256_setzero_ps();
   const __m256 high = _mm256_set1_ps(kInt32High), low = _mm256_set1_ps(kInt32Low);
   int64_t i = begin;
@@ -171,8 +181,8 @@ __attribute__((target("avx2,fma"))) void AddIntoInt32Avx2(const int32_t* conv,
 }
 
 template <typename Operand>
-void AddIntoInt32(const int32_t* conv, const Operand* operand, float scale, bool relu,
-                  int32_t* dst, int64_t n) {
+void AddIntoInt32(const int32_t* conv, const Operand* operand, float scale, bool relu, int32_t* dst,
+                  int64_t n) {
   static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   InParallel(n, [&](int64_t begin, int64_t end) {
     if (avx2) {
@@ -185,17 +195,20 @@ void AddIntoInt32(const int32_t* conv, const Operand* operand, float scale, bool
 
 }  // namespace
 
-ChannelAffineStep::ChannelAffineStep(std::string name, int src, int dst,
-                                     std::vector<float> scale, std::vector<float> shift,
-                                     dt src_type, dt dst_type, int64_t pixels)
-    : Step(std::move(name)), scale_(std::move(scale)), shift_(std::move(shift)),
-      src_type_(ToByteType(src_type)), dst_type_(ToByteType(dst_type)), pixels_(pixels) {
+ChannelAffineStep::ChannelAffineStep(std::string name, int src, int dst, std::vector<float> scale,
+                                     std::vector<float> shift, dt src_type, dt dst_type,
+                                     int64_t pixels)
+    : Step(std::move(name)),
+      scale_(std::move(scale)),
+      shift_(std::move(shift)),
+      src_type_(ToByteType(src_type)),
+      dst_type_(ToByteType(dst_type)),
+      pixels_(pixels) {
   reads_.push_back(src);
   writes_.push_back(dst);
 }
 
-void ChannelAffineStep::Execute(dnnl::stream& stream, const std::vector<Value>& values,
-                             Ranges&) {
+void ChannelAffineStep::Execute(dnnl::stream& stream, const std::vector<Value>& values, Ranges&) {
   stream.wait();  // the input comes from the primitive before
   const void* src = values[reads_[0]].data;
   void* dst = values[writes_[0]].data;
@@ -206,8 +219,8 @@ void ChannelAffineStep::Execute(dnnl::stream& stream, const std::vector<Value>& 
     const int64_t chunk = (pixels_ + threads - 1) / threads;
     const int64_t begin = std::min(pixels_, thread * chunk);
     const int64_t end = std::min(pixels_, begin + chunk);
-    ChannelAffineRows(src, src_type_, scale_.data(), shift_.data(), dst, dst_type_, channels,
-                      begin, end);
+    ChannelAffineRows(src, src_type_, scale_.data(), shift_.data(), dst, dst_type_, channels, begin,
+                      end);
   }
 }
 
@@ -216,24 +229,28 @@ void ChannelAffineStep::SetScaleShift(std::vector<float> scale, std::vector<floa
   shift_ = std::move(shift);
 }
 
-ScaledAddStep::ScaledAddStep(std::string name, int a, int b, int dst, float scale_a,
-                             float scale_b, dt a_type, dt b_type, dt dst_type, int64_t elements)
-    : Step(std::move(name)), scale_a_(scale_a), scale_b_(scale_b), a_type_(a_type),
-      b_type_(b_type), dst_type_(dst_type), elements_(elements) {
+ScaledAddStep::ScaledAddStep(std::string name, int a, int b, int dst, float scale_a, float scale_b,
+                             dt a_type, dt b_type, dt dst_type, int64_t elements)
+    : Step(std::move(name)),
+      scale_a_(scale_a),
+      scale_b_(scale_b),
+      a_type_(a_type),
+      b_type_(b_type),
+      dst_type_(dst_type),
+      elements_(elements) {
   reads_ = {a, b};
   writes_.push_back(dst);
 }
 
 ScaledAddStep::ScaledAddStep(std::string name, int conv, int operand, int dst, float scale,
                              dt operand_type, int64_t elements, SumPostOp post_op)
-    : ScaledAddStep(std::move(name), conv, operand, dst, 1.f, scale, dt::s32, operand_type,
-                    dt::s32, elements) {
+    : ScaledAddStep(std::move(name), conv, operand, dst, 1.f, scale, dt::s32, operand_type, dt::s32,
+                    elements) {
   post_op_ = true;
   relu_ = post_op.relu;
 }
 
-void ScaledAddStep::Execute(dnnl::stream& stream, const std::vector<Value>& values,
-                             Ranges&) {
+void ScaledAddStep::Execute(dnnl::stream& stream, const std::vector<Value>& values, Ranges&) {
   stream.wait();
   const void* a = values[reads_[0]].data;
   const void* b = values[reads_[1]].data;
@@ -242,9 +259,14 @@ void ScaledAddStep::Execute(dnnl::stream& stream, const std::vector<Value>& valu
     const auto* conv = static_cast<const int32_t*>(a);
     auto* out = static_cast<int32_t*>(dst);
     switch (b_type_) {
-      case dt::s8: AddIntoInt32(conv, static_cast<const int8_t*>(b), scale_b_, relu_, out, elements_); break;
-      case dt::u8: AddIntoInt32(conv, static_cast<const uint8_t*>(b), scale_b_, relu_, out, elements_); break;
-      default: AddIntoInt32(conv, static_cast<const int32_t*>(b), scale_b_, relu_, out, elements_);
+      case dt::s8:
+        AddIntoInt32(conv, static_cast<const int8_t*>(b), scale_b_, relu_, out, elements_);
+        break;
+      case dt::u8:
+        AddIntoInt32(conv, static_cast<const uint8_t*>(b), scale_b_, relu_, out, elements_);
+        break;
+      default:
+        AddIntoInt32(conv, static_cast<const int32_t*>(b), scale_b_, relu_, out, elements_);
     }
     return;
   }
@@ -292,8 +314,8 @@ void ChunkMinMax(const T* p, int64_t begin, int64_t end, T* lo, T* hi) {
 }
 
 // The int32 case (every requantize) vectorized; integers have no NaN.
-__attribute__((target("avx2"))) void ChunkMinMaxAvx2(const int32_t* p, int64_t begin,
-                                                     int64_t end, int32_t* lo, int32_t* hi) {
+__attribute__((target("avx2"))) void ChunkMinMaxAvx2(const int32_t* p, int64_t begin, int64_t end,
+                                                     int32_t* lo, int32_t* hi) {
   int32_t l = *lo, h = *hi;
 #pragma omp simd reduction(min : l) reduction(max : h)
   for (int64_t i = begin; i < end; ++i) {

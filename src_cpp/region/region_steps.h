@@ -16,12 +16,11 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <oneapi/dnnl/dnnl.hpp>
 #include <string>
 #include <unordered_map>
 #include <utility>
 #include <vector>
-
-#include <oneapi/dnnl/dnnl.hpp>
 
 #include "channel_affine_kernel.h"
 
@@ -66,8 +65,7 @@ class Step {
   virtual void Bind(const dnnl::engine& engine, const std::vector<Value>& values) = 0;
   // Runs the step; buffers of inputs and outputs are refreshed from `values`.
   // `ranges`: the run-time ranges, filled in step order.
-  virtual void Execute(dnnl::stream& stream, const std::vector<Value>& values,
-                       Ranges& ranges) = 0;
+  virtual void Execute(dnnl::stream& stream, const std::vector<Value>& values, Ranges& ranges) = 0;
 
   // Constants that depend on run-time ranges (scales, an int32 bias) are
   // recomputed by this hook before each Execute; it may fill range slots too.
