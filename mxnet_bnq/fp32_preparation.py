@@ -25,7 +25,8 @@ import json
 import mxnet as mx
 import numpy as np
 
-from .graph_runner import internal_outputs, run_symbol, subgraph_backend
+from .graph_runner import run_symbol, subgraph_backend
+from .symbol_graph import internal_outputs
 
 __all__ = ['prepare_fp32', 'canonical_activations', 'guard_shared_convolutions', 'check_fusion',
            'UNSHARED_SUFFIX']

@@ -1,28 +1,18 @@
-"""Reading a symbol's nodes and running a symbol (or some of its internal
-outputs) on one batch, for the flow, the report and the fusion check."""
-import json
+"""Running a symbol on one batch (binds serialized), and binding with a chosen
+MXNet subgraph backend."""
 import os
 import threading
 from contextlib import contextmanager
 
 import mxnet as mx
 
-__all__ = ['run_symbol', 'internal_outputs', 'subgraph_backend', 'symbol_nodes',
-           'QUANTIZED_PREFIX']
-
-# Name MXNet's quantize pass gives the quantized twin of an fp32 node.
-QUANTIZED_PREFIX = 'quantized_'
+__all__ = ['run_symbol', 'subgraph_backend']
 
 # MXNet 1.9.1's bind is not thread-safe: partitioning for the subgraph backend
 # sets and removes attributes on the backend's shared property objects, and
 # four threads binding at once crash stock MXNet (no plugin loaded) within a
 # few hundred binds.  Running the bound executors concurrently is fine.
 _BIND_LOCK = threading.Lock()
-
-
-def symbol_nodes(sym):
-    """The node list of a symbol's JSON."""
-    return json.loads(sym.tojson())['nodes']
 
 
 @contextmanager
@@ -37,13 +27,6 @@ def subgraph_backend(name):
             del os.environ['MXNET_SUBGRAPH_BACKEND']
         else:
             os.environ['MXNET_SUBGRAPH_BACKEND'] = old
-
-
-def internal_outputs(sym, names):
-    """A group of the internal outputs of `sym` called `names`."""
-    internals = sym.get_internals()
-    all_names = internals.list_outputs()
-    return mx.sym.Group([internals[all_names.index(n)] for n in names])
 
 
 def run_symbol(sym, arg_params, aux_params, data, data_name='data'):

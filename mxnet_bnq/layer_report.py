@@ -11,29 +11,26 @@ left to MXNet, with the reason (see regions.py).
 
 import numpy as np
 
+from . import names
 from .fp32_preparation import UNSHARED_SUFFIX
-from .graph_runner import (
-    QUANTIZED_PREFIX,
-    internal_outputs,
-    run_symbol,
-    subgraph_backend,
-    symbol_nodes,
-)
+from .graph_runner import run_symbol, subgraph_backend
 from .library import load, needs_plugin
-from .regions import REGION_OP, expand_regions, region_report
+from .names import QUANTIZED_PREFIX, REGION_OP
+from .regions import expand_regions, region_report
+from .symbol_graph import internal_outputs, symbol_nodes
 
 __all__ = ['report', 'format_report', 'sqnr_db']
 
 FATES = {
     'BatchNorm': 'fp32',
-    '_contrib_quantized_batch_norm': 'int8',
-    '_contrib_quantized_batch_norm_relu': 'int8 BN+ReLU, uint8 out',
-    '_contrib_quantized_batch_norm_relu_global_avg_pool': 'int8 BN+ReLU+global avg pool, uint8 out',
+    names.QUANTIZED_BATCH_NORM: 'int8',
+    names.QUANTIZED_BATCH_NORM_RELU: 'int8 BN+ReLU, uint8 out',
+    names.QUANTIZED_BATCH_NORM_RELU_POOL: 'int8 BN+ReLU+global avg pool, uint8 out',
     # fp32 input, quantized output
-    '_contrib_batch_norm_quantize': 'int8',
-    '_contrib_batch_norm_relu_quantize': 'int8 BN+ReLU, uint8 out',
+    names.BATCH_NORM_QUANTIZE: 'int8',
+    names.BATCH_NORM_RELU_QUANTIZE: 'int8 BN+ReLU, uint8 out',
 }
-QUANTIZED_RANGE = {np.dtype('int8'): 127.5, np.dtype('uint8'): 255.5}
+QUANTIZED_RANGE = {np.dtype(t): levels for t, levels in names.QUANTIZED_RANGE.items()}
 
 
 def sqnr_db(reference, approximation):
@@ -77,7 +74,7 @@ def _fates(fp32_sym, qsym, excluded_sym_names, excluded_op_names):
         row = {'layer': name, 'node': None, 'fate': 'removed', 'detail': ''}
         if qnode is not None and qnode['op'] in FATES:
             row.update(node=qnode['name'], fate=FATES[qnode['op']],
-                       detail=qnode.get('attrs', {}).get('__bnq_rewrite__', ''))
+                       detail=qnode.get('attrs', {}).get(names.REWRITE_ATTR, ''))
             if qnode['op'] == 'BatchNorm':
                 row['detail'] = _why_fp32(name, excluded_sym_names, excluded_op_names)
         elif name in fused_into:

@@ -12,6 +12,8 @@ import logging
 import os
 import threading
 
+from . import names
+
 __all__ = ['PluginLoadError', 'load', 'library_path', 'is_loaded', 'needs_plugin',
            'REQUIRED_MXNET_VERSION', 'ONEDNN_PACKAGE']
 
@@ -20,15 +22,13 @@ ONEDNN_PACKAGE = 'onednn-cpu-gomp'
 LIBRARY_NAME = 'libmxnet_bnq.so'
 ONEDNN_SONAME = 'libdnnl.so.3'
 # An op only this library registers: present means the library is loaded.
-MARKER_OP = '_contrib_quantized_batch_norm_relu'
+MARKER_OP = names.QUANTIZED_BATCH_NORM_RELU
 
-# Ops only the plugin provides, and the attribute its graph pass puts on every
-# node that needs the plugin's numerics (MXNet's own op of the same name differs).
-PLUGIN_OPS = ('_contrib_quantized_batch_norm_relu',
-              '_contrib_quantized_batch_norm_relu_global_avg_pool',
-              '_contrib_batch_norm_quantize', '_contrib_batch_norm_relu_quantize',
-              '_bnq_quantized_region')
-PLUGIN_ATTR = '__bnq_plugin__'
+# Ops only the plugin provides (MXNet has its own _contrib_quantized_batch_norm:
+# the plugin's marks its nodes with names.PLUGIN_ATTR instead).
+PLUGIN_OPS = tuple(op for op in names.BATCH_NORM_OPS if op != names.QUANTIZED_BATCH_NORM) + \
+    (names.REGION_OP,)
+PLUGIN_ATTR = names.PLUGIN_ATTR
 
 _LOG = logging.getLogger(__name__)
 _LOCK = threading.Lock()

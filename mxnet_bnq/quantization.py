@@ -17,15 +17,17 @@ import tempfile
 import mxnet as mx
 from mxnet.contrib import quantization as mxq
 
+from . import names
 from .fp32_preparation import prepare_fp32
-from .graph_runner import QUANTIZED_PREFIX, symbol_nodes
 from .library import load
+from .names import QUANTIZED_PREFIX
 from .regions import PartitionNeedsShapes, partition
+from .symbol_graph import symbol_nodes
 
 __all__ = ['quantize_model', 'quantize_model_mkldnn', 'quantize_net', 'rewrite_quantized_symbol',
            'BN_MODES', 'PASS_NAME']
 
-PASS_NAME = 'BNQ_QUANTIZE'
+PASS_NAME = names.PASS_NAME
 # int8: the plugin quantizes every standalone BatchNorm (the default);
 # fp32: standalone BatchNorms stay fp32 (MXNet's flow with BatchNorm excluded);
 # native: MXNet's flow unchanged (MXNet's own quantized BatchNorm op; run the
@@ -76,7 +78,7 @@ def _relu_ranges_wanted(qsym):
     for node in nodes:
         if node['op'] == '_contrib_quantized_act' and \
                 node.get('attrs', {}).get('act_type') == 'relu' and \
-                nodes[node['inputs'][0][0]]['op'] == '_contrib_quantized_batch_norm' and \
+                nodes[node['inputs'][0][0]]['op'] == names.QUANTIZED_BATCH_NORM and \
                 node['name'].startswith(QUANTIZED_PREFIX):
             relu[node['name'][len(QUANTIZED_PREFIX):] + '_output'] = node['name']
     return relu

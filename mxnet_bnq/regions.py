@@ -15,13 +15,14 @@ import json
 
 import mxnet as mx
 
+from . import names
 from .library import load
 
 __all__ = ['partition', 'PartitionNeedsShapes', 'region_report', 'format_region_report',
            'expand_regions', 'REGION_OP', 'PARTITIONER']
 
-PARTITIONER = 'BNQ_REGIONS'
-REGION_OP = '_bnq_quantized_region'
+PARTITIONER = names.PARTITIONER
+REGION_OP = names.REGION_OP
 
 
 class PartitionNeedsShapes(ValueError):

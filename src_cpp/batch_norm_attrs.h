@@ -13,11 +13,15 @@ namespace bnq {
 struct BatchNormAttrs {
   // Defaults of mxnet::op::BatchNormParam (src/operator/nn/batch_norm-inl.h).
   double eps = 1e-3;
-  double momentum = 0.9;
   bool fix_gamma = true;
+  int axis = 1;
+  // Parsed (so that a malformed value is an error, as in MXNet) but not used:
+  // inference always normalizes with the moving statistics, and the
+  // quantized ops have no mean/var outputs (the graph pass leaves a BatchNorm
+  // with output_mean_var to MXNet) and no cuDNN.
+  double momentum = 0.9;
   bool use_global_stats = false;
   bool output_mean_var = false;
-  int axis = 1;
   bool cudnn_off = false;
   // Calibrated output range, written by MXNet's quantization flow.
   bool has_calib_range = false;

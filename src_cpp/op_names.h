@@ -1,5 +1,7 @@
-// Names of the plugin's operators: one spelling for their registrations
-// (quantized_batch_norm_ops.cc) and the graph pass that puts them in models.
+// Names the plugin gives its operators, graph pass, partitioner and node
+// attributes: one spelling for the registrations, the pass and the region
+// code.  mxnet_bnq/names.py spells them for Python; bnq_shared_names()
+// (shared_names.cc) lets a test check that both agree.
 #pragma once
 
 #include <string>
@@ -17,6 +19,14 @@ constexpr char kBatchNormReluQuantizeOp[] = "_contrib_batch_norm_relu_quantize";
 // run inside the library.
 constexpr char kRegionOp[] = "_bnq_quantized_region";
 constexpr char kRegionPartitioner[] = "BNQ_REGIONS";
+
+// The graph pass, and the hidden attributes it writes: the rewrite that made
+// a node (for reports), and on every node that needs the plugin's numerics
+// its marker (MXNet's own op of the same name computes other numbers).
+constexpr char kPassName[] = "BNQ_QUANTIZE";
+constexpr char kRewriteAttr[] = "__bnq_rewrite__";
+constexpr char kPluginAttr[] = "__bnq_plugin__";
+constexpr char kPluginAttrVersion[] = "1";
 
 // The plugin's BatchNorm ops.
 inline bool IsPluginOp(const std::string& op) {

@@ -1,32 +1,36 @@
 // The BNQ_QUANTIZE graph pass: runs on a symbol that MXNet's quantization flow
 // produced (Symbol.optimize_for("BNQ_QUANTIZE", args, aux, **options)) and
+// applies these rewrites, in this order:
 //
-//  1. quantizes a BatchNorm left fp32 between a dequantize and a quantize:
+//  QuantizeBetweenDequantizeAndQuantize: a BatchNorm left fp32 between a
+//  dequantize and a quantize becomes one quantized op:
 //       dequantize -> BatchNorm [-> ReLU] -> quantize_v2
 //         =>   quantized_batch_norm (or quantized_batch_norm_relu)
-//  2. quantizes a BatchNorm on an fp32 tensor (e.g. the network input) that
-//     feeds only a quantize:
+//  QuantizeFloatInputBatchNorm: a BatchNorm on an fp32 tensor (e.g. the
+//  network input) that feeds only a quantize:
 //       x -> BatchNorm [-> ReLU] -> quantize_v2
 //         =>  x -> batch_norm_quantize (or batch_norm_relu_quantize)
 //     with the quantize's calibrated range; without one (calib_mode none),
 //         =>  x -> quantize_v2 -> quantized_batch_norm (ranges found at run time)
-//  3. fuses a quantized BatchNorm with the quantized ReLU that follows it:
+//  FuseBatchNormRelu: a quantized BatchNorm and the quantized ReLU after it:
 //       quantized_batch_norm -> quantized_act(relu)  =>  quantized_batch_norm_relu (uint8)
-//  4. fuses a quantized BatchNorm+ReLU with the global average pooling that
-//     follows it (the head of a pre-activation ResNet):
+//  FuseGlobalAvgPooling: a quantized BatchNorm+ReLU and the global average
+//  pooling after it (the head of a pre-activation ResNet):
 //       quantized_batch_norm_relu -> quantized_pooling(avg, global)
 //         =>  quantized_batch_norm_relu_global_avg_pool
 //     MXNet's int8 pooling runs a reference kernel (about 25x slower) on the
 //     plain layout a library op writes.
-//  5. makes a uint8 quantize or requantize whose input may be negative (no
-//     calibrated range, or a negative one) emit int8.  With quantized_dtype=
-//     'uint8' MXNet emits them even for signed data: its convolution then
-//     refuses the input, or a requantize clips every negative value to 0.
-//  6. records the shapes of the BatchNorm parameters on their variables
-//     ("__shape__"), from the arrays handed to the pass.  MXNet 1.9.1's
-//     library-op shape inference overflows a heap buffer when some input
-//     shapes are unknown, as they are in simple_bind/Module.bind with only
-//     the data shape given; with these hints they are always known.
+//  AvoidUint8ForSignedInput: a uint8 quantize or requantize whose input may
+//  be negative (no calibrated range, or a negative one) emits int8.  With
+//  quantized_dtype='uint8' MXNet emits them even for signed data: its
+//  convolution then refuses the input, or a requantize clips every negative
+//  value to 0.
+//  MarkPluginNodes: the plugin attribute on every plugin op (below).
+//  HintParameterShapes: the shapes of the BatchNorm parameters on their
+//  variables ("__shape__"), from the arrays handed to the pass.  MXNet 1.9.1's
+//  library-op shape inference overflows a heap buffer when some input shapes
+//  are unknown, as they are in simple_bind/Module.bind with only the data
+//  shape given; with these hints they are always known.
 //
 // Every rewritten node gets a hidden "__bnq_rewrite__" attribute naming the
 // rewrite, for reports, and every quantized BatchNorm a "__bnq_plugin__"
@@ -48,10 +52,6 @@
 namespace bnq {
 namespace {
 
-constexpr char kPassName[] = "BNQ_QUANTIZE";
-constexpr char kRewriteAttr[] = "__bnq_rewrite__";
-constexpr char kPluginAttr[] = "__bnq_plugin__";
-constexpr char kPluginAttrVersion[] = "1";
 constexpr char kBatchNorm[] = "BatchNorm";
 constexpr char kQuantize[] = "_contrib_quantize_v2";
 constexpr char kDequantize[] = "_contrib_dequantize";
@@ -144,7 +144,7 @@ void QuantizeBatchNorm(Graph* graph, Node* bn, Node* relu, const NodeEntry data,
                    rewrite);
 }
 
-// Rewrite 1.
+// dequantize -> BatchNorm [-> ReLU] -> quantize_v2  =>  one quantized op.
 void QuantizeBetweenDequantizeAndQuantize(Graph* graph, const PassOptions& options) {
   for (Node* bn : NodesInOrder(graph)) {
     Node* relu = nullptr;
@@ -167,8 +167,8 @@ std::string FloatString(float v) {
   return buf;
 }
 
-// Rewrite 2.
-void QuantizeBeforeFp32BatchNorm(Graph* graph, const PassOptions& options) {
+// x (fp32) -> BatchNorm [-> ReLU] -> quantize_v2  =>  one op from fp32 to int8/uint8.
+void QuantizeFloatInputBatchNorm(Graph* graph, const PassOptions& options) {
   for (Node* bn : NodesInOrder(graph)) {
     Node* relu = nullptr;
     Node* quantize = QuantizeAfterFp32BatchNorm(graph, options, bn, &relu);
@@ -205,7 +205,7 @@ bool SoleReaderOfQuantizedOutput(const Graph* graph, const Node* producer, const
   return true;
 }
 
-// Rewrite 3.
+// quantized_batch_norm -> quantized_act(relu)  =>  quantized_batch_norm_relu.
 void FuseBatchNormRelu(Graph* graph, const PassOptions& options) {
   for (Node* bn : NodesInOrder(graph)) {
     if (bn->op != kQuantizedBatchNormOp || IsExcluded(options, bn)) continue;
@@ -236,7 +236,7 @@ bool IsGlobalAvgPooling(const Node* node) {
          (layout == "None" || layout == "NCW" || layout == "NCHW" || layout == "NCDHW");
 }
 
-// Rewrite 4.
+// quantized_batch_norm_relu -> global average pooling  =>  one op.
 void FuseGlobalAvgPooling(Graph* graph, const PassOptions& options) {
   for (Node* bn : NodesInOrder(graph)) {
     if (bn->op != kQuantizedBatchNormReluOp || IsExcluded(options, bn)) continue;
@@ -255,7 +255,7 @@ void FuseGlobalAvgPooling(Graph* graph, const PassOptions& options) {
   }
 }
 
-// Rewrite 5.
+// A uint8 (re)quantize of possibly negative data emits int8.
 void AvoidUint8ForSignedInput(Graph* graph, const PassOptions& options) {
   for (Node* quantize : NodesInOrder(graph)) {
     if (IsExcluded(options, quantize)) continue;
@@ -270,11 +270,18 @@ void AvoidUint8ForSignedInput(Graph* graph, const PassOptions& options) {
   }
 }
 
-// Marks the plugin's nodes and gives their parameter variables shape hints (rewrite 6).
+// The plugin attribute on every node of the plugin's BatchNorm ops.
 void MarkPluginNodes(Graph* graph) {
   for (Node* node : NodesInOrder(graph)) {
+    if (IsPluginOp(node->op)) node->attrs[kPluginAttr] = kPluginAttrVersion;
+  }
+}
+
+// "__shape__" on the parameter variables (gamma, beta, mean, var) of the
+// plugin's BatchNorm ops, from the arrays handed to the pass.
+void HintParameterShapes(Graph* graph) {
+  for (Node* node : NodesInOrder(graph)) {
     if (!IsPluginOp(node->op)) continue;
-    node->attrs[kPluginAttr] = kPluginAttrVersion;
     for (size_t i = 1; i < 5 && i < node->inputs.size(); ++i) {
       Node* param = node->inputs[i].node;
       if (param->op != "null" || param->tensor == nullptr) continue;
@@ -299,12 +306,13 @@ mxnet::ext::MXReturnValue QuantizeBatchNormPass(
     }
     if (options.quantize_fp32_bn) {
       QuantizeBetweenDequantizeAndQuantize(graph, options);
-      QuantizeBeforeFp32BatchNorm(graph, options);
+      QuantizeFloatInputBatchNorm(graph, options);
     }
     if (options.fuse_relu) FuseBatchNormRelu(graph, options);
     if (options.fuse_pooling) FuseGlobalAvgPooling(graph, options);
     AvoidUint8ForSignedInput(graph, options);
     MarkPluginNodes(graph);
+    HintParameterShapes(graph);
   } catch (const std::exception& e) {
     ReportError(kPassName, e.what());
     return mxnet::ext::MX_FAIL;

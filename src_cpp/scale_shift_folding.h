@@ -19,7 +19,8 @@ namespace bnq {
 
 enum class QuantType { kInt8, kUint8 };
 
-// Number of quantization levels per unit of range in MXNet's convention.
+// MXNet's quantization levels for a tensor of real range [min, max]: a real
+// value v is q = v * QuantizedRange / max(|min|, |max|) (127.5 int8, 255.5 uint8).
 float QuantizedRange(QuantType t);
 
 // Per-channel BatchNorm parameters (float32 arrays of `channels` elements).

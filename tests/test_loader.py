@@ -2,6 +2,7 @@
 
 Each failure case runs in a fresh interpreter, because loading is once per process."""
 import ctypes
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import textwrap
 import mxnet as mx
 
 import mxnet_bnq
+from mxnet_bnq import names
 
 
 def run_python(code):
@@ -115,3 +117,14 @@ def test_library_path_with_spaces_and_unicode(tmp_path):
         print('OK', mxnet_bnq.load() == %r, mxnet_bnq.is_loaded())
         ''' % (str(target), str(target)))
     assert rc == 0 and 'OK True True' in out, out + err
+
+
+def test_python_names_agree_with_the_library():
+    """mxnet_bnq.names spells what the library registers and writes: op,
+    pass, partitioner and attribute names, and the quantization levels."""
+    mxnet_bnq.load()
+    shared = ctypes.CDLL(mxnet_bnq.library_path()).bnq_shared_names
+    shared.restype = ctypes.c_char_p
+    assert json.loads(shared().decode()) == names.shared_with_library()
+    registered = set(mx.operator.get_all_registered_operators())
+    assert set(names.BATCH_NORM_OPS) | {names.REGION_OP} <= registered
