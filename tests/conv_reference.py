@@ -6,6 +6,7 @@ formulas in REGION-FACTS / mkldnn_conv.cc / mkldnn_fc.cc, not from the
 library's code.
 Float32 steps are done in numpy float32 where MXNet computes in float."""
 import numpy as np
+from scipy.special import erf
 
 F = np.float32
 INT32_MAX_F = F(2147483647)  # 2^31 as a float, as MXNet's MaxValue<int32_t>() becomes
@@ -74,7 +75,8 @@ def quantized_conv(q_in, in_range, w, b, calib_range, out_dtype, stride, pad, di
                    postsum_relu=False, act=None):
     """int8/uint8 output of MXNet's calibrated fused convolution; `sum_q` is read
     in its own type (the right result, also for a uint8 operand).  `act`:
-    ('leaky', slope) or ('clip', a_max) instead of `relu`."""
+    ('leaky', slope), ('clip', a_max) or ('gelu',) (of the real values, the
+    right result) instead of `relu`."""
     w = w.astype(F)
     b = None if b is None else b.astype(F)
     if bn is not None:
@@ -91,6 +93,9 @@ def quantized_conv(q_in, in_range, w, b, calib_range, out_dtype, stride, pad, di
         y = np.maximum(y, F(0))
     if act is not None and act[0] == 'leaky':
         y = np.where(y > 0, y, y * F(act[1]))
+    if act is not None and act[0] == 'gelu':  # of the real values: y / output scale
+        real = y * (F(1) / F(os_))
+        y = (F(0.5) * real * (F(1) + erf(real / F(np.sqrt(2))).astype(F))) * F(os_)
     if act is not None and act[0] == 'clip':  # in output units: a_max * output scale
         y = np.clip(y, F(0), F(act[1]) * F(os_))
     if sum_q is not None:

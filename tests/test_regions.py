@@ -484,6 +484,44 @@ def test_convolution_in_region_matches_numpy_reference(case):
     assert_within_one_lsb(expected.astype(np.float64) * float(step), got, float(step))
 
 
+@pytest.mark.parametrize('bn', [False, True])
+@pytest.mark.parametrize('nonnegative', [False, True])
+def test_fused_gelu_in_region_is_gelu_of_the_real_values(bn, nonnegative):
+    """conv [+BN] + LeakyReLU(gelu): the region applies gelu to the real
+    values (numpy reference); MXNet applies it to the requantized ones."""
+    data = mx.sym.var('data')
+    y = conv(data, 'conv', 7, (3, 3), stride=(2, 1), pad=(1, 0))
+    if bn:
+        y = mx.sym.BatchNorm(y, fix_gamma=False, eps=1e-5, name='bn')
+    y = mx.sym.LeakyReLU(y, act_type='gelu', name='gelu')
+    shape = (2, 5, 9, 8)
+    qsym, psym, qargs, qaux, x = partitioned(y, shape, seed=3, nonnegative=nonnegative,
+                                             claimed=['_sg_mkldnn_conv'])
+    nodes = json.loads(qsym.tojson())['nodes']
+    (qnode,) = [n for n in nodes if n['op'] == '_contrib_quantize_v2']
+    (cnode,) = [n for n in nodes if n['op'] == '_sg_mkldnn_conv']
+    internals = qsym.get_internals()
+    q_in, lo, hi = run_symbol(mx.sym.Group([internals[qnode['name'] + '_output%d' % i]
+                                            for i in range(3)]), qargs, qaux, x)
+    folded = None
+    if bn:
+        folded = dict(gamma=qargs['bn_gamma'].asnumpy(), beta=qargs['bn_beta'].asnumpy(),
+                      mean=qaux['bn_moving_mean'].asnumpy(), var=qaux['bn_moving_var'].asnumpy(),
+                      eps=1e-5, fix_gamma=False)
+    calib = (float(cnode['attrs']['min_calib_range']), float(cnode['attrs']['max_calib_range']))
+    expected = cref.quantized_conv(
+        q_in, (float(lo[0]), float(hi[0])), qargs['conv_weight'].asnumpy(),
+        qargs['conv_bias'].asnumpy(), calib, 'int8', stride=(2, 1), pad=(1, 0), bn=folded,
+        act=('gelu',))
+    step = max(abs(calib[0]), abs(calib[1])) / cref.RANGE['int8']
+    (got,) = run_symbol(psym, qargs, qaux, x)
+    assert_within_one_lsb(expected.astype(np.float64) * float(step), got, float(step))
+    # MXNet's gelu of values in output levels is nearly a ReLU: it loses gelu's
+    # negative part (down to -0.17 of the real values).
+    (mxnet,) = run_symbol(qsym, qargs, qaux, x)
+    assert np.abs(mxnet - got).max() > 1.5 * step and mxnet.min() >= -step
+
+
 def test_region_report_names_what_stays_with_mxnet():
     data = mx.sym.var('data')
     y = mx.sym.Activation(conv(data, 'conv', 6, (3, 3), pad=(1, 1)), act_type='sigmoid',

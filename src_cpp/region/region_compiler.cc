@@ -456,6 +456,12 @@ class CompiledRegion::Builder {
         // MXNet drops it without a sum: the uint8 output saturates (calibrated
         // on the clipped values); with a sum it is not fused.
         break;
+      case FusedAct::kGelu:
+        // Of the real values (out / output scale), back in output units after.
+        ops.append_eltwise(dnnl::algorithm::eltwise_linear, 1.f / q.output_scale, 0.f);
+        ops.append_eltwise(dnnl::algorithm::eltwise_gelu_erf, 0.f, 0.f);
+        ops.append_eltwise(dnnl::algorithm::eltwise_linear, q.output_scale, 0.f);
+        break;
     }
     // Calibrated, the sum is a post-op.  Uncalibrated (int32 output) its scale
     // s = output scale / operand scale follows run-time ranges, and a oneDNN

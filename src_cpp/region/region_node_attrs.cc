@@ -191,9 +191,10 @@ bool ParseFusedAct(const Node* n, FusedAct* act, float* alpha, std::string* why)
     if (FloatAttr(n, "slope", 0.25, alpha)) return true;
   } else if (n->op == "LeakyReLU" && type == "gelu") {
     // MXNet applies it to the requantized (output-scaled) values, which is
-    // not gelu of the real values: left to MXNet rather than copied.
-    *why = "fused gelu (MXNet computes it on requantized values) is not run in regions";
-    return false;
+    // not gelu of the real values; the region computes gelu of the real
+    // values (see the README).
+    *act = FusedAct::kGelu;
+    return true;
   } else if (n->op == "clip") {
     float a_min = 0.f;
     *act = FusedAct::kBoundedRelu;
@@ -282,6 +283,12 @@ bool ParseConv(const Node* node, ConvAttrs* conv, std::string* why) {
   }
   if (conv->with_postsum_act && !conv->with_sum) {
     *why = "with_postsum_act without with_sum";
+    return false;
+  }
+  if (conv->act == FusedAct::kGelu && (conv->with_sum || !conv->calibrated)) {
+    *why = conv->with_sum ? "a fused gelu before a sum is not run in regions"
+                          : "a fused gelu of an uncalibrated convolution (int32 output) is not run "
+                            "in regions";
     return false;
   }
   if (!conv->calibrated && conv->act == FusedAct::kBoundedRelu) {

@@ -59,6 +59,7 @@ enum class FusedAct {
   kRelu,         // Activation(relu), relu
   kLeakyRelu,    // LeakyReLU(leaky): x > 0 ? x : slope * x
   kBoundedRelu,  // clip(0, a_max): MXNet lets the uint8 output's saturation do it
+  kGelu,         // LeakyReLU(gelu): x * Phi(x) (erf form), of the real values
 };
 
 struct ConvAttrs {
