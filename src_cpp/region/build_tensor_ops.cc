@@ -1,0 +1,369 @@
+// The region steps of pooling, relu, flatten, the plugin's BatchNorm ops,
+// elemwise_add and concat.
+#include <algorithm>
+
+#include "../channel_mean_kernel.h"
+#include "region_builder.h"
+
+namespace bnq {
+namespace region {
+
+void CompiledRegion::Builder::Pooling(const Node* node, PoolingAttrs a) {
+  const int data = Data(node->inputs[0]);
+  const Value in = r_.values_[data];  // a copy: NewValue() may move the vector
+  const dims d = in.md.get_dims();
+  if (d.size() != 4) Fail(node, "expects 4-D data");
+  if (a.global) a.kernel = {d[2], d[3]};
+  dims out_dims{d[0], d[1], 0, 0}, pad_r(2);
+  for (int i = 0; i < 2; ++i) {
+    const int64_t span = d[2 + i] + 2 * a.pad[i] - a.kernel[i];
+    if (span < 0) Fail(node, "the pooling kernel is larger than the padded input");
+    const int64_t size =
+        (a.full_convention ? (span + a.stride[i] - 1) / a.stride[i] : span / a.stride[i]) + 1;
+    out_dims[2 + i] = size;
+    pad_r[i] = (size - 1) * a.stride[i] + a.kernel[i] - d[2 + i] - a.pad[i];
+  }
+  const dnnl::algorithm alg = a.max                 ? dnnl::algorithm::pooling_max
+                              : a.count_include_pad ? dnnl::algorithm::pooling_avg_include_padding
+                                                    : dnnl::algorithm::pooling_avg_exclude_padding;
+  dnnl::pooling_forward::primitive_desc pd(
+      r_.engine_, dnnl::prop_kind::forward_inference, alg, in.md,
+      dnnl::memory::desc(out_dims, in.md.get_data_type(), tag::any), {a.stride[0], a.stride[1]},
+      {a.kernel[0], a.kernel[1]}, {0, 0}, {a.pad[0], a.pad[1]}, pad_r);
+  const int dst = NewValue(pd.dst_desc());
+  PrimitiveStep* s = AddStep(node, "", dnnl::pooling_forward(pd));
+  s->Read(DNNL_ARG_SRC, data, in.md);
+  s->Write(DNNL_ARG_DST, dst, pd.dst_desc());
+  SetOutputs(node, dst, End(node->inputs[1]), End(node->inputs[2]));
+}
+
+void CompiledRegion::Builder::Relu(const Node* node) {
+  const int data = Data(node->inputs[0]);
+  const dnnl::memory::desc md = r_.values_[data].md;
+  dnnl::eltwise_forward::primitive_desc pd(r_.engine_, dnnl::prop_kind::forward_inference,
+                                           dnnl::algorithm::eltwise_relu, md, md, 0.f, 0.f);
+  const int dst = NewValue(md);
+  PrimitiveStep* s = AddStep(node, "", dnnl::eltwise_forward(pd));
+  s->Read(DNNL_ARG_SRC, data, md);
+  s->Write(DNNL_ARG_DST, dst, md);
+  SetOutputs(node, dst, End(node->inputs[1]), End(node->inputs[2]));
+}
+
+// `value` as a 2-D (N, rest) tensor in NCHW element order.
+int CompiledRegion::Builder::Flattened(const Node* node, int value) {
+  const Value v = r_.values_[value];  // a copy: NewValue() may move the vector
+  const dims d = v.md.get_dims();
+  int64_t rest = 1;
+  for (size_t i = 1; i < d.size(); ++i) rest *= d[i];
+  const dnnl::memory::desc flat({d[0], rest}, v.md.get_data_type(), tag::ab);
+  if (d.size() == 2 && v.md == flat) return value;
+  // (N, C, 1, 1) in a strided layout is already (N, C): share the bytes.
+  bool unit_spatial = true;
+  for (size_t i = 2; i < d.size(); ++i) unit_spatial = unit_spatial && d[i] == 1;
+  if (unit_spatial && v.kind == ValueKind::kIntermediate && IsStrided(v.md) &&
+      v.md.get_strides()[1] == 1 && v.md.get_strides()[0] == rest) {
+    const int alias = NewValue(flat);
+    r_.values_[alias].alias_of = value;
+    return alias;
+  }
+  const dnnl::memory::desc plain = PlainDesc(d, v.md.get_data_type());
+  const int out = NewValue(flat);
+  dnnl::reorder::primitive_desc pd(r_.engine_, v.md, r_.engine_, plain);
+  PrimitiveStep* s = AddStep(node, "/flatten", dnnl::reorder(pd));
+  s->Read(DNNL_ARG_FROM, value, v.md);
+  s->Write(DNNL_ARG_TO, out, plain);
+  return out;
+}
+
+void CompiledRegion::Builder::Flatten(const Node* node) {
+  const int out = Flattened(node, Data(node->inputs[0]));
+  SetOutputs(node, out, End(node->inputs[1]), End(node->inputs[2]));
+}
+
+void CompiledRegion::Builder::BatchNorm(const Node* node, const BatchNormOpAttrs& a) {
+  const int data = Data(node->inputs[0]);
+  const Value in = r_.values_[data];  // a copy: NewValue() may move the vector
+  const dims d = in.md.get_dims();
+  if (d.size() < 2) Fail(node, "expects data with a channel axis");
+  const int64_t c = d[1];
+  // Copies: a rescale hook folds them again at each forward.
+  const std::vector<float> gamma = Floats(Param(node->inputs[1], mxnet::ext::kFloat32, c));
+  const std::vector<float> beta = Floats(Param(node->inputs[2], mxnet::ext::kFloat32, c));
+  const std::vector<float> mean = Floats(Param(node->inputs[3], mxnet::ext::kFloat32, c));
+  const std::vector<float> var = Floats(Param(node->inputs[4], mxnet::ext::kFloat32, c));
+  const QuantType out_type = a.relu ? QuantType::kUint8 : QuantType::kInt8;
+  RangeEnd in_lo, in_hi;
+  if (!a.float_input) {
+    in_lo = End(node->inputs[5]);
+    in_hi = End(node->inputs[6]);
+  }
+  const bool run_time = AtRunTime({in_lo, in_hi});
+  const QuantType in_type =
+      a.float_input ? QuantType::kInt8 : ToQuantType(in.md.get_data_type(), node);
+  // The fold for an input range (min, max); throws what cannot be folded.
+  const std::string name = node->name;
+  auto fold = [=](float min, float max) {
+    const ChannelParams params{gamma.data(), beta.data(), mean.data(), var.data(), c};
+    FoldedScaleShift folded;
+    std::string error;
+    const bool ok =
+        a.float_input
+            ? FoldScaleShiftFloatInput(a.bn, params, out_type, a.relu, &folded, &error)
+            : FoldScaleShift(a.bn, params, min, max, in_type, out_type, a.relu, &folded, &error);
+    if (!ok) throw std::runtime_error(name + ": " + error);
+    return folded;
+  };
+  // At build time a measured range is not known yet: any valid one makes the steps.
+  const FoldedScaleShift folded = fold(run_time ? 0.f : in_lo.value, run_time ? 1.f : in_hi.value);
+  const int range_slot = run_time ? NewRangeSlots() : -1;
+  const RangeEnd out_lo = run_time ? Slot(range_slot) : Constant(folded.min_output);
+  const RangeEnd out_hi = run_time ? Slot(range_slot + 1) : Constant(folded.max_output);
+
+  const dt dst_type = a.relu ? dt::u8 : dt::s8;
+  if (!a.float_input && IsChannelsLast(in.md) && HandKernelsAllowed()) {
+    // dst = src * scale[c] + shift[c] with the hand-vectorized kernel, in NHWC.
+    int64_t pixels = 1;
+    for (size_t i = 0; i < d.size(); ++i) pixels *= i == 1 ? 1 : d[i];
+    const dnnl::memory::desc dst_md = WithType(in.md, dst_type);
+    const int dst = NewValue(dst_md);
+    auto* step = new ChannelAffineStep(node->name, data, dst, folded.scale, folded.shift,
+                                       in.md.get_data_type(), dst_type, pixels);
+    r_.steps_.emplace_back(step);
+    if (run_time) {
+      step->set_rescale([=](Ranges& ranges) {
+        FoldedScaleShift f = fold(in_lo.Get(ranges), in_hi.Get(ranges));
+        ranges[range_slot] = f.min_output;
+        ranges[range_slot + 1] = f.max_output;
+        step->SetScaleShift(std::move(f.scale), std::move(f.shift));
+      });
+    }
+    FinishBatchNorm(node, a, d, dst, dst_md, out_lo, out_hi);
+    return;
+  }
+  // dst = src * scale[c] + shift[c], one binary primitive with a post-op, in
+  // the input's layout (per-channel vectors are contiguous in NHWC).
+  dims channel_dims(d.size(), 1);
+  channel_dims[1] = c;
+  const dnnl::memory::desc channel_md = PlainDesc(channel_dims, dt::f32);
+  dnnl::post_ops ops;
+  ops.append_binary(dnnl::algorithm::binary_add, channel_md);
+  dnnl::primitive_attr attr;
+  attr.set_post_ops(ops);
+  const dnnl::memory::desc dst_md =
+      IsStrided(in.md) ? WithType(in.md, dst_type) : dnnl::memory::desc(d, dst_type, tag::any);
+  dnnl::binary::primitive_desc pd(r_.engine_, dnnl::algorithm::binary_mul, in.md, channel_md,
+                                  dst_md, attr);
+  const int dst = NewValue(pd.dst_desc());
+  PrimitiveStep* s = AddStep(node, "", dnnl::binary(pd));
+  constexpr int kShift = DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1;
+  s->Read(DNNL_ARG_SRC_0, data, in.md);
+  s->Constant(DNNL_ARG_SRC_1, Owned(r_.engine_, channel_md, folded.scale.data()));
+  s->Constant(kShift, Owned(r_.engine_, channel_md, folded.shift.data()));
+  s->Write(DNNL_ARG_DST, dst, pd.dst_desc());
+  if (run_time) {
+    s->set_rescale([=](Ranges& ranges) {
+      const FoldedScaleShift f = fold(in_lo.Get(ranges), in_hi.Get(ranges));
+      ranges[range_slot] = f.min_output;
+      ranges[range_slot + 1] = f.max_output;
+      std::copy(f.scale.begin(), f.scale.end(), s->ConstantFloats(DNNL_ARG_SRC_1));
+      std::copy(f.shift.begin(), f.shift.end(), s->ConstantFloats(kShift));
+    });
+  }
+  FinishBatchNorm(node, a, d, dst, pd.dst_desc(), out_lo, out_hi);
+}
+
+// The BatchNorm's outputs, or with global average pooling fused, the mean step after it.
+void CompiledRegion::Builder::FinishBatchNorm(const Node* node, const BatchNormOpAttrs& a,
+                                              const dims& d, int dst,
+                                              const dnnl::memory::desc& dst_md, RangeEnd out_lo,
+                                              RangeEnd out_hi) {
+  const int64_t c = d[1];
+  if (!a.global_avg_pool) {
+    SetOutputs(node, dst, out_lo, out_hi);
+    return;
+  }
+  // The mean of each channel, summed exactly over the channels-last BN+ReLU output.
+  int64_t count = 1;
+  for (size_t i = 2; i < d.size(); ++i) count *= d[i];
+  if (count > ChannelMeanKernel::kMaxInner) {
+    Fail(node, "pools " + std::to_string(count) +
+                   " values per channel, more than an int32 "
+                   "sum holds exactly");
+  }
+  int src = dst;
+  if (!IsChannelsLast(dst_md)) src = InLayout(node, dst, ChannelsLast(dst_md));
+  dims pooled(d.size(), 1);
+  pooled[0] = d[0];
+  pooled[1] = c;
+  const int mean_value = NewValue(PlainDesc(pooled, dt::u8));
+  r_.steps_.emplace_back(
+      new ChannelMeanStep(node->name + "/mean", src, mean_value, d[0], c, count));
+  SetOutputs(node, mean_value, out_lo, out_hi);
+}
+
+CompiledRegion::Builder::AddScales CompiledRegion::Builder::ScalesOfAdd(const AddAttrs& a,
+                                                                        QuantType lq, QuantType rq,
+                                                                        dt out_type, float lhs_abs,
+                                                                        float rhs_abs) {
+  AddScales s;
+  if (a.calibrated) {
+    const float out_range =
+        QuantizedRange(out_type == dt::u8 ? QuantType::kUint8 : QuantType::kInt8);
+    const float out_scale = out_range / std::max(std::fabs(a.min_calib), std::fabs(a.max_calib));
+    s.lhs = out_scale / (QuantizedRange(lq) / lhs_abs);
+    s.rhs = out_scale / (QuantizedRange(rq) / rhs_abs);
+    s.min = a.min_calib;
+    s.max = a.max_calib;
+  } else {
+    const float out_range = 2147483648.f;
+    s.lhs = (lhs_abs * out_range) / ((lhs_abs + rhs_abs) * QuantizedRange(lq));
+    s.rhs = (rhs_abs * out_range) / ((lhs_abs + rhs_abs) * QuantizedRange(rq));
+    s.max = lhs_abs + rhs_abs;
+    s.min = -s.max;
+  }
+  return s;
+}
+
+// MXNet's quantized elemwise_add (mkldnn_quantized_elemwise_add.cc): each
+// operand scaled to the output's levels, summed in float, rounded once; a
+// uint8 operand beside an int8 one is first rescaled into int8 on its own.
+void CompiledRegion::Builder::Add(const Node* node, const AddAttrs& a) {
+  int lhs = Data(node->inputs[0]), rhs = Data(node->inputs[1]);
+  const dt lhs_type = r_.values_[lhs].md.get_data_type();
+  const dt rhs_type = r_.values_[rhs].md.get_data_type();
+  const QuantType lq = ToQuantType(lhs_type, node), rq = ToQuantType(rhs_type, node);
+  if (r_.values_[lhs].md.get_dims() != r_.values_[rhs].md.get_dims()) {
+    Fail(node, "operands of different shapes");
+  }
+  std::vector<RangeEnd> ends;
+  for (int i = 2; i < 6; ++i) ends.push_back(End(node->inputs[i]));
+  const bool run_time = AtRunTime({ends[0], ends[1], ends[2], ends[3]});
+  const dt out_type = !a.calibrated ? dt::s32 : lhs_type == rhs_type ? lhs_type : dt::s8;
+  auto scales = [=](const Ranges& r) {
+    const float lhs_abs = std::max(std::fabs(ends[0].Get(r)), std::fabs(ends[1].Get(r)));
+    const float rhs_abs = std::max(std::fabs(ends[2].Get(r)), std::fabs(ends[3].Get(r)));
+    return ScalesOfAdd(a, lq, rq, out_type, lhs_abs, rhs_abs);
+  };
+  const AddScales built = scales(r_.ranges_);  // the final ones unless run_time
+  // Both operands in one strided layout (the left one's).
+  const dnnl::memory::desc layout = StridedOrPlain(r_.values_[lhs].md);
+  lhs = InLayout(node, lhs, layout);
+  rhs = InLayout(node, rhs, WithType(layout, rhs_type));
+  dt a_type = lhs_type, b_type = rhs_type;
+  // -1: no operand is rescaled on its own; 0: the left one; 1: the right one.
+  int converted = -1;
+  PrimitiveStep* convert = nullptr;
+  if (lhs_type != rhs_type) {
+    if (rhs_type == dt::u8) {
+      rhs = ScaledCopy(node, rhs, WithType(layout, dt::s8), built.rhs, &convert);
+      b_type = dt::s8;
+      converted = 1;
+    } else {
+      lhs = ScaledCopy(node, lhs, WithType(layout, dt::s8), built.lhs, &convert);
+      a_type = dt::s8;
+      converted = 0;
+    }
+  }
+  const int dst = NewValue(WithType(layout, out_type));
+  auto* add = new ScaledAddStep(node->name, lhs, rhs, dst, converted == 0 ? 1.f : built.lhs,
+                                converted == 1 ? 1.f : built.rhs, a_type, b_type, out_type,
+                                static_cast<int64_t>(layout.get_size()));
+  r_.steps_.emplace_back(add);
+  if (!run_time) {
+    SetOutputs(node, dst, built.min, built.max);
+    return;
+  }
+  const int slot = NewRangeSlots();
+  // One hook on the first of the steps sets the scales of both.
+  Step* first = convert != nullptr ? static_cast<Step*>(convert) : add;
+  first->set_rescale([=](Ranges& ranges) {
+    const AddScales s = scales(ranges);
+    if (convert != nullptr) {
+      *convert->ConstantFloats(DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC) =
+          converted == 0 ? s.lhs : s.rhs;
+    }
+    add->SetScales(converted == 0 ? 1.f : s.lhs, converted == 1 ? 1.f : s.rhs);
+    ranges[slot] = s.min;
+    ranges[slot + 1] = s.max;
+  });
+  SetOutputs(node, dst, Slot(slot), Slot(slot + 1));
+}
+
+// MXNet's quantized concat: output range (min(0, mins), max(0, maxs)),
+// int8 if any input is; each input rescaled to it unless its scale is already
+// the output's (exact float comparison), then a plain concatenation.  With
+// ranges measured at run time every input is rescaled (a scale of exactly 1
+// copies the values unchanged).
+void CompiledRegion::Builder::Concat(const Node* node, const ConcatAttrs& c) {
+  const int n = c.num_args;
+  std::vector<int> srcs(n);
+  std::vector<RangeEnd> mins(n), maxs(n);
+  std::vector<QuantType> types(n);
+  bool any_signed = false, run_time = false;
+  for (int i = 0; i < n; ++i) {
+    srcs[i] = Data(node->inputs[i]);
+    mins[i] = End(node->inputs[n + 2 * i]);
+    maxs[i] = End(node->inputs[n + 2 * i + 1]);
+    run_time = run_time || AtRunTime({mins[i], maxs[i]});
+    types[i] = ToQuantType(r_.values_[srcs[i]].md.get_data_type(), node);
+    any_signed = any_signed || types[i] == QuantType::kInt8;
+  }
+  const QuantType out_q = any_signed ? QuantType::kInt8 : QuantType::kUint8;
+  const dt out_type = any_signed ? dt::s8 : dt::u8;
+  // The output range, and the scale of each input (into `scales`).
+  auto rule = [=](const Ranges& r, std::vector<float>* scales) {
+    float out_min = 0.f, out_max = 0.f;
+    for (int i = 0; i < n; ++i) {
+      out_min = std::min(out_min, mins[i].Get(r));
+      out_max = std::max(out_max, maxs[i].Get(r));
+    }
+    const float out_scale =
+        QuantizedRange(out_q) / std::max(std::fabs(out_min), std::fabs(out_max));
+    scales->resize(n);
+    for (int i = 0; i < n; ++i) {
+      const float scale =
+          QuantizedRange(types[i]) / std::max(std::fabs(mins[i].Get(r)), std::fabs(maxs[i].Get(r)));
+      (*scales)[i] = scale == out_scale ? 1.f : out_scale / scale;
+    }
+    return std::make_pair(out_min, out_max);
+  };
+  std::vector<float> scales;
+  const std::pair<float, float> built = rule(r_.ranges_, &scales);
+  std::vector<PrimitiveStep*> copies(n, nullptr);
+  std::vector<dnnl::memory::desc> mds;
+  for (int i = 0; i < n; ++i) {
+    const Value v = r_.values_[srcs[i]];
+    if (run_time || scales[i] != 1.f || v.md.get_data_type() != out_type) {
+      srcs[i] = ScaledCopy(node, srcs[i], WithType(StridedOrPlain(v.md), out_type), scales[i],
+                           &copies[i]);
+    }
+    mds.push_back(r_.values_[srcs[i]].md);
+  }
+  dims out_dims = mds[0].get_dims();
+  if (c.dim >= static_cast<int>(out_dims.size())) Fail(node, "concat dimension out of range");
+  out_dims[c.dim] = 0;
+  for (const auto& md : mds) out_dims[c.dim] += md.get_dims()[c.dim];
+  dnnl::concat::primitive_desc pd(r_.engine_, dnnl::memory::desc(out_dims, out_type, tag::any),
+                                  c.dim, mds);
+  const int dst = NewValue(pd.dst_desc());
+  PrimitiveStep* s = AddStep(node, "", dnnl::concat(pd));
+  for (int i = 0; i < n; ++i) s->Read(DNNL_ARG_MULTIPLE_SRC + i, srcs[i], mds[i]);
+  s->Write(DNNL_ARG_DST, dst, pd.dst_desc());
+  if (!run_time) {
+    SetOutputs(node, dst, built.first, built.second);
+    return;
+  }
+  const int slot = NewRangeSlots();
+  copies[0]->set_rescale([=](Ranges& ranges) {
+    std::vector<float> now;
+    const std::pair<float, float> range = rule(ranges, &now);
+    for (int i = 0; i < n; ++i)
+      *copies[i]->ConstantFloats(DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC) = now[i];
+    ranges[slot] = range.first;
+    ranges[slot + 1] = range.second;
+  });
+  SetOutputs(node, dst, Slot(slot), Slot(slot + 1));
+}
+
+}  // namespace region
+}  // namespace bnq
