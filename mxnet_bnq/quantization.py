@@ -195,11 +195,25 @@ def _quantize(sym, arg_params, aux_params, data_names, label_names, ctx, exclude
                                         excluded_sym_names=excluded_sym_names,
                                         excluded_op_names=excluded_op_names,
                                         quantized_dtype=quantized_dtype)
+        if calib_mode not in (None, 'none'):
+            _check_relu_ranges_used(qsym)
     _report_fp32_batch_norms(qsym, excluded_sym_names, excluded_op_names, bn_mode, logger)
     # 'native' keeps MXNet's own BatchNorm op, which loading the plugin replaces.
     if regions and bn_mode != 'native':
         qsym = _partition(qsym, qarg_params, aux_params, data_shapes, logger)
     return qsym, qarg_params, aux_params
+
+
+def _check_relu_ranges_used(qsym):
+    """After a calibration run, every ReLU the pass fused must have found the
+    post-ReLU range the flow collected (_relu_ranges_wanted foresees which ones
+    the pass fuses): one that fell back to the pre-ReLU range is a bug."""
+    missed = [n['name'] for n in symbol_nodes(qsym)
+              if n.get('attrs', {}).get(names.RELU_RANGE_ATTR) == 'derived']
+    if missed:
+        raise RuntimeError('mxnet_bnq: the BNQ_QUANTIZE pass fused a ReLU into %s without the '
+                           'post-ReLU range the calibration collected (a bug in mxnet_bnq; '
+                           'please report it)' % ', '.join(missed))
 
 
 def _report_fp32_batch_norms(qsym, excluded_sym_names, excluded_op_names, bn_mode, logger):

@@ -27,6 +27,9 @@ constexpr char kPassName[] = "BNQ_QUANTIZE";
 constexpr char kRewriteAttr[] = "__bnq_rewrite__";
 constexpr char kPluginAttr[] = "__bnq_plugin__";
 constexpr char kPluginAttrVersion[] = "1";
+// On a fused BatchNorm+ReLU the pass had no post-ReLU range for: "derived"
+// (the op uses the pre-ReLU calibration, or finds its range at run time).
+constexpr char kReluRangeAttr[] = "__bnq_relu_range__";
 
 // The plugin's BatchNorm ops.
 inline bool IsPluginOp(const std::string& op) {

@@ -219,9 +219,12 @@ void FuseBatchNormRelu(Graph* graph, const PassOptions& options) {
     if (range != options.relu_calib_ranges.end()) {
       bn->attrs["min_calib_range"] = FloatString(range->second.first);
       bn->attrs["max_calib_range"] = FloatString(range->second.second);
+    } else {
+      // The op uses [0, max_calib_range] of the pre-ReLU calibration, or
+      // derives its range at run time: marked, so that a flow that collected
+      // post-ReLU ranges can tell it missed one.
+      bn->attrs[kReluRangeAttr] = "derived";
     }
-    // Without a post-ReLU range, the op uses [0, max_calib_range] of the
-    // pre-ReLU calibration, or derives its range at run time.
     NoteRewrite(bn, "fused_relu");
     TakeOverOutputs(graph, act, bn);
   }

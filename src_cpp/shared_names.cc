@@ -20,7 +20,9 @@ std::string SharedNamesJson() {
          ", \"partitioner\": " + Quoted(bnq::kRegionPartitioner) +
          ", \"pass_name\": " + Quoted(bnq::kPassName) +
          ", \"rewrite_attr\": " + Quoted(bnq::kRewriteAttr) +
-         ", \"plugin_attr\": " + Quoted(bnq::kPluginAttr) + ", \"quantized_range\": {\"int8\": " +
+         ", \"plugin_attr\": " + Quoted(bnq::kPluginAttr) +
+         ", \"relu_range_attr\": " + Quoted(bnq::kReluRangeAttr) +
+         ", \"quantized_range\": {\"int8\": " +
          std::to_string(bnq::QuantizedRange(bnq::QuantType::kInt8)) +
          ", \"uint8\": " + std::to_string(bnq::QuantizedRange(bnq::QuantType::kUint8)) + "}}";
 }

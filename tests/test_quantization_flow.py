@@ -13,6 +13,8 @@ import pytest
 import small_nets
 
 import mxnet_bnq
+import mxnet_bnq.quantization
+from mxnet_bnq import names
 
 LOG = logging.getLogger('test')
 
@@ -121,6 +123,38 @@ def test_fused_relu_range_is_calibrated_on_post_relu_values():
     (post_relu,) = small_nets.forward(relu, args, aux, calib)
     assert float(fused['attrs']['min_calib_range']) == 0.0
     assert float(fused['attrs']['max_calib_range']) == pytest.approx(post_relu.max(), rel=1e-5)
+
+
+@pytest.mark.parametrize('calib_mode', ['naive', 'entropy', 'none'])
+def test_fused_relu_uses_the_collected_post_relu_range(calib_mode):
+    """With calibration, every fused BatchNorm+ReLU takes the post-ReLU range
+    the flow collected (none is marked as derived); without, all are."""
+    sym = small_nets.bn_after_pool()
+    shape = (8, 4, 8, 8)
+    args, aux = small_nets.random_params(sym, shape)
+    calib = np.random.default_rng(1).normal(0, 1, (16,) + shape[1:]).astype('f')
+    qsym, _, _ = mxnet_bnq.quantize_model_mkldnn(
+        sym, args, aux, calib_mode=calib_mode, label_names=None,
+        calib_data=mx.io.NDArrayIter(calib, batch_size=8), quantized_dtype='auto',
+        regions=False)
+    fused = node(qsym, 'quantized_bn')
+    assert fused['op'] == '_contrib_quantized_batch_norm_relu'
+    derived = fused['attrs'].get(names.RELU_RANGE_ATTR)
+    assert derived == ('derived' if calib_mode == 'none' else None), fused['attrs']
+
+
+def test_a_post_relu_range_the_flow_misses_is_an_error(monkeypatch):
+    """If the flow did not foresee a ReLU the pass fuses, the fused op would
+    silently use the pre-ReLU range: the flow refuses the result instead."""
+    sym = small_nets.bn_after_pool()
+    shape = (8, 4, 8, 8)
+    args, aux = small_nets.random_params(sym, shape)
+    calib = np.random.default_rng(1).normal(0, 1, (16,) + shape[1:]).astype('f')
+    monkeypatch.setattr(mxnet_bnq.quantization, '_relu_ranges_wanted', lambda qsym: {})
+    with pytest.raises(RuntimeError, match='quantized_bn.*post-ReLU range'):
+        mxnet_bnq.quantize_model_mkldnn(
+            sym, args, aux, calib_mode='naive', label_names=None,
+            calib_data=mx.io.NDArrayIter(calib, batch_size=8), quantized_dtype='auto')
 
 
 def test_excluded_names_and_ops_stay_fp32():
