@@ -109,14 +109,21 @@ def test_calib_modes_and_dtypes_run_and_follow_fp32(calib_mode, quantized_dtype)
     assert small_nets.sqnr_db(fp32, int8) > (15 if calib_mode == 'none' else 20)
 
 
-def test_fused_relu_range_is_calibrated_on_post_relu_values():
+def quantize_bn_after_pool(calib_mode, **kwargs):
+    """small_nets.bn_after_pool (pooling -> BN -> ReLU) through our flow:
+    (fp32 symbol, args, aux, calibration batch, quantized symbol)."""
     sym = small_nets.bn_after_pool()
     shape = (8, 4, 8, 8)
     args, aux = small_nets.random_params(sym, shape)
     calib = np.random.default_rng(1).normal(0, 1, (16,) + shape[1:]).astype('f')
     qsym, _, _ = mxnet_bnq.quantize_model_mkldnn(
-        sym, args, aux, calib_mode='naive', label_names=None,
-        calib_data=mx.io.NDArrayIter(calib, batch_size=8), quantized_dtype='auto')
+        sym, args, aux, calib_mode=calib_mode, label_names=None,
+        calib_data=mx.io.NDArrayIter(calib, batch_size=8), quantized_dtype='auto', **kwargs)
+    return sym, args, aux, calib, qsym
+
+
+def test_fused_relu_range_is_calibrated_on_post_relu_values():
+    sym, args, aux, calib, qsym = quantize_bn_after_pool('naive')
     fused = node(qsym, 'quantized_bn')
     assert fused['op'] == '_contrib_quantized_batch_norm_relu'
     relu = mx.sym.Group([sym.get_internals()['relu_output']])
@@ -129,14 +136,7 @@ def test_fused_relu_range_is_calibrated_on_post_relu_values():
 def test_fused_relu_uses_the_collected_post_relu_range(calib_mode):
     """With calibration, every fused BatchNorm+ReLU takes the post-ReLU range
     the flow collected (none is marked as derived); without, all are."""
-    sym = small_nets.bn_after_pool()
-    shape = (8, 4, 8, 8)
-    args, aux = small_nets.random_params(sym, shape)
-    calib = np.random.default_rng(1).normal(0, 1, (16,) + shape[1:]).astype('f')
-    qsym, _, _ = mxnet_bnq.quantize_model_mkldnn(
-        sym, args, aux, calib_mode=calib_mode, label_names=None,
-        calib_data=mx.io.NDArrayIter(calib, batch_size=8), quantized_dtype='auto',
-        regions=False)
+    qsym = quantize_bn_after_pool(calib_mode, regions=False)[-1]
     fused = node(qsym, 'quantized_bn')
     assert fused['op'] == '_contrib_quantized_batch_norm_relu'
     derived = fused['attrs'].get(names.RELU_RANGE_ATTR)
@@ -146,15 +146,9 @@ def test_fused_relu_uses_the_collected_post_relu_range(calib_mode):
 def test_a_post_relu_range_the_flow_misses_is_an_error(monkeypatch):
     """If the flow did not foresee a ReLU the pass fuses, the fused op would
     silently use the pre-ReLU range: the flow refuses the result instead."""
-    sym = small_nets.bn_after_pool()
-    shape = (8, 4, 8, 8)
-    args, aux = small_nets.random_params(sym, shape)
-    calib = np.random.default_rng(1).normal(0, 1, (16,) + shape[1:]).astype('f')
     monkeypatch.setattr(mxnet_bnq.quantization, '_relu_ranges_wanted', lambda qsym: {})
     with pytest.raises(RuntimeError, match='quantized_bn.*post-ReLU range'):
-        mxnet_bnq.quantize_model_mkldnn(
-            sym, args, aux, calib_mode='naive', label_names=None,
-            calib_data=mx.io.NDArrayIter(calib, batch_size=8), quantized_dtype='auto')
+        quantize_bn_after_pool('naive')
 
 
 def test_excluded_names_and_ops_stay_fp32():
