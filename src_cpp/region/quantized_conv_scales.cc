@@ -35,20 +35,28 @@ bool AllFinite(const float* v, int64_t n, const char* what, std::string* error) 
   return true;
 }
 
-// MXNet's GetWeightScales with per-channel scales: 127.5 / max|w[c]| (from
-// each channel's min and max, starting at the type's limits), capped so that
-// the int32 bias stays within INT_MAX / 2 (a oneDNN bug, says MXNet).
-std::vector<float> ChannelWeightScales(const float* weights, int64_t out_channels,
-                                       int64_t per_channel, const float* bias, float data_scale) {
-  std::vector<float> scales(out_channels);
+// max(|min|, |max|) of each output channel's weights: MXNet keeps each
+// channel's min and max (starting at the type's limits).
+std::vector<float> ChannelMaxAbs(const float* weights, int64_t out_channels, int64_t per_channel) {
+  std::vector<float> max_abs(out_channels);
   for (int64_t c = 0; c < out_channels; ++c) {
     float lo = std::numeric_limits<float>::max(), hi = std::numeric_limits<float>::lowest();
     for (int64_t k = 0; k < per_channel; ++k) {
       lo = std::min(lo, weights[c * per_channel + k]);
       hi = std::max(hi, weights[c * per_channel + k]);
     }
-    const float max_abs = MaxAbs(lo, hi);
-    float scale = max_abs != 0.f ? 127.5f / max_abs : kInt32MaxAsFloat;
+    max_abs[c] = MaxAbs(lo, hi);
+  }
+  return max_abs;
+}
+
+// MXNet's GetWeightScales with per-channel scales: 127.5 / max|w[c]|, capped
+// so that the int32 bias stays within INT_MAX / 2 (a oneDNN bug, says MXNet).
+std::vector<float> ChannelWeightScales(const float* weights, int64_t out_channels,
+                                       int64_t per_channel, const float* bias, float data_scale) {
+  std::vector<float> scales = ChannelMaxAbs(weights, out_channels, per_channel);
+  for (int64_t c = 0; c < out_channels; ++c) {
+    float scale = scales[c] != 0.f ? 127.5f / scales[c] : kInt32MaxAsFloat;
     if (bias != nullptr && bias[c] != 0.f) {
       const float limit = (bias[c] > 0 ? kInt32MaxAsFloat : -2147483648.f);
       scale = std::min(scale, limit / 2 / bias[c] / data_scale);
@@ -103,21 +111,12 @@ bool QuantizeConv(const ConvOutput& out, int64_t out_channels, int64_t per_chann
   }
   q->data_scale = QuantizeScale(out.data_type, out.data_min, out.data_max);
 
-  std::vector<float> max_abs(out_channels, 0.f);
-  for (int64_t c = 0; c < out_channels; ++c) {
-    // MXNet keeps each channel's min and max (starting at the type's limits).
-    float lo = std::numeric_limits<float>::max(), hi = std::numeric_limits<float>::lowest();
-    for (int64_t k = 0; k < per_channel; ++k) {
-      lo = std::min(lo, weights[c * per_channel + k]);
-      hi = std::max(hi, weights[c * per_channel + k]);
-    }
-    max_abs[c] = MaxAbs(lo, hi);
-  }
-
   std::vector<float> weight_scales;
   if (out.calibrated) {
     weight_scales = ChannelWeightScales(weights, out_channels, per_channel, bias, q->data_scale);
   } else {
+    // One scale for the tensor: MXNet's min and max over all channels.
+    const std::vector<float> max_abs = ChannelMaxAbs(weights, out_channels, per_channel);
     const float total = *std::max_element(max_abs.begin(), max_abs.end());
     weight_scales.assign(1, total != 0.f ? 127.5f / total : kInt32MaxAsFloat);
     q->weight_scale = weight_scales[0];
