@@ -3,13 +3,18 @@ import os
 
 import mxnet as mx
 
-# Small inputs keep the tests fast; the networks end in global pooling.
+# Small inputs keep the tests fast where the network ends in global pooling;
+# densenet121 and inceptionv3 end in fixed 7x7 and 8x8 pooling.
 INPUT_SHAPES = {
     'resnet18_v1': (1, 3, 64, 64),
+    'resnet50_v1': (1, 3, 64, 64),
     'resnet18_v2': (1, 3, 64, 64),
     'resnet50_v2': (1, 3, 64, 64),
     'cifar_resnet20_v2': (1, 3, 32, 32),
+    'mobilenet1.0': (1, 3, 64, 64),
     'mobilenetv2_1.0': (1, 3, 64, 64),
+    'densenet121': (1, 3, 224, 224),
+    'inceptionv3': (1, 3, 299, 299),
 }
 
 
