@@ -22,8 +22,9 @@ PARTITIONER = 'BNQ_REGIONS'
 PASS_NAME = 'BNQ_QUANTIZE'
 REWRITE_ATTR = '__bnq_rewrite__'
 PLUGIN_ATTR = '__bnq_plugin__'
-# Set ('derived') on a fused BatchNorm+ReLU the pass had no post-ReLU range for.
-RELU_RANGE_ATTR = '__bnq_relu_range__'
+# On a fused BatchNorm+ReLU the pass had no post-ReLU range for: the name of
+# the quantized ReLU node it fused (whose range the flow then collects).
+MISSING_RELU_RANGE_ATTR = '__bnq_missing_relu_range__'
 
 # Quantization levels per max(|min|, |max|) of a tensor's real range.
 QUANTIZED_RANGE = {'int8': 127.5, 'uint8': 255.5}
@@ -38,5 +39,5 @@ def shared_with_library():
     """The names the library also spells (as its bnq_shared_names() gives them)."""
     return {'batch_norm_ops': list(BATCH_NORM_OPS), 'region_op': REGION_OP,
             'partitioner': PARTITIONER, 'pass_name': PASS_NAME, 'rewrite_attr': REWRITE_ATTR,
-            'plugin_attr': PLUGIN_ATTR, 'relu_range_attr': RELU_RANGE_ATTR,
+            'plugin_attr': PLUGIN_ATTR, 'missing_relu_range_attr': MISSING_RELU_RANGE_ATTR,
             'quantized_range': dict(QUANTIZED_RANGE)}

@@ -1,16 +1,19 @@
 """Drop-in replacements for MXNet's quantization entry points.
 
-They run MXNet's own flow (MKLDNN_QUANTIZE fusion, the quantize pass,
-calibration, MXNet's post-quantization fusion), then the plugin's
-BNQ_QUANTIZE graph pass, which quantizes every BatchNorm that could not be
-folded into a convolution and fuses quantized BatchNorm + ReLU (+ global
+They run MXNet's own flow on its public API (MKLDNN_QUANTIZE fusion,
+``quantize_graph``, the calibration run, ``calib_graph``, MXNet's
+post-quantization fusion), so MXNet's own argument checks apply, then the
+plugin's BNQ_QUANTIZE graph pass, which quantizes every BatchNorm that could
+not be folded into a convolution and fuses quantized BatchNorm + ReLU (+ global
 average pooling) into one op with uint8 output, and then (``regions=True``,
-the default) the BNQ_REGIONS partitioner, which hands every int8 region of
-the graph to the plugin to run whole (see regions.py).  The only addition to
+the default) the BNQ_REGIONS partitioner, which hands every int8 region of the
+graph to the plugin to run whole (see regions.py).  The only addition to
 MXNet's flow is the statistic the pass needs, collected in the same
-calibration run: the post-ReLU range of each BatchNorm+ReLU pair.
+calibration run (calibration.py): the post-ReLU range of each BatchNorm+ReLU
+pair it fuses.
 """
 import logging
+import numbers
 import os
 import tempfile
 
@@ -18,6 +21,7 @@ import mxnet as mx
 from mxnet.contrib import quantization as mxq
 
 from . import names
+from .calibration import PostReluRecorder, run_calibration
 from .fp32_preparation import prepare_fp32
 from .library import load
 from .names import QUANTIZED_PREFIX
@@ -33,30 +37,28 @@ PASS_NAME = names.PASS_NAME
 # native: MXNet's flow unchanged (MXNet's own quantized BatchNorm op; run the
 #         result in a process without the plugin to get MXNet's numerics).
 BN_MODES = ('int8', 'fp32', 'native')
-CALIB_MODES = ('none', 'naive', 'entropy')
 
 
-def _check_arguments(excluded_sym_names, excluded_op_names, calib_mode, calib_data,
-                     quantized_dtype, quantize_granularity, bn_mode, regions):
+def _check_arguments(excluded_sym_names, excluded_op_names, num_calib_examples, bn_mode,
+                     regions):
+    """What the flow uses before MXNet's quantize_graph checks the rest."""
     for name, value in (('excluded_sym_names', excluded_sym_names),
                         ('excluded_op_names', excluded_op_names)):
         if value is not None and not isinstance(value, list):
             raise ValueError('%s must be a list of strings, got %s' % (name, type(value).__name__))
-    if calib_mode is not None and calib_mode not in CALIB_MODES:
-        raise ValueError('unknown calib_mode %r, expected one of %s' % (calib_mode, CALIB_MODES))
-    if calib_mode not in (None, 'none') and not isinstance(calib_data, mx.io.DataIter):
-        raise ValueError('calib_data must be an mx.io.DataIter when calib_mode=%r, got %s'
-                         % (calib_mode, type(calib_data).__name__))
-    if quantized_dtype not in ('int8', 'uint8', 'auto'):
-        raise ValueError("unknown quantized_dtype %r, expected 'int8', 'uint8' or 'auto'"
-                         % quantized_dtype)
-    if quantize_granularity not in ('tensor-wise', 'channel-wise'):  # as MXNet's flow
-        raise ValueError("unknown quantize_granularity %r, expected 'tensor-wise' or "
-                         "'channel-wise'" % (quantize_granularity,))
+    if num_calib_examples is not None and not isinstance(num_calib_examples, numbers.Real):
+        raise ValueError('num_calib_examples must be a number or None, got %r'
+                         % (num_calib_examples,))
     if not isinstance(regions, bool):
         raise ValueError('regions must be True or False, got %r' % (regions,))
     if bn_mode not in BN_MODES:
         raise ValueError('unknown bn_mode %r, expected one of %s' % (bn_mode, BN_MODES))
+
+
+def _check_calib_data(calib_mode, calib_data):
+    if calib_mode not in (None, 'none') and not isinstance(calib_data, mx.io.DataIter):
+        raise ValueError('calib_data must be an mx.io.DataIter when calib_mode=%r, got %s'
+                         % (calib_mode, type(calib_data).__name__))
 
 
 def _check_params(sym, arg_params, aux_params, data_names, label_names):
@@ -70,47 +72,21 @@ def _check_params(sym, arg_params, aux_params, data_names, label_names):
                          % (', '.join(missing), list(data_names or ()), list(label_names or ())))
 
 
-def _relu_ranges_wanted(qsym):
-    """The quantized ReLUs the BNQ_QUANTIZE pass fuses into the BatchNorm before
-    them, which then needs their post-ReLU range: {fp32 relu output: act node}."""
-    nodes = symbol_nodes(qsym)
-    relu = {}
-    for node in nodes:
-        if node['op'] == '_contrib_quantized_act' and \
-                node.get('attrs', {}).get('act_type') == 'relu' and \
-                nodes[node['inputs'][0][0]]['op'] == names.QUANTIZED_BATCH_NORM and \
-                node['name'].startswith(QUANTIZED_PREFIX):
-            relu[node['name'][len(QUANTIZED_PREFIX):] + '_output'] = node['name']
-    return relu
+def _missing_relu_ranges(qsym):
+    """{ReLU node name: the fused node} for every fused BatchNorm+ReLU of a
+    rewritten symbol that lacks its post-ReLU range (the pass marks them)."""
+    return {n['attrs'][names.MISSING_RELU_RANGE_ATTR]: n['name'] for n in symbol_nodes(qsym)
+            if names.MISSING_RELU_RANGE_ATTR in n.get('attrs', {})}
 
 
-def _collect_statistics(sym, arg_params, aux_params, data_names, label_names, ctx, calib_mode,
-                        calib_data, num_calib_examples, layers, logger):
-    """One calibration run of the fp32 model over `layers`; returns {name: (min, max)}
-    as MXNet computes thresholds for `calib_mode` (entropy: per-layer KL optimum)."""
-    mod = mx.mod.Module(symbol=sym, data_names=data_names, label_names=label_names, context=ctx)
-    label_shapes = calib_data.provide_label if calib_data.provide_label and label_names else None
-    mod.bind(for_training=False, data_shapes=calib_data.provide_data, label_shapes=label_shapes)
-    mod.set_params(arg_params, aux_params)
-    calib_data.reset()
-    if calib_mode == 'entropy':
-        collector = mxq._LayerHistogramCollector(include_layer=set(layers), logger=logger)
-    else:
-        collector = mxq._LayerOutputMinMaxCollector(quantized_dtype='auto',
-                                                    include_layer=set(layers), logger=logger)
-    num = mxq._collect_layer_statistics(mod, calib_data, collector, num_calib_examples, logger)
-    if logger:
-        logger.info('Collected statistics of %d layers from %d examples', len(layers), num)
-    if calib_mode == 'naive':
-        return collector.min_max_dict
-    return collector.hist_dict
-
-
-def _thresholds(stats, names, calib_mode, quantized_dtype):
-    picked = {k: stats[k] for k in names if k in stats}
-    if calib_mode == 'naive':
-        return picked
-    return mxq._get_optimal_thresholds(picked, quantized_dtype)
+def _relu_layers_wanted(qsym, arg_params, aux_params, pass_options):
+    """The fp32 ReLU outputs whose range the BNQ_QUANTIZE pass will want for
+    uncalibrated `qsym`: {fp32 layer output: quantized ReLU node}.  The pass
+    itself says which (a dry run marks every fused ReLU without a range); its
+    quantized ReLU nodes are MXNet's quantized twins of fp32 ReLU layers."""
+    dry = rewrite_quantized_symbol(qsym, arg_params, aux_params, **pass_options)
+    return {act[len(QUANTIZED_PREFIX):] + '_output': act for act in _missing_relu_ranges(dry)
+            if act.startswith(QUANTIZED_PREFIX)}
 
 
 def _format_ranges(ranges):
@@ -139,9 +115,8 @@ def rewrite_quantized_symbol(qsym, qarg_params, aux_params, *, relu_calib_ranges
 def _quantize(sym, arg_params, aux_params, data_names, label_names, ctx, excluded_sym_names,
               excluded_op_names, calib_mode, calib_data, num_calib_examples, quantized_dtype,
               quantize_mode, quantize_granularity, logger, bn_mode, mkldnn, fusion_guard,
-              regions):
-    _check_arguments(excluded_sym_names, excluded_op_names, calib_mode, calib_data,
-                     quantized_dtype, quantize_granularity, bn_mode, regions)
+              regions, layer_output_collector=None, data_shapes=None):
+    _check_arguments(excluded_sym_names, excluded_op_names, num_calib_examples, bn_mode, regions)
     if not isinstance(ctx, mx.Context) or ctx.device_type != 'cpu':
         raise ValueError('mxnet_bnq quantizes for a single CPU context, got %s' % (ctx,))
     if not isinstance(sym, mx.sym.Symbol):
@@ -155,7 +130,6 @@ def _quantize(sym, arg_params, aux_params, data_names, label_names, ctx, exclude
     excluded_op_names = list(excluded_op_names or [])
     mxnet_excluded_ops = excluded_op_names + (['BatchNorm'] if bn_mode == 'fp32' else [])
     if logger:
-        os.environ['MXNET_QUANTIZATION_VERBOSE'] = '1'
         logger.info('Quantizing symbol (standalone BatchNorm: %s)', bn_mode)
     sym, changes = prepare_fp32(sym, fusion_guard=fusion_guard)
     if logger:
@@ -163,39 +137,40 @@ def _quantize(sym, arg_params, aux_params, data_names, label_names, ctx, exclude
             logger.info('fp32 preparation: %s', change)
     if mkldnn:
         sym = sym.get_backend_symbol('MKLDNN_QUANTIZE')
-    qsym, calib_layers = mxq._quantize_symbol(
-        sym, ctx, excluded_symbols=excluded_sym_names, excluded_operators=mxnet_excluded_ops,
-        offline_params=list(arg_params.keys()), quantized_dtype=quantized_dtype,
-        quantize_mode=quantize_mode, quantize_granularity=quantize_granularity)
-    relu_wanted = _relu_ranges_wanted(qsym) if bn_mode == 'int8' else {}
+    qsym, qarg_params, _, collector = mxq.quantize_graph(
+        sym, arg_params, aux_params, ctx=ctx, excluded_sym_names=excluded_sym_names,
+        excluded_op_names=mxnet_excluded_ops, calib_mode=calib_mode,
+        quantized_dtype=quantized_dtype, quantize_mode=quantize_mode,
+        quantize_granularity=quantize_granularity, LayerOutputCollector=layer_output_collector,
+        logger=logger)
+    pass_options = dict(excluded_sym_names=excluded_sym_names,
+                        excluded_op_names=excluded_op_names, quantized_dtype=quantized_dtype)
 
-    th_dict, relu_ranges = {}, {}
-    if calib_mode not in (None, 'none'):
-        layers = set(calib_layers) | set(relu_wanted)
-        stats = _collect_statistics(sym, arg_params, aux_params, data_names, label_names, ctx,
-                                    calib_mode, calib_data, num_calib_examples, layers, logger)
+    relu_ranges = {}
+    if collector is not None:  # calib_mode naive, entropy or customize
+        _check_calib_data(calib_mode, calib_data)
+        relu_layers = (_relu_layers_wanted(qsym, arg_params, aux_params, pass_options)
+                       if bn_mode == 'int8' else {})
+        recorder = PostReluRecorder(collector, relu_layers, calib_mode, logger)
+        data_shapes = data_shapes or calib_data.provide_data
+        run_calibration(sym, arg_params, aux_params, data_names, label_names, ctx, calib_data,
+                        data_shapes, num_calib_examples, recorder, logger)
         # MXNet 1.9.1 gives layers with non-negative outputs (conv+ReLU, which emit
         # uint8) a symmetric entropy range when quantized_dtype='int8', and the
         # next convolution then refuses its input; 'auto' gives them (0, th).
-        th_dict = _thresholds(stats, calib_layers, calib_mode,
-                              'auto' if quantized_dtype == 'int8' else quantized_dtype)
-        # The fused op's output is uint8: calibrate the post-ReLU values as uint8.
-        relu_ranges = {relu_wanted[k]: v for k, v in
-                       _thresholds(stats, relu_wanted, calib_mode, 'uint8').items()}
-        qsym = mxq._calibrate_quantized_sym(qsym, th_dict)
-    if logger:
-        logger.info('Quantizing parameters')
-    qarg_params = mxq._quantize_params(qsym, arg_params, th_dict)
-    data_shapes = calib_data.provide_data if isinstance(calib_data, mx.io.DataIter) else None
+        qsym, qarg_params, _ = mxq.calib_graph(
+            qsym, arg_params, aux_params, collector, calib_mode=calib_mode,
+            quantized_dtype='auto' if quantized_dtype == 'int8' else quantized_dtype,
+            logger=logger)
+        relu_ranges = recorder.relu_ranges()
+    if data_shapes is None and isinstance(calib_data, mx.io.DataIter):
+        data_shapes = calib_data.provide_data
     if mkldnn:
         qsym = qsym.get_backend_symbol('MKLDNN_QUANTIZE')
     if bn_mode == 'int8':
         qsym = rewrite_quantized_symbol(qsym, qarg_params, aux_params,
-                                        relu_calib_ranges=relu_ranges,
-                                        excluded_sym_names=excluded_sym_names,
-                                        excluded_op_names=excluded_op_names,
-                                        quantized_dtype=quantized_dtype)
-        if calib_mode not in (None, 'none'):
+                                        relu_calib_ranges=relu_ranges, **pass_options)
+        if collector is not None:
             _check_relu_ranges_used(qsym)
     _report_fp32_batch_norms(qsym, excluded_sym_names, excluded_op_names, bn_mode, logger)
     # 'native' keeps MXNet's own BatchNorm op, which loading the plugin replaces.
@@ -206,10 +181,9 @@ def _quantize(sym, arg_params, aux_params, data_names, label_names, ctx, exclude
 
 def _check_relu_ranges_used(qsym):
     """After a calibration run, every ReLU the pass fused must have found the
-    post-ReLU range the flow collected (_relu_ranges_wanted foresees which ones
-    the pass fuses): one that fell back to the pre-ReLU range is a bug."""
-    missed = [n['name'] for n in symbol_nodes(qsym)
-              if n.get('attrs', {}).get(names.RELU_RANGE_ATTR) == 'derived']
+    post-ReLU range the flow collected (the dry run of _relu_layers_wanted said
+    which): one that fell back to the pre-ReLU range is a bug."""
+    missed = sorted(_missing_relu_ranges(qsym).values())
     if missed:
         raise RuntimeError('mxnet_bnq: the BNQ_QUANTIZE pass fused a ReLU into %s without the '
                            'post-ReLU range the calibration collected (a bug in mxnet_bnq; '
@@ -291,14 +265,30 @@ def quantize_model_mkldnn(sym, arg_params, aux_params, data_names=('data',),
                      logger, bn_mode, mkldnn=True, fusion_guard=fusion_guard, regions=regions)
 
 
-def _export_block(network, data_nd):
+def _network_inputs(network, data_shapes):
+    """The leading `data_shapes` that `network` takes.  A DataLoader's batch
+    is (data..., label): like quantize_net_v2, drop trailing inputs while the
+    network refuses them (TypeError)."""
+    shapes = list(data_shapes)
+    network.hybridize()
+    while True:
+        try:
+            network(*[mx.nd.zeros(s.shape) for s in shapes])
+            return shapes
+        except TypeError:
+            if len(shapes) <= 1:
+                raise
+            shapes.pop()
+
+
+def _export_block(network, data_shapes):
+    """(data shapes the network takes, sym, args, aux) of the exported network."""
     try:
-        network.hybridize()
-        network(*data_nd)
+        data_shapes = _network_inputs(network, data_shapes)
         with tempfile.TemporaryDirectory() as tmp:
             prefix = os.path.join(tmp, 'net')
             network.export(prefix, epoch=0)
-            return mx.model.load_checkpoint(prefix, 0)
+            return (data_shapes,) + mx.model.load_checkpoint(prefix, 0)
     except Exception as err:
         raise ValueError('the Gluon block %s cannot be hybridized and exported, which '
                          'quantization needs: %s' % (type(network).__name__, err)) from err
@@ -308,10 +298,15 @@ def quantize_net(network, quantized_dtype='auto', quantize_mode='full',
                  quantize_granularity='tensor-wise', exclude_layers=None,
                  exclude_layers_match=None, exclude_operators=None, calib_data=None,
                  data_shapes=None, calib_mode='none', num_calib_examples=None, ctx=mx.cpu(),
-                 logger=None, bn_mode='int8', fusion_guard=True, regions=True):
+                 LayerOutputCollector=None, logger=None, bn_mode='int8',  # noqa: N803 (MXNet's)
+                 fusion_guard=True, regions=True):
     """``mx.contrib.quantization.quantize_net_v2`` plus the plugin's BatchNorm rewrite.
 
-    Returns a ``SymbolBlock`` running the quantized model."""
+    Same arguments and defaults (``LayerOutputCollector`` with
+    ``calib_mode='customize'``: its ``collect`` sees every layer output of the
+    calibration run, its ``min_max_dict`` gives the ranges), extras as
+    :func:`quantize_model`.  Returns a ``SymbolBlock`` running the quantized
+    model."""
     if not isinstance(network, mx.gluon.HybridBlock):
         raise ValueError('network must be a Gluon HybridBlock, got %s' % type(network).__name__)
     if calib_data is not None and not isinstance(calib_data, mx.io.DataIter):
@@ -323,18 +318,20 @@ def quantize_net(network, quantized_dtype='auto', quantize_mode='full',
         raise ValueError('data_shapes (or calib_data) is required to trace the network')
     data_shapes = [s if isinstance(s, mx.io.DataDesc) else mx.io.DataDesc(*s)
                    for s in data_shapes]
-    sym, args, auxs = _export_block(network, [mx.nd.zeros(s.shape) for s in data_shapes])
+    data_shapes, sym, args, auxs = _export_block(network, data_shapes)
+    for name, value in (('exclude_layers', exclude_layers),
+                        ('exclude_operators', exclude_operators)):
+        if value is not None and not isinstance(value, list):
+            raise ValueError('%s must be a list of strings, got %s' % (name, type(value).__name__))
     excluded = list(exclude_layers or [])
     for pattern in exclude_layers_match or []:
         excluded += [layer.name for layer in sym.get_internals() if pattern in layer.name]
     data_names = [s.name for s in data_shapes]
-    qsym, qargs, qauxs = quantize_model_mkldnn(
-        sym, args, auxs, data_names=data_names, label_names=None, ctx=ctx,
-        excluded_sym_names=excluded, excluded_op_names=exclude_operators, calib_mode=calib_mode,
-        calib_data=calib_data, num_calib_examples=num_calib_examples,
-        quantized_dtype=quantized_dtype, quantize_mode=quantize_mode,
-        quantize_granularity=quantize_granularity, logger=logger, bn_mode=bn_mode,
-        fusion_guard=fusion_guard, regions=regions)
+    qsym, qargs, qauxs = _quantize(
+        sym, args, auxs, data_names, None, ctx, excluded, exclude_operators, calib_mode,
+        calib_data, num_calib_examples, quantized_dtype, quantize_mode, quantize_granularity,
+        logger, bn_mode, mkldnn=True, fusion_guard=fusion_guard, regions=regions,
+        layer_output_collector=LayerOutputCollector, data_shapes=data_shapes)
     net = mx.gluon.SymbolBlock(qsym, [mx.sym.var(n) for n in data_names])
     params = net.collect_params()
     for name, value in list(qargs.items()) + list(qauxs.items()):

@@ -27,9 +27,11 @@ constexpr char kPassName[] = "BNQ_QUANTIZE";
 constexpr char kRewriteAttr[] = "__bnq_rewrite__";
 constexpr char kPluginAttr[] = "__bnq_plugin__";
 constexpr char kPluginAttrVersion[] = "1";
-// On a fused BatchNorm+ReLU the pass had no post-ReLU range for: "derived"
-// (the op uses the pre-ReLU calibration, or finds its range at run time).
-constexpr char kReluRangeAttr[] = "__bnq_relu_range__";
+// On a fused BatchNorm+ReLU the pass had no post-ReLU range for: the name of
+// the ReLU node it fused, whose range it lacked (the op then uses the pre-ReLU
+// calibration, or finds its range at run time).  The flow runs the pass once
+// before calibrating to learn which ReLU outputs to collect.
+constexpr char kMissingReluRangeAttr[] = "__bnq_missing_relu_range__";
 
 // The plugin's BatchNorm ops.
 inline bool IsPluginOp(const std::string& op) {

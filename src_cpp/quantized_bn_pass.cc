@@ -221,9 +221,9 @@ void FuseBatchNormRelu(Graph* graph, const PassOptions& options) {
       bn->attrs["max_calib_range"] = FloatString(range->second.second);
     } else {
       // The op uses [0, max_calib_range] of the pre-ReLU calibration, or
-      // derives its range at run time: marked, so that a flow that collected
-      // post-ReLU ranges can tell it missed one.
-      bn->attrs[kReluRangeAttr] = "derived";
+      // derives its range at run time: marked with the ReLU whose range is
+      // missing, so that a flow knows which ReLU outputs to calibrate.
+      bn->attrs[kMissingReluRangeAttr] = act->name;
     }
     NoteRewrite(bn, "fused_relu");
     TakeOverOutputs(graph, act, bn);

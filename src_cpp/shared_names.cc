@@ -21,7 +21,7 @@ std::string SharedNamesJson() {
          ", \"pass_name\": " + Quoted(bnq::kPassName) +
          ", \"rewrite_attr\": " + Quoted(bnq::kRewriteAttr) +
          ", \"plugin_attr\": " + Quoted(bnq::kPluginAttr) +
-         ", \"relu_range_attr\": " + Quoted(bnq::kReluRangeAttr) +
+         ", \"missing_relu_range_attr\": " + Quoted(bnq::kMissingReluRangeAttr) +
          ", \"quantized_range\": {\"int8\": " +
          std::to_string(bnq::QuantizedRange(bnq::QuantType::kInt8)) +
          ", \"uint8\": " + std::to_string(bnq::QuantizedRange(bnq::QuantType::kUint8)) + "}}";

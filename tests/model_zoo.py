@@ -24,7 +24,8 @@ def export(name, directory, classes=10):
     if not os.path.exists(prefix + '-symbol.json'):
         from gluoncv.model_zoo import get_model
         mx.random.seed(0)
-        net = get_model(name, pretrained=False, classes=classes)
+        with mx.name.NameManager():  # the same layer names whatever ran before
+            net = get_model(name, pretrained=False, classes=classes)
         net.initialize(mx.init.Xavier())
         net.hybridize()
         net(mx.nd.zeros(INPUT_SHAPES[name]))

@@ -135,18 +135,47 @@ def test_fused_relu_range_is_calibrated_on_post_relu_values():
 @pytest.mark.parametrize('calib_mode', ['naive', 'entropy', 'none'])
 def test_fused_relu_uses_the_collected_post_relu_range(calib_mode):
     """With calibration, every fused BatchNorm+ReLU takes the post-ReLU range
-    the flow collected (none is marked as derived); without, all are."""
+    the flow collected (none is marked as missing it); without, all are."""
     qsym = quantize_bn_after_pool(calib_mode, regions=False)[-1]
     fused = node(qsym, 'quantized_bn')
     assert fused['op'] == '_contrib_quantized_batch_norm_relu'
-    derived = fused['attrs'].get(names.RELU_RANGE_ATTR)
-    assert derived == ('derived' if calib_mode == 'none' else None), fused['attrs']
+    missing = fused['attrs'].get(names.MISSING_RELU_RANGE_ATTR)
+    assert missing == ('quantized_relu' if calib_mode == 'none' else None), fused['attrs']
+
+
+def test_entropy_post_relu_range_changes_the_output(monkeypatch):
+    """Entropy calibration: the fused BatchNorm+ReLU takes MXNet's KL-optimal
+    threshold of the post-ReLU values (computed here from a plain fp32
+    forward), which is not the pre-ReLU range the op would fall back to, and
+    the int8 output changes with it."""
+    sym, args, aux, calib, qsym = quantize_bn_after_pool('entropy', regions=False)
+    relu = mx.sym.Group([sym.get_internals()['relu_output']])
+    mxq = mx.contrib.quantization
+    hist = None
+    for batch in (calib[:8], calib[8:]):  # as the calibration run's two batches
+        (post_relu,) = small_nets.forward(relu, args, aux, batch)
+        lo, hi = float(post_relu.min()), float(post_relu.max())
+        th = max(abs(lo), abs(hi))
+        hist = (mxq.combine_histogram(hist, post_relu, lo, hi, th) if hist else
+                np.histogram(post_relu, bins=8001, range=(-th, th)) + (lo, hi, th))
+    expected = mxq._get_optimal_thresholds({'relu': hist}, 'uint8')
+    fused = node(qsym, 'quantized_bn')['attrs']
+    got = (float(fused['min_calib_range']), float(fused['max_calib_range']))
+    assert got == pytest.approx(tuple(float(np.ravel(v)[0]) for v in expected['relu']), rel=1e-5)
+    # The same flow without the post-ReLU statistic: the pass falls back.
+    monkeypatch.setattr(mxnet_bnq.quantization, '_relu_layers_wanted', lambda *args: {})
+    monkeypatch.setattr(mxnet_bnq.quantization, '_check_relu_ranges_used', lambda qsym: None)
+    fallback = quantize_bn_after_pool('entropy', regions=False)[-1]
+    assert float(node(fallback, 'quantized_bn')['attrs']['max_calib_range']) != got[1]
+    x = np.random.default_rng(3).normal(0, 1, calib.shape).astype('f')
+    outputs = [small_nets.forward(q, args, aux, x)[0] for q in (qsym, fallback)]
+    assert not np.array_equal(*outputs)
 
 
 def test_a_post_relu_range_the_flow_misses_is_an_error(monkeypatch):
-    """If the flow did not foresee a ReLU the pass fuses, the fused op would
-    silently use the pre-ReLU range: the flow refuses the result instead."""
-    monkeypatch.setattr(mxnet_bnq.quantization, '_relu_ranges_wanted', lambda qsym: {})
+    """If the flow did not collect the range of a ReLU the pass fuses, the
+    fused op would silently use the pre-ReLU range: the flow refuses the result."""
+    monkeypatch.setattr(mxnet_bnq.quantization, '_relu_layers_wanted', lambda *args: {})
     with pytest.raises(RuntimeError, match='quantized_bn.*post-ReLU range'):
         quantize_bn_after_pool('naive')
 
@@ -269,7 +298,7 @@ class NotHybridizable(mx.gluon.HybridBlock):
                                                      label_names=None), ValueError,
      'calib_data must be an mx.io.DataIter'),
     (lambda s, a, x: mxnet_bnq.quantize_model_mkldnn(s, a, x, calib_mode='magic'), ValueError,
-     'unknown calib_mode'),
+     'unknown calibration mode magic'),  # MXNet's own check
     (lambda s, a, x: mxnet_bnq.quantize_model_mkldnn(s, a, x, calib_mode='none',
                                                      quantized_dtype='int4'),
      ValueError, 'quantized_dtype'),
@@ -289,21 +318,6 @@ def test_bad_input_gives_clear_errors(call, error, match):
     args, aux = small_nets.random_params(sym, (8, 4, 8, 8))
     with pytest.raises(error, match=match):
         call(sym, args, aux)
-
-
-@pytest.mark.parametrize('granularity,accepted', [('tensor-wise', True), ('channel-wise', True),
-                                                   ('bogus', False)])
-def test_quantize_granularity_is_checked_as_mxnet_checks_it(granularity, accepted):
-    sym = small_nets.bn_after_add()
-    args, aux = small_nets.random_params(sym, (8, 4, 8, 8))
-    for flow in (mx.contrib.quantization.quantize_model_mkldnn, mxnet_bnq.quantize_model_mkldnn):
-        if accepted:
-            flow(sym, args, aux, calib_mode='none', label_names=None,
-                 quantize_granularity=granularity)
-        else:
-            with pytest.raises(ValueError, match='quantize_granularity'):
-                flow(sym, args, aux, calib_mode='none', label_names=None,
-                     quantize_granularity=granularity)
 
 
 def test_symbol_without_batchnorm_is_quantized_as_mxnet_does():
