@@ -74,7 +74,7 @@ asan: install $(FASHION_MNIST)
 	  ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  $(VENV)/bin/pytest tests/test_op_reference.py tests/test_bad_input.py tests/test_graph.py \
 	  tests/test_quantization_flow.py tests/test_reliability.py tests/test_regions.py \
-	  tests/test_regions_models.py $(PYTEST_ARGS)
+	  tests/test_regions_models.py tests/test_fused_activations.py $(PYTEST_ARGS)
 
 # Coverage-guided fuzzing (libFuzzer, ASan, UBSan) of attribute parsing, scale/shift
 # folding and pass options; needs clang (apt-get install clang-14 libclang-rt-14-dev).

@@ -29,7 +29,31 @@ FATES = {
     # fp32 input, quantized output
     names.BATCH_NORM_QUANTIZE: 'int8',
     names.BATCH_NORM_RELU_QUANTIZE: 'int8 BN+ReLU, uint8 out',
+    # The activation of the node's attributes (_act_fate gives the text).
+    names.QUANTIZED_BATCH_NORM_ACT: None,
+    names.BATCH_NORM_ACT_QUANTIZE: None,
 }
+
+
+def _act_fate(attrs):
+    act = attrs.get('act_type', '?')
+    if act == 'clip':
+        act = 'clip(%s, %s)' % (attrs.get('a_min'), attrs.get('a_max'))
+        out = 'uint8' if float(attrs.get('a_min', -1)) >= 0 else 'int8'
+    else:
+        act = 'leaky(%s)' % attrs.get('slope', '0.25') if act == 'leaky' else act
+        out = 'uint8' if act == 'relu' or float(attrs.get('slope', 0.25)) <= 0 else 'int8'
+    return 'int8 BN+%s, %s out' % (act, out)
+
+
+def _activate(reference, attrs):
+    """The fused activation of a BatchNorm+act node applied to fp32 values."""
+    act = attrs.get('act_type')
+    if act == 'clip':
+        return np.clip(reference, float(attrs['a_min']), float(attrs['a_max']))
+    if act == 'leaky':
+        return np.where(reference < 0, reference * float(attrs.get('slope', 0.25)), reference)
+    return np.maximum(reference, 0) if act == 'relu' else reference
 QUANTIZED_RANGE = {np.dtype(t): levels for t, levels in names.QUANTIZED_RANGE.items()}
 
 
@@ -73,8 +97,9 @@ def _fates(fp32_sym, qsym, excluded_sym_names, excluded_op_names):
         qnode = by_name.get(name) or by_name.get(QUANTIZED_PREFIX + name)
         row = {'layer': name, 'node': None, 'fate': 'removed', 'detail': ''}
         if qnode is not None and qnode['op'] in FATES:
-            row.update(node=qnode['name'], fate=FATES[qnode['op']],
-                       detail=qnode.get('attrs', {}).get(names.REWRITE_ATTR, ''))
+            attrs = qnode.get('attrs', {})
+            row.update(node=qnode['name'], fate=FATES[qnode['op']] or _act_fate(attrs),
+                       detail=attrs.get(names.REWRITE_ATTR, ''))
             if qnode['op'] == 'BatchNorm':
                 row['detail'] = _why_fp32(name, excluded_sym_names, excluded_op_names)
         elif name in fused_into:
@@ -137,9 +162,13 @@ def report(fp32_sym, qsym, arg_params=None, aux_params=None, qarg_params=None, q
     q_values = run_symbol(internal_outputs(qsym, q_outputs), qarg_params, qaux_params, data,
                           data_name) if q_outputs else []
     q_values += run_symbol(partitioned, qarg_params, qaux_params, data, data_name)[:1]
+    node_attrs = {n['name']: n.get('attrs', {}) for n in symbol_nodes(qsym)}
     for i, row in enumerate(measured):
         reference = fp32_values[i]
-        if row['fate'].endswith('uint8 out'):
+        attrs = node_attrs.get(row['node'], {})
+        if 'act_type' in attrs:
+            reference = _activate(reference, attrs)
+        elif row['fate'].endswith('uint8 out'):  # the _relu ops
             reference = np.maximum(reference, 0)
         if 'global avg pool' in row['fate']:  # the BatchNorm's node also pools (NCHW)
             reference = reference.mean(axis=tuple(range(2, reference.ndim)), keepdims=True)

@@ -1,5 +1,6 @@
 #include "batch_norm_attrs.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -29,17 +30,90 @@ bool IsHidden(const std::string& key) {
          key.compare(key.size() - 2, 2, "__") == 0;
 }
 
+bool ParseFiniteFloat(const std::string& text, float* value) {
+  bool present = false;
+  return ParseOptionalFloat(text, &present, value) && present;
+}
+
+using Kind = FusedActivation::Kind;
+
+// Checks that the activation's keys fit its act_type.
+bool CheckActivation(const std::unordered_map<std::string, std::string>& attrs,
+                     const std::string& act_type, FusedActivation* act, std::string* error) {
+  if (act_type.empty()) {
+    *error = "act_type is required ('relu', 'clip' or 'leaky')";
+    return false;
+  }
+  act->kind = act_type == "relu"    ? Kind::kRelu
+              : act_type == "clip"  ? Kind::kClip
+              : act_type == "leaky" ? Kind::kLeaky
+                                    : Kind::kNone;
+  if (act->kind == Kind::kNone) {
+    *error = "unsupported act_type '" + act_type + "' (expected 'relu', 'clip' or 'leaky')";
+    return false;
+  }
+  const bool clip = act->kind == Kind::kClip;
+  if (clip != (attrs.count("a_min") == 1) || clip != (attrs.count("a_max") == 1)) {
+    *error = clip ? "act_type='clip' needs a_min and a_max"
+                  : "a_min and a_max are attributes of act_type='clip'";
+    return false;
+  }
+  if (attrs.count("slope") && act->kind != Kind::kLeaky) {
+    *error = "slope is an attribute of act_type='leaky'";
+    return false;
+  }
+  if (clip && act->a_min > act->a_max) {
+    *error = "a_min (" + std::to_string(act->a_min) + ") is greater than a_max (" +
+             std::to_string(act->a_max) + ")";
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
 
+bool NonNegative(const FusedActivation& act) {
+  return act.kind == Kind::kRelu || (act.kind == Kind::kClip && act.a_min >= 0) ||
+         (act.kind == Kind::kLeaky && act.slope <= 0);
+}
+
+double Activate(const FusedActivation& act, double y) {
+  switch (act.kind) {
+    case Kind::kRelu:
+      return std::max(y, 0.0);
+    case Kind::kClip:
+      return std::min(std::max(y, static_cast<double>(act.a_min)), static_cast<double>(act.a_max));
+    case Kind::kLeaky:
+      return y < 0 ? y * act.slope : y;
+    case Kind::kNone:
+      break;
+  }
+  return y;
+}
+
 bool ParseBatchNormAttrs(const std::unordered_map<std::string, std::string>& attrs,
-                         BatchNormAttrs* out, std::string* error) {
+                         BatchNormAttrs* out, std::string* error, bool with_activation) {
   BatchNormAttrs parsed;
   bool has_min = false, has_max = false;
+  std::string act_type;
   for (const auto& kv : attrs) {
     const std::string& key = kv.first;
     const std::string& val = kv.second;
     bool ok = true;
-    if (key == "eps") {
+    const bool act_key = key == "act_type" || key == "a_min" || key == "a_max" || key == "slope";
+    if (act_key && !with_activation) {
+      *error = "unknown attribute '" + key + "' (the _act ops take the activation)";
+      return false;
+    }
+    if (key == "act_type") {
+      act_type = Trim(val);
+    } else if (key == "a_min") {
+      ok = ParseFiniteFloat(val, &parsed.act.a_min);
+    } else if (key == "a_max") {
+      ok = ParseFiniteFloat(val, &parsed.act.a_max);
+    } else if (key == "slope") {
+      ok = ParseFiniteFloat(val, &parsed.act.slope);
+    } else if (key == "eps") {
       ok = ParseDecimal(val, &parsed.eps) && std::isfinite(parsed.eps);
     } else if (key == "momentum") {
       ok = ParseDecimal(val, &parsed.momentum) && std::isfinite(parsed.momentum);
@@ -78,6 +152,7 @@ bool ParseBatchNormAttrs(const std::unordered_map<std::string, std::string>& att
     return false;
   }
   parsed.has_calib_range = has_min;
+  if (with_activation && !CheckActivation(attrs, act_type, &parsed.act, error)) return false;
   *out = parsed;
   return true;
 }

@@ -10,6 +10,25 @@
 
 namespace bnq {
 
+// The activation applied to the BatchNorm's real output before quantizing:
+// none (_contrib_quantized_batch_norm), ReLU (the _relu ops), or as the
+// attributes of the _act ops give it, in MXNet's spellings: act_type 'relu',
+// 'clip' with a_min <= a_max (clip / ReLU6), 'leaky' with slope (LeakyReLU,
+// MXNet's default slope 0.25).
+struct FusedActivation {
+  enum class Kind { kNone, kRelu, kClip, kLeaky };
+  Kind kind = Kind::kNone;
+  float a_min = 0.f;
+  float a_max = 0.f;
+  float slope = 0.25f;
+};
+
+// The activation's output cannot be negative (the op then writes uint8).
+bool NonNegative(const FusedActivation& act);
+
+// act(y) for a real value y.
+double Activate(const FusedActivation& act, double y);
+
 struct BatchNormAttrs {
   // Defaults of mxnet::op::BatchNormParam (src/operator/nn/batch_norm-inl.h).
   double eps = 1e-3;
@@ -27,13 +46,17 @@ struct BatchNormAttrs {
   bool has_calib_range = false;
   float min_calib_range = 0.f;
   float max_calib_range = 0.f;
+  // Set from act_type/a_min/a_max/slope for the _act ops, by the op for the
+  // _relu ops.
+  FusedActivation act;
 };
 
 // Parses `attrs` into `out`.  Keys of the form "__name__" (MXNet's hidden
-// attributes) are ignored; any other unknown key is an error.
+// attributes) are ignored; any other unknown key is an error, and so are the
+// activation's keys unless `with_activation` (then act_type is required).
 // Returns false and sets `error` on failure.
 bool ParseBatchNormAttrs(const std::unordered_map<std::string, std::string>& attrs,
-                         BatchNormAttrs* out, std::string* error);
+                         BatchNormAttrs* out, std::string* error, bool with_activation = false);
 
 // Resolves a possibly negative axis against `ndim`; returns false if out of range.
 bool ResolveAxis(int axis, int ndim, int* resolved);

@@ -14,6 +14,9 @@ constexpr char kQuantizedBatchNormReluPoolOp[] =
     "_contrib_quantized_batch_norm_relu_global_avg_pool";
 constexpr char kBatchNormQuantizeOp[] = "_contrib_batch_norm_quantize";
 constexpr char kBatchNormReluQuantizeOp[] = "_contrib_batch_norm_relu_quantize";
+// BatchNorm + the activation its attributes give (act_type clip or leaky, ...).
+constexpr char kQuantizedBatchNormActOp[] = "_contrib_quantized_batch_norm_act";
+constexpr char kBatchNormActQuantizeOp[] = "_contrib_batch_norm_act_quantize";
 
 // The subgraph op of a region (BNQ_REGIONS partitioner): a whole int8 region
 // run inside the library.
@@ -37,7 +40,8 @@ constexpr char kMissingReluRangeAttr[] = "__bnq_missing_relu_range__";
 inline bool IsPluginOp(const std::string& op) {
   for (const char* name :
        {kQuantizedBatchNormOp, kQuantizedBatchNormReluOp, kQuantizedBatchNormReluPoolOp,
-        kBatchNormQuantizeOp, kBatchNormReluQuantizeOp}) {
+        kBatchNormQuantizeOp, kBatchNormReluQuantizeOp, kQuantizedBatchNormActOp,
+        kBatchNormActQuantizeOp}) {
     if (op == name) return true;
   }
   return false;

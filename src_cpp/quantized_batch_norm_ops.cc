@@ -15,6 +15,12 @@
 //                                       layout a library op produces.
 //   _contrib_batch_norm_quantize        BatchNorm on real-valued data, int8 out
 //   _contrib_batch_norm_relu_quantize   the same followed by ReLU, uint8 out.
+//   _contrib_quantized_batch_norm_act   quantized BatchNorm followed by the
+//   _contrib_batch_norm_act_quantize    activation of its attributes act_type
+//                                       ('relu', 'clip' with a_min and a_max,
+//                                       'leaky' with slope), uint8 out when
+//                                       the activation cannot be negative
+//                                       (e.g. ReLU6), int8 otherwise.
 //                                       Data: float32, or uint8/int8 holding
 //                                       the values themselves (raw pixels, as
 //                                       --data-layer-type uint8 feeds them).
@@ -101,20 +107,28 @@ const char* DTypeName(int dtype) {
 const float* Floats(const MXTensor& t) { return static_cast<const float*>(t.data_ptr); }
 
 // Everything that differs between the ops.
+enum class ActFrom { kNone, kRelu, kAttributes };
 struct OpTraits {
   const char* name;
-  bool relu;
-  QuantType out_type;
+  ActFrom act;
   bool global_avg_pool;
   bool float_input;
 };
-constexpr OpTraits kBatchNorm{kQuantizedBatchNormOp, false, QuantType::kInt8, false, false};
-constexpr OpTraits kBatchNormRelu{kQuantizedBatchNormReluOp, true, QuantType::kUint8, false, false};
-constexpr OpTraits kBatchNormReluPool{kQuantizedBatchNormReluPoolOp, true, QuantType::kUint8, true,
-                                      false};
-constexpr OpTraits kFloatBatchNorm{kBatchNormQuantizeOp, false, QuantType::kInt8, false, true};
-constexpr OpTraits kFloatBatchNormRelu{kBatchNormReluQuantizeOp, true, QuantType::kUint8, false,
-                                       true};
+constexpr OpTraits kBatchNorm{kQuantizedBatchNormOp, ActFrom::kNone, false, false};
+constexpr OpTraits kBatchNormRelu{kQuantizedBatchNormReluOp, ActFrom::kRelu, false, false};
+constexpr OpTraits kBatchNormReluPool{kQuantizedBatchNormReluPoolOp, ActFrom::kRelu, true, false};
+constexpr OpTraits kFloatBatchNorm{kBatchNormQuantizeOp, ActFrom::kNone, false, true};
+constexpr OpTraits kFloatBatchNormRelu{kBatchNormReluQuantizeOp, ActFrom::kRelu, false, true};
+constexpr OpTraits kBatchNormAct{kQuantizedBatchNormActOp, ActFrom::kAttributes, false, false};
+constexpr OpTraits kFloatBatchNormAct{kBatchNormActQuantizeOp, ActFrom::kAttributes, false, true};
+
+// The op's attributes, its activation included.
+bool ParseOpAttrs(const OpTraits& traits, const std::unordered_map<std::string, std::string>& attrs,
+                  BatchNormAttrs* parsed, std::string* error) {
+  if (!ParseBatchNormAttrs(attrs, parsed, error, traits.act == ActFrom::kAttributes)) return false;
+  if (traits.act == ActFrom::kRelu) parsed->act.kind = FusedActivation::Kind::kRelu;
+  return true;
+}
 
 int NumInputs(const OpTraits& traits) {
   return traits.float_input ? kMinData : kNumQuantizedInputs;
@@ -150,7 +164,7 @@ MXReturnValue ParseAttrsImpl(const std::unordered_map<std::string, std::string>&
                              int* num_out) {
   BatchNormAttrs parsed;
   std::string error;
-  if (!ParseBatchNormAttrs(attrs, &parsed, &error)) return Fail(T.name, error);
+  if (!ParseOpAttrs(T, attrs, &parsed, &error)) return Fail(T.name, error);
   if (T.float_input && !parsed.has_calib_range) {
     return Fail(T.name,
                 "float32 input needs the calibrated output range: set "
@@ -164,6 +178,9 @@ MXReturnValue ParseAttrsImpl(const std::unordered_map<std::string, std::string>&
 template <const OpTraits& T>
 MXReturnValue InferTypeImpl(const std::unordered_map<std::string, std::string>& attrs,
                             std::vector<int>* in_types, std::vector<int>* out_types) {
+  BatchNormAttrs parsed;
+  std::string error;
+  if (!ParseOpAttrs(T, attrs, &parsed, &error)) return Fail(T.name, error);
   const int data_type = in_types->at(kData);
   if (data_type >= 0 && !AcceptsData(T, data_type)) {
     return Fail(T.name,
@@ -176,7 +193,7 @@ MXReturnValue InferTypeImpl(const std::unordered_map<std::string, std::string>& 
     }
     t = kFloat32;
   }
-  out_types->at(0) = T.out_type == QuantType::kInt8 ? kInt8 : kUint8;
+  out_types->at(0) = FusedOutputType(parsed.act) == QuantType::kInt8 ? kInt8 : kUint8;
   out_types->at(1) = kFloat32;
   out_types->at(2) = kFloat32;
   return MX_SUCCESS;
@@ -224,7 +241,7 @@ MXReturnValue InferShapeImpl(const std::unordered_map<std::string, std::string>&
                              std::vector<std::vector<unsigned int>>* out_shapes) {
   BatchNormAttrs parsed;
   std::string error;
-  if (!ParseBatchNormAttrs(attrs, &parsed, &error)) return Fail(T.name, error);
+  if (!ParseOpAttrs(T, attrs, &parsed, &error)) return Fail(T.name, error);
   const std::vector<unsigned int> data_shape = in_shapes->at(kData);
   if (!IsKnown(data_shape)) {
     // The library API cannot report "not inferred yet" (an unknown dimension
@@ -328,8 +345,8 @@ MXReturnValue Compute(const OpTraits& traits, const BatchNormAttrs& attrs,
   if (!CheckTensors(traits, in, attrs, &axis, &error)) return Fail(traits.name, error);
   const MXTensor& data = in[kData];
 
-  ScaleShiftShape shape{1, data.shape[axis], 1, dnnl::memory::data_type::f32,
-                        ToDnnl(traits.out_type)};
+  const QuantType out_type = FusedOutputType(attrs.act);
+  ScaleShiftShape shape{1, data.shape[axis], 1, dnnl::memory::data_type::f32, ToDnnl(out_type)};
   for (int d = 0; d < axis; ++d) shape.outer *= data.shape[d];
   for (size_t d = axis + 1; d < data.shape.size(); ++d) shape.inner *= data.shape[d];
 
@@ -341,13 +358,15 @@ MXReturnValue Compute(const OpTraits& traits, const BatchNormAttrs& attrs,
   const bool integer_data = ToQuantType(data.dtype, &in_type);
   if (integer_data) shape.src_type = ToDnnl(in_type);
   if (traits.float_input) {  // the values themselves, whatever their type
-    folded_ok =
-        FoldScaleShiftFloatInput(attrs, params, traits.out_type, traits.relu, &folded, &error);
+    folded_ok = FoldScaleShiftFloatInput(attrs, params, out_type, &folded, &error);
   } else {
     folded_ok = FoldScaleShift(attrs, params, *Floats(in[kMinData]), *Floats(in[kMaxData]), in_type,
-                               traits.out_type, traits.relu, &folded, &error);
+                               out_type, &folded, &error);
   }
   if (!folded_ok) return Fail(traits.name, error);
+  shape.negative_slope = folded.negative_slope;
+  shape.clamp_lo = folded.clamp_lo;
+  shape.clamp_hi = folded.clamp_hi;
   if (traits.global_avg_pool) {
     // BN+ReLU into MXNet's temporary workspace, then the mean of each channel.
     if (shape.inner > ChannelMeanKernel::kMaxInner) {
@@ -386,7 +405,7 @@ MXReturnValue Forward(const std::unordered_map<std::string, std::string>& attrs,
   return Guarded(T.name, [&] {
     BatchNormAttrs parsed;
     std::string error;
-    if (!ParseBatchNormAttrs(attrs, &parsed, &error)) return Fail(T.name, error);
+    if (!ParseOpAttrs(T, attrs, &parsed, &error)) return Fail(T.name, error);
     return Compute(T, parsed, *inputs, outputs, res);
   });
 }
@@ -442,6 +461,8 @@ BNQ_REGISTER_BATCH_NORM_OP(_contrib_quantized_batch_norm_relu_global_avg_pool,
                            bnq::kBatchNormReluPool);
 BNQ_REGISTER_BATCH_NORM_OP(_contrib_batch_norm_quantize, bnq::kFloatBatchNorm);
 BNQ_REGISTER_BATCH_NORM_OP(_contrib_batch_norm_relu_quantize, bnq::kFloatBatchNormRelu);
+BNQ_REGISTER_BATCH_NORM_OP(_contrib_quantized_batch_norm_act, bnq::kBatchNormAct);
+BNQ_REGISTER_BATCH_NORM_OP(_contrib_batch_norm_act_quantize, bnq::kFloatBatchNormAct);
 
 // For tests: the shared BatchNorm kernel's primitive cache hits and misses.
 extern "C" __attribute__((visibility("default"))) void bnq_batch_norm_cache_counts(

@@ -2,16 +2,24 @@
 // produced (Symbol.optimize_for("BNQ_QUANTIZE", args, aux, **options)) and
 // applies these rewrites, in this order:
 //
+//  In each rewrite "[-> act]" is an optional fp32 activation the plugin's ops
+//  fuse (FusableActivation: ReLU, clip / ReLU6, leaky ReLU); with a ReLU the
+//  result is the _relu op, with another activation the _act op.
+//
 //  QuantizeBetweenDequantizeAndQuantize: a BatchNorm left fp32 between a
 //  dequantize and a quantize becomes one quantized op:
-//       dequantize -> BatchNorm [-> ReLU] -> quantize_v2
-//         =>   quantized_batch_norm (or quantized_batch_norm_relu)
+//       dequantize -> BatchNorm [-> act] -> quantize_v2
+//         =>   quantized_batch_norm (_relu, _act)
 //  QuantizeFloatInputBatchNorm: a BatchNorm on an fp32 tensor (e.g. the
 //  network input) that feeds only a quantize:
-//       x -> BatchNorm [-> ReLU] -> quantize_v2
-//         =>  x -> batch_norm_quantize (or batch_norm_relu_quantize)
+//       x -> BatchNorm [-> act] -> quantize_v2
+//         =>  x -> batch_norm_quantize (_relu, _act)
 //     with the quantize's calibrated range; without one (calib_mode none),
 //         =>  x -> quantize_v2 -> quantized_batch_norm (ranges found at run time)
+//  FuseDequantizedActivation: a quantized BatchNorm whose activation MXNet
+//  left fp32 (it quantizes no clip or LeakyReLU):
+//       quantized_batch_norm -> dequantize -> act -> quantize_v2
+//         =>  quantized_batch_norm_relu / _act, with the quantize's range
 //  FuseBatchNormRelu: a quantized BatchNorm and the quantized ReLU after it:
 //       quantized_batch_norm -> quantized_act(relu)  =>  quantized_batch_norm_relu (uint8)
 //  FuseGlobalAvgPooling: a quantized BatchNorm+ReLU and the global average
@@ -92,18 +100,63 @@ Node* SoleConsumer(const Graph* graph, const Node* node, int num_outputs) {
   return ConsumersOf(node, 0)[0].node;
 }
 
+// The fp32 activation `node` as the _act ops' attributes (act_type "relu" for
+// a ReLU); false if the plugin's ops cannot fuse it.
+bool FusableActivation(const Node* node, std::unordered_map<std::string, std::string>* act) {
+  act->clear();
+  if ((node->op == "Activation" && Attr(node, "act_type") == "relu") || node->op == "relu") {
+    (*act)["act_type"] = "relu";
+  } else if (node->op == "clip" && !Attr(node, "a_min").empty() && !Attr(node, "a_max").empty()) {
+    *act = {{"act_type", "clip"}, {"a_min", Attr(node, "a_min")}, {"a_max", Attr(node, "a_max")}};
+  } else if (node->op == "LeakyReLU" && Attr(node, "act_type", "leaky") == "leaky") {
+    *act = {{"act_type", "leaky"}, {"slope", Attr(node, "slope", "0.25")}};
+  }
+  return !act->empty();
+}
+
+bool IsRelu(const std::unordered_map<std::string, std::string>& act) {
+  return act.at("act_type") == "relu";
+}
+
+// The op names of a rewrite: without activation, with ReLU, with another one.
+struct FusedOps {
+  const char* plain;
+  const char* relu;
+  const char* act;
+};
+constexpr FusedOps kQuantizedOps{kQuantizedBatchNormOp, kQuantizedBatchNormReluOp,
+                                 kQuantizedBatchNormActOp};
+constexpr FusedOps kFloatInputOps{kBatchNormQuantizeOp, kBatchNormReluQuantizeOp,
+                                  kBatchNormActQuantizeOp};
+
+// Makes `bn` the op of `ops` for the activation `act_node` (nullptr: none),
+// copying an activation's attributes.
+void BecomeFused(Node* bn, const Node* act_node, const FusedOps& ops) {
+  std::unordered_map<std::string, std::string> act;
+  if (act_node == nullptr || !FusableActivation(act_node, &act)) {
+    bn->op = ops.plain;
+    return;
+  }
+  bn->op = IsRelu(act) ? ops.relu : ops.act;
+  if (!IsRelu(act)) {
+    for (const auto& kv : act) bn->attrs[kv.first] = kv.second;
+  }
+  NoteRewrite(bn, IsRelu(act) ? "fused_relu" : "fused_" + act.at("act_type"));
+}
+
 // An fp32 BatchNorm whose only use is a quantize_v2, possibly through an fp32
-// ReLU that has no other use; returns that quantize and sets `relu`.
+// activation that the ops fuse and that has no other use; returns that
+// quantize and sets `act`.
 Node* QuantizeAfterFp32BatchNorm(const Graph* graph, const PassOptions& options, Node* bn,
-                                 Node** relu) {
-  *relu = nullptr;
+                                 Node** act) {
+  *act = nullptr;
   if (bn->op != kBatchNorm || IsExcluded(options, bn) || bn->inputs.size() != 5) return nullptr;
   bool mean_var = false;
   if (!ParseBool(Attr(bn, "output_mean_var", "false"), &mean_var) || mean_var) return nullptr;
   Node* next = SoleConsumer(graph, bn, 3);
-  if (next != nullptr && next->op == "Activation" && Attr(next, "act_type") == "relu" &&
-      !IsExcluded(options, next)) {
-    *relu = next;
+  std::unordered_map<std::string, std::string> unused;
+  if (next != nullptr && FusableActivation(next, &unused) && !IsExcluded(options, next)) {
+    *act = next;
     next = SoleConsumer(graph, next, 1);
   }
   return next != nullptr && next->op == kQuantize ? next : nullptr;
@@ -116,39 +169,45 @@ bool HasCalibratedRange(const Node* quantize) {
          ParseDecimal(Attr(quantize, "max_calib_range"), &hi);
 }
 
-// Makes fp32 `bn` (and the fp32 `relu` after it, if any) the op `op` (or
-// `relu_op`) with the range of `quantize`, and gives it the uses of `quantize`.
-void TakeOverQuantize(Graph* graph, Node* bn, Node* relu, Node* quantize, const char* op,
-                      const char* relu_op, const char* rewrite) {
-  // The quantize after a ReLU was calibrated on post-ReLU values, as the fused op needs.
-  bn->op = relu != nullptr ? relu_op : op;
+// Gives `bn` the calibrated range of `quantize` (none if it has none).
+void TakeRange(Node* bn, const Node* quantize) {
   for (const char* key : {"min_calib_range", "max_calib_range"}) {
     const std::string value = Attr(quantize, key);
-    if (!value.empty()) bn->attrs[key] = value;
+    if (value.empty()) {
+      bn->attrs.erase(key);
+    } else {
+      bn->attrs[key] = value;
+    }
   }
+}
+
+// Makes fp32 `bn` (and the fp32 activation `act` after it, if any) the op of
+// `ops` with the range of `quantize`, and gives it the uses of `quantize`.
+void TakeOverQuantize(Graph* graph, Node* bn, Node* act, Node* quantize, const FusedOps& ops,
+                      const char* rewrite) {
+  // The quantize after an activation was calibrated on its output, as the fused op needs.
   NoteRewrite(bn, rewrite);
-  if (relu != nullptr) NoteRewrite(bn, "fused_relu");
+  BecomeFused(bn, act, ops);
+  TakeRange(bn, quantize);
   TakeOverOutputs(graph, quantize, bn);
-  if (relu != nullptr) DetachNode(relu);
+  if (act != nullptr) DetachNode(act);
 }
 
 // Turns fp32 `bn` (and `relu`) into a quantized BatchNorm reading (data, min,
 // max), taking over the uses of `quantize`.
-void QuantizeBatchNorm(Graph* graph, Node* bn, Node* relu, const NodeEntry data,
-                       const NodeEntry min, const NodeEntry max, Node* quantize,
-                       const char* rewrite) {
+void QuantizeBatchNorm(Graph* graph, Node* bn, Node* act, const NodeEntry data, const NodeEntry min,
+                       const NodeEntry max, Node* quantize, const char* rewrite) {
   SetInput(bn, 0, data.node, data.entry);
   SetInput(bn, 5, min.node, min.entry);
   SetInput(bn, 6, max.node, max.entry);
-  TakeOverQuantize(graph, bn, relu, quantize, kQuantizedBatchNormOp, kQuantizedBatchNormReluOp,
-                   rewrite);
+  TakeOverQuantize(graph, bn, act, quantize, kQuantizedOps, rewrite);
 }
 
 // dequantize -> BatchNorm [-> ReLU] -> quantize_v2  =>  one quantized op.
 void QuantizeBetweenDequantizeAndQuantize(Graph* graph, const PassOptions& options) {
   for (Node* bn : NodesInOrder(graph)) {
-    Node* relu = nullptr;
-    Node* quantize = QuantizeAfterFp32BatchNorm(graph, options, bn, &relu);
+    Node* act = nullptr;
+    Node* quantize = QuantizeAfterFp32BatchNorm(graph, options, bn, &act);
     if (quantize == nullptr) continue;
     Node* dequantize = bn->inputs[0].node;
     if (dequantize->op != kDequantize || bn->inputs[0].entry != 0 ||
@@ -156,7 +215,7 @@ void QuantizeBetweenDequantizeAndQuantize(Graph* graph, const PassOptions& optio
       continue;
     }
     const std::vector<NodeEntry> q = dequantize->inputs;  // copy: data, min, max
-    QuantizeBatchNorm(graph, bn, relu, q[0], q[1], q[2], quantize, "quantized_fp32_bn");
+    QuantizeBatchNorm(graph, bn, act, q[0], q[1], q[2], quantize, "quantized_fp32_bn");
     DetachNode(dequantize);
   }
 }
@@ -170,13 +229,12 @@ std::string FloatString(float v) {
 // x (fp32) -> BatchNorm [-> ReLU] -> quantize_v2  =>  one op from fp32 to int8/uint8.
 void QuantizeFloatInputBatchNorm(Graph* graph, const PassOptions& options) {
   for (Node* bn : NodesInOrder(graph)) {
-    Node* relu = nullptr;
-    Node* quantize = QuantizeAfterFp32BatchNorm(graph, options, bn, &relu);
+    Node* act = nullptr;
+    Node* quantize = QuantizeAfterFp32BatchNorm(graph, options, bn, &act);
     if (quantize == nullptr || bn->inputs[0].node->op == kDequantize) continue;
     if (HasCalibratedRange(quantize)) {
       // One op from fp32 data to the quantized output: exact, and one pass.
-      TakeOverQuantize(graph, bn, relu, quantize, kBatchNormQuantizeOp, kBatchNormReluQuantizeOp,
-                       "quantized_fp32_input_bn");
+      TakeOverQuantize(graph, bn, act, quantize, kFloatInputOps, "quantized_fp32_input_bn");
     } else {
       // No range to quantize to: quantize the input at run time and derive
       // the output range from it.  uint8 cannot hold a negative input, and
@@ -186,7 +244,7 @@ void QuantizeFloatInputBatchNorm(Graph* graph, const PassOptions& options) {
           options.quantized_dtype == "uint8" ? "auto" : options.quantized_dtype;
       const NodeEntry data = bn->inputs[0];
       SetInput(input_quantize, 0, data.node, data.entry);
-      QuantizeBatchNorm(graph, bn, relu, {input_quantize, 0}, {input_quantize, 1},
+      QuantizeBatchNorm(graph, bn, act, {input_quantize, 0}, {input_quantize, 1},
                         {input_quantize, 2}, quantize, "quantized_fp32_input_bn");
     }
   }
@@ -203,6 +261,30 @@ bool SoleReaderOfQuantizedOutput(const Graph* graph, const Node* producer, const
     }
   }
   return true;
+}
+
+// quantized_batch_norm -> dequantize -> act -> quantize_v2  =>  one op.
+void FuseDequantizedActivation(Graph* graph, const PassOptions& options) {
+  for (Node* bn : NodesInOrder(graph)) {
+    if (bn->op != kQuantizedBatchNormOp || IsExcluded(options, bn)) continue;
+    Node* dequantize = SoleConsumer(graph, bn, 1);
+    if (dequantize == nullptr || dequantize->op != kDequantize ||
+        !SoleReaderOfQuantizedOutput(graph, bn, dequantize)) {
+      continue;
+    }
+    Node* act = SoleConsumer(graph, dequantize, 1);
+    std::unordered_map<std::string, std::string> unused;
+    if (act == nullptr || !FusableActivation(act, &unused) || IsExcluded(options, act)) continue;
+    Node* quantize = SoleConsumer(graph, act, 1);
+    if (quantize == nullptr || quantize->op != kQuantize || IsExcluded(options, quantize)) {
+      continue;
+    }
+    BecomeFused(bn, act, kQuantizedOps);
+    TakeRange(bn, quantize);  // calibrated on the activation's output
+    TakeOverOutputs(graph, quantize, bn);
+    DetachNode(act);
+    DetachNode(dequantize);
+  }
 }
 
 // quantized_batch_norm -> quantized_act(relu)  =>  quantized_batch_norm_relu.
@@ -311,6 +393,7 @@ mxnet::ext::MXReturnValue QuantizeBatchNormPass(
       QuantizeBetweenDequantizeAndQuantize(graph, options);
       QuantizeFloatInputBatchNorm(graph, options);
     }
+    FuseDequantizedActivation(graph, options);
     if (options.fuse_relu) FuseBatchNormRelu(graph, options);
     if (options.fuse_pooling) FuseGlobalAvgPooling(graph, options);
     AvoidUint8ForSignedInput(graph, options);

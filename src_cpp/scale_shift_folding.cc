@@ -25,7 +25,18 @@ std::string ChannelError(const char* what, int64_t c, double value) {
 
 float QuantizedRange(QuantType t) { return t == QuantType::kInt8 ? 127.5f : 255.5f; }
 
+QuantType FusedOutputType(const FusedActivation& act) {
+  return NonNegative(act) ? QuantType::kUint8 : QuantType::kInt8;
+}
+
 namespace {
+
+bool CheckOutputType(const BatchNormAttrs& attrs, QuantType out_type, std::string* error) {
+  if (out_type == FusedOutputType(attrs.act)) return true;
+  *error = out_type == QuantType::kInt8 ? "an activation that cannot be negative needs uint8 output"
+                                        : "output that can be negative needs int8";
+  return false;
+}
 
 // Real BatchNorm as y = a[c] * x + b[c], in double.
 bool BatchNormAffine(const BatchNormAttrs& attrs, const ChannelParams& params,
@@ -60,8 +71,8 @@ bool BatchNormAffine(const BatchNormAttrs& attrs, const ChannelParams& params,
 
 // The calibrated output range: sets min/max_output, returns the range that
 // maps to the type's QuantizedRange().
-double CalibratedOutputRange(const BatchNormAttrs& attrs, bool relu, FoldedScaleShift* folded) {
-  if (relu) {
+double CalibratedOutputRange(const BatchNormAttrs& attrs, FoldedScaleShift* folded) {
+  if (NonNegative(attrs.act)) {
     folded->min_output = 0.f;
     folded->max_output = std::max(0.f, attrs.max_calib_range);
     return folded->max_output;
@@ -71,11 +82,29 @@ double CalibratedOutputRange(const BatchNormAttrs& attrs, bool relu, FoldedScale
   return std::max(std::fabs(attrs.min_calib_range), std::fabs(attrs.max_calib_range));
 }
 
+// The activation in levels (`levels_per_unit` > 0): clamp bounds only where
+// saturation to the type's limits does not already clip.
+void FillActivation(const FusedActivation& act, double levels_per_unit, QuantType out_type,
+                    FoldedScaleShift* folded) {
+  using Kind = FusedActivation::Kind;
+  if (act.kind == Kind::kLeaky) folded->negative_slope = act.slope;
+  if (act.kind != Kind::kClip || levels_per_unit <= 0) return;
+  const double q_lo = out_type == QuantType::kInt8 ? -128.0 : 0.0;
+  const double q_hi = out_type == QuantType::kInt8 ? 127.0 : 255.0;
+  const double lo = act.a_min * levels_per_unit, hi = act.a_max * levels_per_unit;
+  // A bound at or beyond the type's limit clips nothing that saturation does
+  // not: both round and saturate to the limit.
+  if (lo > q_lo) folded->clamp_lo = static_cast<float>(std::min(lo, q_hi + 1.0));
+  if (hi < q_hi) folded->clamp_hi = static_cast<float>(std::max(hi, q_lo - 1.0));
+}
+
 // q_out = (a * x + b) / step_out with x = q_in * step_in; a zero output range
 // maps everything to 0.
 void FillScaleShift(const std::vector<double>& a, const std::vector<double>& b, double step_in,
-                    double range_out, QuantType out_type, FoldedScaleShift* folded) {
+                    double range_out, QuantType out_type, const FusedActivation& act,
+                    FoldedScaleShift* folded) {
   const double levels_per_unit = range_out > 0 ? QuantizedRange(out_type) / range_out : 0.0;
+  FillActivation(act, levels_per_unit, out_type, folded);
   folded->scale.resize(a.size());
   folded->shift.resize(a.size());
   for (size_t c = 0; c < a.size(); ++c) {
@@ -87,8 +116,8 @@ void FillScaleShift(const std::vector<double>& a, const std::vector<double>& b, 
 }  // namespace
 
 bool FoldScaleShift(const BatchNormAttrs& attrs, const ChannelParams& params, float min_data,
-                    float max_data, QuantType in_type, QuantType out_type, bool relu,
-                    FoldedScaleShift* folded, std::string* error) {
+                    float max_data, QuantType in_type, QuantType out_type, FoldedScaleShift* folded,
+                    std::string* error) {
   if (!std::isfinite(min_data) || !std::isfinite(max_data)) {
     *error = "min_data/max_data must be finite, got [" + std::to_string(min_data) + ", " +
              std::to_string(max_data) + "]";
@@ -99,10 +128,7 @@ bool FoldScaleShift(const BatchNormAttrs& attrs, const ChannelParams& params, fl
              std::to_string(max_data) + ")";
     return false;
   }
-  if (relu && out_type != QuantType::kUint8) {
-    *error = "a fused ReLU needs uint8 output";
-    return false;
-  }
+  if (!CheckOutputType(attrs, out_type, error)) return false;
   std::vector<double> a, b;
   if (!BatchNormAffine(attrs, params, &a, &b, error)) return false;
 
@@ -113,7 +139,7 @@ bool FoldScaleShift(const BatchNormAttrs& attrs, const ChannelParams& params, fl
   // Output range: calibrated, or the extreme values the op can produce.
   double range_out;
   if (attrs.has_calib_range) {
-    range_out = CalibratedOutputRange(attrs, relu, folded);
+    range_out = CalibratedOutputRange(attrs, folded);
   } else {
     const double q_lo = in_type == QuantType::kInt8 ? -128.0 : 0.0;
     const double q_hi = in_type == QuantType::kInt8 ? 127.0 : 255.0;
@@ -124,32 +150,34 @@ bool FoldScaleShift(const BatchNormAttrs& attrs, const ChannelParams& params, fl
       lo = std::min(lo, std::min(y1, y2));
       hi = std::max(hi, std::max(y1, y2));
     }
-    range_out = relu ? hi : std::max(std::fabs(lo), hi);
+    // The activation's values over [lo, hi] (which holds 0): piecewise
+    // linear with its kinks at 0 or the clip bounds, so the extremes are at
+    // the ends or at 0.
+    const double act_lo = std::min({Activate(attrs.act, lo), Activate(attrs.act, hi), 0.0});
+    const double act_hi = std::max({Activate(attrs.act, lo), Activate(attrs.act, hi), 0.0});
+    const bool unsigned_out = out_type == QuantType::kUint8;
+    range_out = unsigned_out ? act_hi : std::max(std::fabs(act_lo), act_hi);
     if (!std::isfinite(range_out) || range_out > 3.0e38) {
       *error = "derived output range overflows float32";
       return false;
     }
-    folded->min_output = relu ? 0.f : static_cast<float>(-range_out);
+    folded->min_output = unsigned_out ? 0.f : static_cast<float>(-range_out);
     folded->max_output = static_cast<float>(range_out);
   }
-  FillScaleShift(a, b, step_in, range_out, out_type, folded);
+  FillScaleShift(a, b, step_in, range_out, out_type, attrs.act, folded);
   return true;
 }
 
 bool FoldScaleShiftFloatInput(const BatchNormAttrs& attrs, const ChannelParams& params,
-                              QuantType out_type, bool relu, FoldedScaleShift* folded,
-                              std::string* error) {
+                              QuantType out_type, FoldedScaleShift* folded, std::string* error) {
   if (!attrs.has_calib_range) {
     *error = "float32 input needs a calibrated output range (min_calib_range, max_calib_range)";
     return false;
   }
-  if (relu && out_type != QuantType::kUint8) {
-    *error = "a fused ReLU needs uint8 output";
-    return false;
-  }
+  if (!CheckOutputType(attrs, out_type, error)) return false;
   std::vector<double> a, b;
   if (!BatchNormAffine(attrs, params, &a, &b, error)) return false;
-  FillScaleShift(a, b, 1.0, CalibratedOutputRange(attrs, relu, folded), out_type, folded);
+  FillScaleShift(a, b, 1.0, CalibratedOutputRange(attrs, folded), out_type, attrs.act, folded);
   return true;
 }
 

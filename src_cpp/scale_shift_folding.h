@@ -1,8 +1,13 @@
 // The arithmetic of a quantized BatchNorm: folds the BatchNorm parameters and
 // the input/output quantization ranges into one per-channel affine map on the
-// quantized values,
+// quantized values, followed by the fused activation in output levels,
 //
-//     q_out = saturate(round(q_in * scale[c] + shift[c]))
+//     q_out = saturate(round(act_levels(q_in * scale[c] + shift[c])))
+//
+// ReLU, clip and leaky ReLU commute with a positive scale (act(k y) = k act(y)
+// for clip with its bounds scaled), so the activation applies to the values
+// in levels: a negative slope, and clamp bounds where saturation alone does
+// not clip (ReLU and ReLU6 with its range within [0, 6] need neither).
 //
 // using MXNet's quantization conventions: a tensor of type int8 with range
 // [min, max] holds real values q * max(|min|, |max|) / 127.5, a uint8 tensor
@@ -10,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -32,28 +38,37 @@ struct ChannelParams {
   int64_t channels;
 };
 
+// The output type of a BatchNorm followed by `act`: uint8 when the
+// activation's output cannot be negative, int8 otherwise.
+QuantType FusedOutputType(const FusedActivation& act);
+
 struct FoldedScaleShift {
   std::vector<float> scale;
   std::vector<float> shift;
+  // The activation in levels, applied before rounding: v < 0 ? v * slope : v,
+  // then clamped to [clamp_lo, clamp_hi] (infinite when saturation suffices).
+  float negative_slope = 1.f;
+  float clamp_lo = -std::numeric_limits<float>::infinity();
+  float clamp_hi = std::numeric_limits<float>::infinity();
   // Real range of the quantized output, as written to min_output/max_output.
   float min_output = 0.f;
   float max_output = 0.f;
 };
 
-// Folds BatchNorm parameters and ranges.  With `relu` the real output is
-// max(y, 0) and `out_type` must be uint8.  Without a calibrated range in
-// `attrs` the output range is derived from the input range: the tightest
-// range that holds every value the op can produce.
+// Folds BatchNorm parameters, the activation `attrs.act` and ranges;
+// `out_type` must be FusedOutputType(attrs.act).  Without a calibrated range
+// in `attrs` the output range is derived from the input range: the tightest
+// range that holds every value the op can produce.  A calibrated range is
+// the activation's output range.
 // Returns false and sets `error` for invalid parameters or ranges.
 bool FoldScaleShift(const BatchNormAttrs& attrs, const ChannelParams& params, float min_data,
-                    float max_data, QuantType in_type, QuantType out_type, bool relu,
-                    FoldedScaleShift* folded, std::string* error);
+                    float max_data, QuantType in_type, QuantType out_type, FoldedScaleShift* folded,
+                    std::string* error);
 
 // The same for real-valued input (float32, or integers taken as they are:
 // step 1): the map quantizes the BatchNorm's output directly.  Needs the
 // calibrated output range in `attrs`.
 bool FoldScaleShiftFloatInput(const BatchNormAttrs& attrs, const ChannelParams& params,
-                              QuantType out_type, bool relu, FoldedScaleShift* folded,
-                              std::string* error);
+                              QuantType out_type, FoldedScaleShift* folded, std::string* error);
 
 }  // namespace bnq

@@ -1,5 +1,7 @@
 #include "scale_shift_kernel.h"
 
+#include <algorithm>
+
 namespace bnq {
 namespace {
 
@@ -22,6 +24,18 @@ tag PlainTag(const ScaleShiftShape& s) { return s.inner == 1 ? tag::ab : tag::ab
 
 }  // namespace
 
+void AppendActivation(float negative_slope, float clamp_lo, float clamp_hi, dnnl::post_ops* ops) {
+  if (negative_slope != 1.f)
+    ops->append_eltwise(dnnl::algorithm::eltwise_relu, negative_slope, 0.f);
+  if (clamp_lo > -std::numeric_limits<float>::infinity() ||
+      clamp_hi < std::numeric_limits<float>::infinity()) {
+    // oneDNN's clip takes finite bounds; the float limits clip nothing more.
+    const float lo = std::max(clamp_lo, std::numeric_limits<float>::lowest());
+    const float hi = std::min(clamp_hi, std::numeric_limits<float>::max());
+    ops->append_eltwise(dnnl::algorithm::eltwise_clip, lo, hi);
+  }
+}
+
 ScaleShiftKernel::ScaleShiftKernel() : engine_(dnnl::engine::kind::cpu, 0) {}
 
 dnnl::binary ScaleShiftKernel::MakePrimitive(const ScaleShiftShape& shape) const {
@@ -32,6 +46,7 @@ dnnl::binary ScaleShiftKernel::MakePrimitive(const ScaleShiftShape& shape) const
 
   dnnl::post_ops ops;
   ops.append_binary(dnnl::algorithm::binary_add, channel_md);
+  AppendActivation(shape.negative_slope, shape.clamp_lo, shape.clamp_hi, &ops);
   dnnl::primitive_attr attr;
   attr.set_post_ops(ops);
   const dnnl::binary::primitive_desc pd(engine_, dnnl::algorithm::binary_mul, src_md, channel_md,

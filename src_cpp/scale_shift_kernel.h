@@ -1,9 +1,12 @@
 // The compute kernel: a per-channel affine map on int8/uint8 (or float32) data,
+// and the fused activation in levels (FoldedScaleShift),
 //
-//     dst[o, c, i] = saturate(round(src[o, c, i] * scale[c] + shift[c]))
+//     dst[o, c, i] = saturate(round(act(src[o, c, i] * scale[c] + shift[c])))
 //
 // as one oneDNN `binary` primitive (multiply by scale) with a `binary` add
-// post-op (shift), on plain row-major data viewed as (outer, channels, inner).
+// post-op (shift) and, for leaky ReLU or clip bounds, an eltwise post-op
+// (relu with alpha = slope, clip), on plain row-major data viewed as
+// (outer, channels, inner).
 // oneDNN runs it multi-threaded at close to memory speed on plain layouts,
 // unlike its s8 batch_normalization primitive.  Rounding is to nearest even,
 // saturating to the destination type.
@@ -13,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <utility>
 
@@ -27,16 +31,25 @@ struct ScaleShiftShape {
   int64_t inner;
   dnnl::memory::data_type src_type;  // s8, u8 or f32
   dnnl::memory::data_type dst_type;  // s8 or u8
+  // The activation (FoldedScaleShift's; 1, -inf, +inf: none).
+  float negative_slope = 1.f;
+  float clamp_lo = -std::numeric_limits<float>::infinity();
+  float clamp_hi = std::numeric_limits<float>::infinity();
 
   bool operator==(const ScaleShiftShape& o) const {
     return outer == o.outer && channels == o.channels && inner == o.inner &&
-           src_type == o.src_type && dst_type == o.dst_type;
+           src_type == o.src_type && dst_type == o.dst_type && negative_slope == o.negative_slope &&
+           clamp_lo == o.clamp_lo && clamp_hi == o.clamp_hi;
   }
 };
 
 inline dnnl::memory::data_type ToDnnl(QuantType t) {
   return t == QuantType::kInt8 ? dnnl::memory::data_type::s8 : dnnl::memory::data_type::u8;
 }
+
+// Appends the activation in levels (FoldedScaleShift's negative_slope and
+// clamp bounds) to `ops` as eltwise post-ops; nothing for none.
+void AppendActivation(float negative_slope, float clamp_lo, float clamp_hi, dnnl::post_ops* ops);
 
 class ScaleShiftKernel {
  public:

@@ -13,7 +13,8 @@ std::string SharedNamesJson() {
   std::string ops;
   for (const char* op : {bnq::kQuantizedBatchNormOp, bnq::kQuantizedBatchNormReluOp,
                          bnq::kQuantizedBatchNormReluPoolOp, bnq::kBatchNormQuantizeOp,
-                         bnq::kBatchNormReluQuantizeOp}) {
+                         bnq::kBatchNormReluQuantizeOp, bnq::kQuantizedBatchNormActOp,
+                         bnq::kBatchNormActQuantizeOp}) {
     ops += (ops.empty() ? "" : ", ") + Quoted(op);
   }
   return "{\"batch_norm_ops\": [" + ops + "], \"region_op\": " + Quoted(bnq::kRegionOp) +

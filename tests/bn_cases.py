@@ -19,10 +19,23 @@ def make_case(rng, shape, axis=1, in_dtype='int8', data_range=4.0, channel_param
     return dict(q=q, min_data=min_data, max_data=data_range, **channel_params)
 
 
-def run_op(case, relu=False, pool=False, **attrs):
-    """Calls the plugin op (BN, BN+ReLU, or BN+ReLU+global average pooling);
-    returns numpy (q_out, min_out, max_out)."""
-    if pool:
+def act_attrs(act):
+    """The _act ops' attributes for a reference activation tuple."""
+    if act[0] == 'clip':
+        return dict(act_type='clip', a_min=act[1], a_max=act[2])
+    if act[0] == 'leaky':
+        return dict(act_type='leaky', slope=act[1])
+    return dict(act_type=act[0])
+
+
+def run_op(case, relu=False, pool=False, act=None, **attrs):
+    """Calls the plugin op (BN, BN+ReLU, BN+ReLU+global average pooling, or
+    BN + the activation `act`, a reference tuple); returns numpy (q_out,
+    min_out, max_out)."""
+    if act is not None:
+        op = mx.nd.contrib.quantized_batch_norm_act
+        attrs = dict(attrs, **act_attrs(act))
+    elif pool:
         op = mx.nd.contrib.quantized_batch_norm_relu_global_avg_pool
     else:
         op = mx.nd.contrib.quantized_batch_norm_relu if relu else mx.nd.contrib.quantized_batch_norm
@@ -33,12 +46,12 @@ def run_op(case, relu=False, pool=False, **attrs):
     return out[0].asnumpy(), float(out[1].asscalar()), float(out[2].asscalar())
 
 
-def run_reference(case, relu=False, **attrs):
+def run_reference(case, relu=False, act=None, **attrs):
     params = dict(ref.BN_DEFAULTS)
     params.update(attrs)
     return ref.quantized_batch_norm(case['q'], case['gamma'], case['beta'], case['mean'],
                                     case['var'], case['min_data'], case['max_data'], relu=relu,
-                                    **params)
+                                    act=act, **params)
 
 
 def assert_within_one_step(actual, expected, max_off_by_one_fraction=0.01):

@@ -45,36 +45,57 @@ def batch_norm(x, gamma, beta, mean, var, eps, fix_gamma, axis):
             + channel_view(beta, x.ndim, axis))
 
 
+def activate(y, act):
+    """The fused activation of real values: None, ('relu',), ('clip', a_min,
+    a_max) or ('leaky', slope), as MXNet's Activation, clip and LeakyReLU."""
+    if act is None:
+        return y
+    if act[0] == 'relu':
+        return np.maximum(y, 0.0)
+    if act[0] == 'clip':
+        return np.clip(y, act[1], act[2])
+    assert act[0] == 'leaky', act
+    return np.where(y < 0, y * act[1], y)
+
+
+def nonnegative(act):
+    """The activation's output cannot be negative (the op writes uint8)."""
+    return act is not None and (act[0] == 'relu' or (act[0] == 'clip' and act[1] >= 0)
+                                or (act[0] == 'leaky' and act[1] <= 0))
+
+
 def derived_output_range(in_dtype, min_data, max_data, gamma, beta, mean, var, eps, fix_gamma,
-                         relu):
-    """Output range without calibration: BatchNorm of the extreme input values."""
+                         act):
+    """Output range without calibration: the activation of the BatchNorm of
+    the extreme input values (and of 0, where a leaky ReLU turns)."""
     lo, hi = LIMITS[in_dtype]
     extremes = np.array([lo, hi], np.float64) * step(in_dtype, min_data, max_data)
     ys = batch_norm(np.repeat(extremes[:, None], len(mean), axis=1), gamma, beta, mean, var, eps,
                     fix_gamma, axis=1)
-    top = max(ys.max(), 0.0)
-    if relu:
+    values = activate(np.array([ys.min(), ys.max(), 0.0]), act)
+    top = values.max()
+    if nonnegative(act):
         return 0.0, top
-    bound = max(abs(min(ys.min(), 0.0)), top)
+    bound = max(abs(values.min()), top)
     return -bound, bound
 
 
 def quantized_batch_norm(q, gamma, beta, mean, var, min_data, max_data, eps=1e-3, fix_gamma=True,
-                         axis=1, min_calib_range=None, max_calib_range=None, relu=False):
-    """Returns (q_out, min_output, max_output) as the ops must compute them."""
+                         axis=1, min_calib_range=None, max_calib_range=None, relu=False, act=None):
+    """Returns (q_out, min_output, max_output) as the ops must compute them;
+    `relu` is act=('relu',)."""
+    act = ('relu',) if relu else act
     in_dtype = str(q.dtype)
     y = batch_norm(dequantize(q, min_data, max_data), gamma, beta, mean, var, eps, fix_gamma, axis)
     if min_calib_range is not None:
         min_out, max_out = min_calib_range, max_calib_range
-        if relu:
+        if nonnegative(act):
             min_out, max_out = 0.0, max(max_calib_range, 0.0)
     else:
         min_out, max_out = derived_output_range(in_dtype, min_data, max_data, gamma, beta, mean,
-                                                var, eps, fix_gamma, relu)
-    out_dtype = 'uint8' if relu else 'int8'
-    if relu:
-        y = np.maximum(y, 0.0)
-    return quantize(y, out_dtype, min_out, max_out), min_out, max_out
+                                                var, eps, fix_gamma, act)
+    out_dtype = 'uint8' if nonnegative(act) else 'int8'
+    return quantize(activate(y, act), out_dtype, min_out, max_out), min_out, max_out
 
 
 def global_avg_pool(q, axis=1):

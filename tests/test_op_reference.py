@@ -46,6 +46,52 @@ def test_uncalibrated_range_is_derived(rng, shape, axis, in_dtype, relu):
     assert y.max() <= hi * (1 + 1e-6) and (relu or y.min() >= lo * (1 + 1e-6))
 
 
+# clip as ReLU6, with a negative lower bound, with a positive lower bound
+# (both bounds inside the output range); leaky ReLU with MXNet's default,
+# a small and a negative slope.
+ACTIVATIONS = [('clip', 0.0, 6.0), ('clip', 0.0, 1.5), ('clip', -1.0, 2.5), ('clip', 0.5, 2.0),
+               ('leaky', 0.25), ('leaky', 0.1), ('leaky', -0.5), ('relu',)]
+
+
+@pytest.mark.parametrize('shape,axis', [((2, 8, 5, 5), 1), ((2, 5, 5, 8), 3), ((5, 6), 1)])
+@pytest.mark.parametrize('in_dtype', ['int8', 'uint8'])
+@pytest.mark.parametrize('act', ACTIVATIONS)
+@pytest.mark.parametrize('calibrated', [True, False])
+def test_fused_activation_matches_reference(rng, shape, axis, in_dtype, act, calibrated):
+    """BatchNorm + clip / leaky ReLU in one op: the activation of the real
+    BatchNorm output, quantized to uint8 where it cannot be negative."""
+    case = make_case(rng, shape, axis, in_dtype)
+    attrs = dict(axis=axis, eps=1e-5, fix_gamma=False)
+    if calibrated:  # as the quantize after the activation would be calibrated
+        attrs.update(min_calib_range=float(min(ref.activate(-3.0, act), 0)),
+                     max_calib_range=float(ref.activate(5.0, act)))
+    q, lo, hi = run_op(case, act=act, **attrs)
+    q_ref, lo_ref, hi_ref = run_reference(case, act=act, **attrs)
+    assert q.dtype == (np.uint8 if ref.nonnegative(act) else np.int8)
+    assert_within_one_step(q, q_ref)
+    assert (lo, hi) == pytest.approx((lo_ref, hi_ref), rel=1e-5)
+
+
+@pytest.mark.parametrize('attrs,match', [
+    (dict(), 'act_type is required'),
+    (dict(act_type='sigmoid'), "unsupported act_type 'sigmoid'"),
+    (dict(act_type='clip', a_min=0), 'needs a_min and a_max'),
+    (dict(act_type='clip', a_min=2, a_max=1), 'a_min .* is greater than a_max'),
+    (dict(act_type='leaky', slope='steep'), 'cannot parse attribute slope'),
+    (dict(act_type='relu', slope=0.1), 'slope is an attribute of'),
+    (dict(act_type='leaky', a_min=0, a_max=1), 'a_min and a_max are attributes of'),
+])
+def test_bad_activation_attributes_are_clear_errors(rng, attrs, match):
+    case = make_case(rng, (2, 4, 3, 3))
+    args = [mx.nd.array(case['q'], dtype='int8')]
+    args += [mx.nd.array(case[k]) for k in ('gamma', 'beta', 'mean', 'var')]
+    args += [mx.nd.array([case['min_data']]), mx.nd.array([case['max_data']])]
+    with pytest.raises(mx.MXNetError, match=match):
+        mx.nd.contrib.quantized_batch_norm_act(*args, **{k: str(v) for k, v in attrs.items()})
+    with pytest.raises(mx.MXNetError, match='unknown attribute .act_type'):
+        mx.nd.contrib.quantized_batch_norm(*args, act_type='relu')
+
+
 def test_mxnet_defaults_apply_when_attributes_are_absent(rng):
     """No attributes: eps=1e-3, fix_gamma=True, axis=1, as MXNet's BatchNorm."""
     case = make_case(rng, (2, 6, 4, 4))
@@ -259,3 +305,25 @@ def test_property_matches_reference(params):
     q_ref, lo_ref, hi_ref = run_reference(case, relu, **attrs)
     assert_within_one_step(q, q_ref)
     assert (lo, hi) == pytest.approx((lo_ref, hi_ref), rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize('act', ACTIVATIONS[:6])
+def test_float_input_fused_activation_matches_reference(rng, act):
+    """BatchNorm + activation on float32 data, into the activation's calibrated range."""
+    from bn_cases import act_attrs
+    shape = (2, 6, 5, 5)
+    case = make_case(rng, shape)
+    x = rng.normal(0, 2, shape).astype(np.float32)
+    lo_ref, hi_ref = float(min(ref.activate(-3.0, act), 0)), float(ref.activate(4.0, act))
+    params = [mx.nd.array(case[k], dtype='float32') for k in ('gamma', 'beta', 'mean', 'var')]
+    attrs = dict(fix_gamma=False, eps=1e-5, min_calib_range=lo_ref, max_calib_range=hi_ref,
+                 **act_attrs(act))
+    out = mx.nd.contrib.batch_norm_act_quantize(mx.nd.array(x), *params,
+                                                **{k: str(v) for k, v in attrs.items()})
+    y = ref.activate(ref.batch_norm(x.astype(np.float64), case['gamma'], case['beta'],
+                                    case['mean'], case['var'], 1e-5, False, 1), act)
+    dtype = 'uint8' if ref.nonnegative(act) else 'int8'
+    if dtype == 'uint8':
+        lo_ref = 0.0
+    assert_within_one_step(out[0].asnumpy(), ref.quantize(y, dtype, lo_ref, hi_ref))
+    assert (float(out[1].asscalar()), float(out[2].asscalar())) == pytest.approx((lo_ref, hi_ref))

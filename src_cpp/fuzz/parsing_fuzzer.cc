@@ -148,7 +148,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   error.clear();
   bnq::BatchNormAttrs attrs;
-  if (!bnq::ParseBatchNormAttrs(options, &attrs, &error)) {
+  // The _act ops' attributes when the input names an act_type.
+  if (!bnq::ParseBatchNormAttrs(options, &attrs, &error, options.count("act_type") > 0)) {
     Check(!error.empty());
     return 0;
   }
@@ -163,19 +164,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const int64_t channels = (floats.size() - 2) / 4;
   const float* p = floats.data() + 2;
   const bnq::ChannelParams params{p, p + channels, p + 2 * channels, p + 3 * channels, channels};
-  for (int relu = 0; relu < 2; ++relu) {
+  bnq::FusedActivation relu;
+  relu.kind = bnq::FusedActivation::Kind::kRelu;
+  for (const bnq::FusedActivation& act : {attrs.act, relu}) {
+    attrs.act = act;
+    const auto out = bnq::FusedOutputType(act);
     for (auto in : {bnq::QuantType::kInt8, bnq::QuantType::kUint8}) {
-      const auto out = relu ? bnq::QuantType::kUint8 : bnq::QuantType::kInt8;
       bnq::FoldedScaleShift folded;
       error.clear();
-      if (!bnq::FoldScaleShift(attrs, params, floats[0], floats[1], in, out, relu, &folded,
-                               &error)) {
+      if (!bnq::FoldScaleShift(attrs, params, floats[0], floats[1], in, out, &folded, &error)) {
         Check(!error.empty());
         continue;
       }
       Check(folded.scale.size() == static_cast<size_t>(channels));
       Check(std::isfinite(folded.min_output) && std::isfinite(folded.max_output));
       Check(folded.min_output <= folded.max_output);
+      Check(std::isfinite(folded.negative_slope) && folded.clamp_lo <= folded.clamp_hi);
       for (int64_t c = 0; c < channels; ++c) {
         Check(std::isfinite(folded.scale[c]) && std::isfinite(folded.shift[c]));
         // The kernel computes q * scale + shift in float32 for |q| <= 255.
@@ -183,15 +187,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
     }
     // float32 input: needs the calibrated range, gives finite factors.
-    const auto out = relu ? bnq::QuantType::kUint8 : bnq::QuantType::kInt8;
     bnq::FoldedScaleShift folded;
     error.clear();
-    if (!bnq::FoldScaleShiftFloatInput(attrs, params, out, relu, &folded, &error)) {
+    if (!bnq::FoldScaleShiftFloatInput(attrs, params, out, &folded, &error)) {
       Check(!error.empty());
       continue;
     }
     Check(attrs.has_calib_range && folded.scale.size() == static_cast<size_t>(channels));
-    Check(folded.min_output <= folded.max_output && (!relu || folded.min_output == 0.f));
+    Check(folded.min_output <= folded.max_output &&
+          (out == bnq::QuantType::kInt8 || folded.min_output == 0.f));
     for (int64_t c = 0; c < channels; ++c) {
       Check(std::isfinite(folded.scale[c]) && std::isfinite(folded.shift[c]));
     }

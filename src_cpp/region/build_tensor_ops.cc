@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "../channel_mean_kernel.h"
+#include "../scale_shift_kernel.h"
 #include "region_builder.h"
 
 namespace bnq {
@@ -91,7 +92,7 @@ void CompiledRegion::Builder::BatchNorm(const Node* node, const BatchNormOpAttrs
   const std::vector<float> beta = Floats(Param(node->inputs[2], mxnet::ext::kFloat32, c));
   const std::vector<float> mean = Floats(Param(node->inputs[3], mxnet::ext::kFloat32, c));
   const std::vector<float> var = Floats(Param(node->inputs[4], mxnet::ext::kFloat32, c));
-  const QuantType out_type = a.relu ? QuantType::kUint8 : QuantType::kInt8;
+  const QuantType out_type = FusedOutputType(a.bn.act);
   RangeEnd in_lo, in_hi;
   if (!a.float_input) {
     in_lo = End(node->inputs[5]);
@@ -107,9 +108,8 @@ void CompiledRegion::Builder::BatchNorm(const Node* node, const BatchNormOpAttrs
     FoldedScaleShift folded;
     std::string error;
     const bool ok =
-        a.float_input
-            ? FoldScaleShiftFloatInput(a.bn, params, out_type, a.relu, &folded, &error)
-            : FoldScaleShift(a.bn, params, min, max, in_type, out_type, a.relu, &folded, &error);
+        a.float_input ? FoldScaleShiftFloatInput(a.bn, params, out_type, &folded, &error)
+                      : FoldScaleShift(a.bn, params, min, max, in_type, out_type, &folded, &error);
     if (!ok) throw std::runtime_error(name + ": " + error);
     return folded;
   };
@@ -119,22 +119,22 @@ void CompiledRegion::Builder::BatchNorm(const Node* node, const BatchNormOpAttrs
   const RangeEnd out_lo = run_time ? Slot(range_slot) : Constant(folded.min_output);
   const RangeEnd out_hi = run_time ? Slot(range_slot + 1) : Constant(folded.max_output);
 
-  const dt dst_type = a.relu ? dt::u8 : dt::s8;
+  const dt dst_type = out_type == QuantType::kUint8 ? dt::u8 : dt::s8;
   if (!a.float_input && IsChannelsLast(in.md) && HandKernelsAllowed()) {
     // dst = src * scale[c] + shift[c] with the hand-vectorized kernel, in NHWC.
     int64_t pixels = 1;
     for (size_t i = 0; i < d.size(); ++i) pixels *= i == 1 ? 1 : d[i];
     const dnnl::memory::desc dst_md = WithType(in.md, dst_type);
     const int dst = NewValue(dst_md);
-    auto* step = new ChannelAffineStep(node->name, data, dst, folded.scale, folded.shift,
-                                       in.md.get_data_type(), dst_type, pixels);
+    auto* step = new ChannelAffineStep(node->name, data, dst, folded, in.md.get_data_type(),
+                                       dst_type, pixels);
     r_.steps_.emplace_back(step);
     if (run_time) {
       step->set_rescale([=](Ranges& ranges) {
         FoldedScaleShift f = fold(in_lo.Get(ranges), in_hi.Get(ranges));
         ranges[range_slot] = f.min_output;
         ranges[range_slot + 1] = f.max_output;
-        step->SetScaleShift(std::move(f.scale), std::move(f.shift));
+        step->SetScaleShift(std::move(f));
       });
     }
     FinishBatchNorm(node, a, d, dst, dst_md, out_lo, out_hi);
@@ -147,6 +147,10 @@ void CompiledRegion::Builder::BatchNorm(const Node* node, const BatchNormOpAttrs
   const dnnl::memory::desc channel_md = PlainDesc(channel_dims, dt::f32);
   dnnl::post_ops ops;
   ops.append_binary(dnnl::algorithm::binary_add, channel_md);
+  // The activation's constants depend on the output range only through its
+  // levels; a run-time range keeps the primitive of the first fold (ReLU,
+  // leaky ReLU and clip with a_min 0 up to its range need no constants).
+  AppendActivation(folded.negative_slope, folded.clamp_lo, folded.clamp_hi, &ops);
   dnnl::primitive_attr attr;
   attr.set_post_ops(ops);
   const dnnl::memory::desc dst_md =

@@ -444,13 +444,24 @@ bool ParseFullyConnected(const Node* node, FullyConnectedAttrs* fc, std::string*
 
 bool ParseBatchNormOp(const Node* node, BatchNormOpAttrs* bn, std::string* why) {
   std::string error;
-  if (!ParseBatchNormAttrs(node->attrs, &bn->bn, &error)) {
+  const std::string& op = node->op;
+  const bool act_op = op == kQuantizedBatchNormActOp || op == kBatchNormActQuantizeOp;
+  if (!ParseBatchNormAttrs(node->attrs, &bn->bn, &error, act_op)) {
     *why = error;
     return false;
   }
-  bn->relu = node->op != kQuantizedBatchNormOp && node->op != kBatchNormQuantizeOp;
-  bn->global_avg_pool = node->op == kQuantizedBatchNormReluPoolOp;
-  bn->float_input = node->op == kBatchNormQuantizeOp || node->op == kBatchNormReluQuantizeOp;
+  if (!act_op && op != kQuantizedBatchNormOp && op != kBatchNormQuantizeOp) {
+    bn->bn.act.kind = FusedActivation::Kind::kRelu;  // the _relu ops
+  }
+  bn->global_avg_pool = op == kQuantizedBatchNormReluPoolOp;
+  bn->float_input =
+      op == kBatchNormQuantizeOp || op == kBatchNormReluQuantizeOp || op == kBatchNormActQuantizeOp;
+  const FusedActivation& act = bn->bn.act;
+  if (act.kind == FusedActivation::Kind::kClip && act.a_min != 0 && !bn->bn.has_calib_range) {
+    // Its bounds in output levels would follow a range measured at run time.
+    *why = "clip with a_min != 0 without a calibrated range";
+    return false;
+  }
   if (bn->float_input && !bn->bn.has_calib_range) {
     *why = "float input BatchNorm without a calibrated range";
     return false;

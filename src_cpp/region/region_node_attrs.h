@@ -106,8 +106,7 @@ struct FullyConnectedAttrs {
 };
 
 struct BatchNormOpAttrs {
-  BatchNormAttrs bn;
-  bool relu = false;
+  BatchNormAttrs bn;  // with the fused activation (bn.act)
   bool global_avg_pool = false;
   bool float_input = false;
 };

@@ -195,17 +195,16 @@ void AddIntoInt32(const int32_t* conv, const Operand* operand, float scale, bool
 
 }  // namespace
 
-ChannelAffineStep::ChannelAffineStep(std::string name, int src, int dst, std::vector<float> scale,
-                                     std::vector<float> shift, dt src_type, dt dst_type,
+ChannelAffineStep::ChannelAffineStep(std::string name, int src, int dst,
+                                     const FoldedScaleShift& folded, dt src_type, dt dst_type,
                                      int64_t pixels)
     : Step(std::move(name)),
-      scale_(std::move(scale)),
-      shift_(std::move(shift)),
       src_type_(ToByteType(src_type)),
       dst_type_(ToByteType(dst_type)),
       pixels_(pixels) {
   reads_.push_back(src);
   writes_.push_back(dst);
+  SetScaleShift(folded);
 }
 
 void ChannelAffineStep::Execute(dnnl::stream& stream, const std::vector<Value>& values, Ranges&) {
@@ -219,14 +218,15 @@ void ChannelAffineStep::Execute(dnnl::stream& stream, const std::vector<Value>& 
     const int64_t chunk = (pixels_ + threads - 1) / threads;
     const int64_t begin = std::min(pixels_, thread * chunk);
     const int64_t end = std::min(pixels_, begin + chunk);
-    ChannelAffineRows(src, src_type_, scale_.data(), shift_.data(), dst, dst_type_, channels, begin,
-                      end);
+    ChannelAffineRows(src, src_type_, scale_.data(), shift_.data(), act_, dst, dst_type_, channels,
+                      begin, end);
   }
 }
 
-void ChannelAffineStep::SetScaleShift(std::vector<float> scale, std::vector<float> shift) {
-  scale_ = std::move(scale);
-  shift_ = std::move(shift);
+void ChannelAffineStep::SetScaleShift(FoldedScaleShift folded) {
+  scale_ = std::move(folded.scale);
+  shift_ = std::move(folded.shift);
+  act_ = {folded.negative_slope, folded.clamp_lo, folded.clamp_hi};
 }
 
 ScaledAddStep::ScaledAddStep(std::string name, int a, int b, int dst, float scale_a, float scale_b,

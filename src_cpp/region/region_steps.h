@@ -22,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "../scale_shift_folding.h"
 #include "channel_affine_kernel.h"
 
 namespace bnq {
@@ -131,15 +132,16 @@ class ChannelMeanStep : public Step {
 // oneDNN splits its primitives' work.
 class ChannelAffineStep : public Step {
  public:
-  ChannelAffineStep(std::string name, int src, int dst, std::vector<float> scale,
-                    std::vector<float> shift, dnnl::memory::data_type src_type,
-                    dnnl::memory::data_type dst_type, int64_t pixels);
+  ChannelAffineStep(std::string name, int src, int dst, const FoldedScaleShift& folded,
+                    dnnl::memory::data_type src_type, dnnl::memory::data_type dst_type,
+                    int64_t pixels);
   void Bind(const dnnl::engine&, const std::vector<Value>&) override {}
   void Execute(dnnl::stream& stream, const std::vector<Value>& values, Ranges& ranges) override;
-  void SetScaleShift(std::vector<float> scale, std::vector<float> shift);
+  void SetScaleShift(FoldedScaleShift folded);
 
  private:
   std::vector<float> scale_, shift_;
+  LevelActivation act_;
   ByteType src_type_, dst_type_;
   int64_t pixels_;
 };

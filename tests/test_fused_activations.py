@@ -1,0 +1,155 @@
+"""BatchNorm + clip (ReLU6) / leaky ReLU as one plugin op: every pattern the
+BNQ_QUANTIZE pass meets, the numbers against fp32 and against the same graph
+with the activation left fp32, and the fused op inside regions."""
+import json
+
+import mxnet as mx
+import numpy as np
+import pytest
+import small_nets
+
+import mxnet_bnq
+from mxnet_bnq.graph_runner import run_symbol
+
+SHAPE = (8, 4, 8, 8)
+# (spelling, the fused op's attributes)
+ACTIVATIONS = [
+    (lambda x: mx.sym.clip(x, 0, 6, name='act'), {'act_type': 'clip', 'a_min': '0', 'a_max': '6'}),
+    (lambda x: mx.sym.clip(x, -1, 1.5, name='act'),
+     {'act_type': 'clip', 'a_min': '-1', 'a_max': '1.5'}),
+    (lambda x: mx.sym.LeakyReLU(x, act_type='leaky', slope=0.1, name='act'),
+     {'act_type': 'leaky', 'slope': '0.1'}),
+    (lambda x: mx.sym.LeakyReLU(x, name='act'), {'act_type': 'leaky', 'slope': '0.25'}),
+]
+IDS = ['relu6', 'clip', 'leaky0.1', 'leaky_default']
+
+
+def nodes(sym):
+    return json.loads(sym.tojson())['nodes']
+
+
+def ops(sym):
+    return [n['op'] for n in nodes(sym) if n['op'] != 'null']
+
+
+def node(sym, name):
+    (found,) = [n for n in nodes(sym) if n['name'] == name]
+    return found
+
+
+def conv(x, name, num_filter, kernel=3):
+    return mx.sym.Convolution(x, num_filter=num_filter, kernel=(kernel, kernel),
+                              pad=(kernel // 2, kernel // 2), name=name)
+
+
+def bn_act_after_add(act):
+    """conv + conv -> BN -> act -> conv: MXNet leaves the activation fp32 and
+    the BN too in smart mode (dequantize -> BN -> act -> quantize), or
+    quantizes the BN in full mode (quantized BN -> dequantize -> act -> quantize)."""
+    data = mx.sym.var('data')
+    s = conv(data, 'conv_a', 8) + conv(data, 'conv_b', 8)
+    bn = mx.sym.BatchNorm(s, fix_gamma=False, eps=1e-5, name='bn')
+    return mx.sym.Flatten(conv(act(bn), 'conv_c', 4, kernel=1), name='flat')
+
+
+def bn_act_on_input(act):
+    """BN -> act on the network input, then conv -> ReLU -> conv."""
+    data = mx.sym.var('data')
+    bn = mx.sym.BatchNorm(data, fix_gamma=False, eps=1e-5, name='bn')
+    r = mx.sym.Activation(conv(act(bn), 'conv_a', 8), act_type='relu', name='relu')
+    return mx.sym.Flatten(conv(r, 'conv_c', 4, kernel=1), name='flat')
+
+
+def quantize(sym, args, aux, calib, **kwargs):
+    kwargs.setdefault('regions', False)
+    return mxnet_bnq.quantize_model_mkldnn(
+        sym, args, aux, calib_mode=kwargs.pop('calib_mode', 'naive'), label_names=None,
+        quantized_dtype='auto', calib_data=mx.io.NDArrayIter(calib, batch_size=8), **kwargs)
+
+
+def data(seed):
+    return np.random.default_rng(seed).normal(0, 1, (16,) + SHAPE[1:]).astype('f')
+
+
+def assert_fused(bn, op, attrs):
+    assert bn['op'] == op, bn
+    assert {k: bn['attrs'][k] for k in attrs} == attrs
+
+
+def fused_node(qsym):
+    (bn,) = [n for n in nodes(qsym) if n['name'] in ('bn', 'quantized_bn')]
+    return bn
+
+
+@pytest.mark.parametrize('act,attrs', ACTIVATIONS, ids=IDS)
+@pytest.mark.parametrize('calib_mode', ['naive', 'entropy', 'none'])
+@pytest.mark.parametrize('quantize_mode', ['smart', 'full'])
+def test_bn_and_fp32_activation_become_one_op(act, attrs, calib_mode, quantize_mode):
+    sym = bn_act_after_add(act)
+    args, aux = small_nets.random_params(sym, SHAPE)
+    calib = data(1)
+    kwargs = dict(calib_mode=calib_mode, quantize_mode=quantize_mode)
+    qsym, qargs, qaux = quantize(sym, args, aux, calib, **kwargs)
+    unfused, _, _ = quantize(sym, args, aux, calib, bn_mode='native', **kwargs)
+    # smart: MXNet left the BN fp32; full: MXNet quantized it.
+    assert ('quantized_bn' in [n['name'] for n in nodes(unfused)]) == (quantize_mode == 'full')
+    assert_fused(fused_node(qsym), '_contrib_quantized_batch_norm_act', attrs)
+    left = ops(qsym)
+    assert 'clip' not in left and 'LeakyReLU' not in left and 'BatchNorm' not in left, left
+    assert left.count('_contrib_dequantize') < ops(unfused).count('_contrib_dequantize')
+    x = data(2)[:8]
+    (fp32,) = small_nets.forward(sym, args, aux, x)
+    (int8,) = small_nets.forward(qsym, qargs, qaux, x)
+    assert small_nets.sqnr_db(fp32, int8) > (15 if calib_mode == 'none' else 20)
+    if calib_mode != 'none':
+        # The range is the quantize's, calibrated on the activation's output.
+        relu_out = mx.sym.Group([sym.get_internals()['act_output']])
+        (after_act,) = small_nets.forward(relu_out, args, aux, calib[:8])
+        if calib_mode == 'naive':
+            hi = float(fused_node(qsym)['attrs']['max_calib_range'])
+            top = max(after_act.max(), small_nets.forward(relu_out, args, aux, calib[8:])[0].max())
+            assert hi == pytest.approx(top, rel=1e-5)
+
+
+@pytest.mark.parametrize('act,attrs', ACTIVATIONS, ids=IDS)
+def test_excluded_bn_and_activation_become_one_op_when_rewritten(act, attrs):
+    """MXNet's flow with BatchNorm excluded (bn_mode='fp32'), then the rewrite
+    alone: dequantize -> BN -> act -> quantize becomes one op."""
+    sym = bn_act_after_add(act)
+    args, aux = small_nets.random_params(sym, SHAPE)
+    qsym, qargs, qaux = quantize(sym, args, aux, data(1), bn_mode='fp32')
+    rewritten = mxnet_bnq.rewrite_quantized_symbol(qsym, qargs, qaux)
+    assert_fused(node(rewritten, 'bn'), '_contrib_quantized_batch_norm_act', attrs)
+    assert ops(rewritten).count('_contrib_dequantize') == ops(qsym).count('_contrib_dequantize') - 1
+    x = data(2)[:8]
+    (fp32,) = small_nets.forward(sym, args, aux, x)
+    assert small_nets.sqnr_db(fp32, small_nets.forward(rewritten, qargs, qaux, x)[0]) > 20
+
+
+@pytest.mark.parametrize('act,attrs', ACTIVATIONS, ids=IDS)
+def test_float_input_bn_and_activation_become_one_op(act, attrs):
+    sym = bn_act_on_input(act)
+    args, aux = small_nets.random_params(sym, SHAPE)
+    qsym, qargs, qaux = quantize(sym, args, aux, data(1))
+    assert_fused(node(qsym, 'bn'), '_contrib_batch_norm_act_quantize', attrs)
+    x = data(2)[:8]
+    (fp32,) = small_nets.forward(sym, args, aux, x)
+    assert small_nets.sqnr_db(fp32, small_nets.forward(qsym, qargs, qaux, x)[0]) > 20
+
+
+@pytest.mark.parametrize('act,attrs', ACTIVATIONS, ids=IDS)
+@pytest.mark.parametrize('calib_mode', ['naive', 'none'])
+def test_fused_activation_runs_in_regions_with_the_same_bits(act, attrs, calib_mode):
+    sym = bn_act_after_add(act)
+    args, aux = small_nets.random_params(sym, SHAPE)
+    qsym, qargs, qaux = quantize(sym, args, aux, data(1), calib_mode=calib_mode)
+    psym = mxnet_bnq.partition(qsym, qargs, qaux, data_shapes={'data': SHAPE})
+    report = mxnet_bnq.region_report(psym)
+    left = [n for n in report['left_to_mxnet'] if n['node'] == 'bn']
+    if calib_mode == 'none' and attrs.get('a_min') not in (None, '0'):
+        assert len(left) == 1 and 'a_min' in left[0]['reason'], report
+    else:
+        assert not left, report
+    x = data(2)[:8]
+    expected = run_symbol(qsym, qargs, qaux, x)[0]
+    np.testing.assert_array_equal(run_symbol(psym, qargs, qaux, x)[0], expected)
