@@ -582,3 +582,25 @@ def test_parity_holds_on_older_instruction_sets(isa):
                           capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert ' passed' in proc.stdout.splitlines()[-1]
+
+
+def test_region_profile_names_the_time_of_each_step_kind():
+    """MXNET_BNQ_REGION_PROFILE=N: every N forwards each region prints the time
+    of its steps per kind (for 'where the time goes'); unset, nothing."""
+    code = '\n'.join([
+        'import sys', 'sys.path.insert(0, %r)' % os.path.dirname(os.path.abspath(__file__)),
+        'import mxnet as mx', 'import test_regions as t',
+        "y = mx.sym.Activation(t.conv(mx.sym.var('data'), 'conv', 6, (3, 3), pad=(1, 1)),",
+        "                      act_type='relu', name='relu')",
+        'qsym, psym, qargs, qaux, x = t.partitioned(y, (2, 3, 5, 5))',
+        't.run_symbol(psym, qargs, qaux, x)'])
+    for every, expected in (('1', True), (None, False)):
+        env = dict(os.environ)
+        env.pop('MXNET_BNQ_REGION_PROFILE', None)
+        if every:
+            env['MXNET_BNQ_REGION_PROFILE'] = every
+        proc = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert ('mxnet_bnq region profile: ' in proc.stderr) == expected, proc.stderr[-3000:]
+        assert ('PrimitiveStep' in proc.stderr) == expected

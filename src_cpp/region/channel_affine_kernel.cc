@@ -34,13 +34,15 @@ BNQ_AVX512 inline void StoreBytes(void* p, __mmask16 mask, __m512 v) {
 }
 
 // The activation in levels: a negative slope, then the clamp (oneDNN's eltwise
-// relu with alpha, then clip, in that order).
+// relu with alpha, then clip, in that order); nothing without one.
+template <bool kActivation>
 BNQ_AVX512 inline __m512 Activate(__m512 v, __m512 slope, __m512 lo, __m512 hi) {
+  if (!kActivation) return v;
   v = _mm512_mask_mul_ps(v, _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ), v, slope);
   return _mm512_min_ps(_mm512_max_ps(v, lo), hi);
 }
 
-template <ByteType kSrc, ByteType kDst>
+template <ByteType kSrc, ByteType kDst, bool kActivation>
 BNQ_AVX512 void Rows(const void* src, const float* scale, const float* shift,
                      const LevelActivation& act, void* dst, int64_t channels, int64_t begin,
                      int64_t end) {
@@ -56,16 +58,34 @@ BNQ_AVX512 void Rows(const void* src, const float* scale, const float* shift,
     for (int64_t c = 0; c < full; c += 16) {
       // Separate multiply and add (no FMA), in oneDNN's order.
       const __m512 v = _mm512_mul_ps(LoadBytes<kSrc>(x + c, 0xffff), _mm512_loadu_ps(scale + c));
-      StoreBytes<kDst>(y + c, 0xffff,
-                       Activate(_mm512_add_ps(v, _mm512_loadu_ps(shift + c)), slope, lo, hi));
+      StoreBytes<kDst>(
+          y + c, 0xffff,
+          Activate<kActivation>(_mm512_add_ps(v, _mm512_loadu_ps(shift + c)), slope, lo, hi));
     }
     if (tail) {
       const __m512 v =
           _mm512_mul_ps(LoadBytes<kSrc>(x + full, tail), _mm512_maskz_loadu_ps(tail, scale + full));
       StoreBytes<kDst>(
           y + full, tail,
-          Activate(_mm512_add_ps(v, _mm512_maskz_loadu_ps(tail, shift + full)), slope, lo, hi));
+          Activate<kActivation>(_mm512_add_ps(v, _mm512_maskz_loadu_ps(tail, shift + full)), slope,
+                                lo, hi));
     }
+  }
+}
+
+template <bool kActivation>
+void RowsOfTypes(const void* src, ByteType src_type, const float* scale, const float* shift,
+                 const LevelActivation& act, void* dst, ByteType dst_type, int64_t channels,
+                 int64_t begin, int64_t end) {
+  using B = ByteType;
+  if (src_type == B::kInt8 && dst_type == B::kInt8) {
+    Rows<B::kInt8, B::kInt8, kActivation>(src, scale, shift, act, dst, channels, begin, end);
+  } else if (src_type == B::kInt8) {
+    Rows<B::kInt8, B::kUint8, kActivation>(src, scale, shift, act, dst, channels, begin, end);
+  } else if (dst_type == B::kInt8) {
+    Rows<B::kUint8, B::kInt8, kActivation>(src, scale, shift, act, dst, channels, begin, end);
+  } else {
+    Rows<B::kUint8, B::kUint8, kActivation>(src, scale, shift, act, dst, channels, begin, end);
   }
 }
 
@@ -79,15 +99,11 @@ bool ChannelAffineKernelAvailable() {
 void ChannelAffineRows(const void* src, ByteType src_type, const float* scale, const float* shift,
                        const LevelActivation& act, void* dst, ByteType dst_type, int64_t channels,
                        int64_t begin, int64_t end) {
-  using B = ByteType;
-  if (src_type == B::kInt8 && dst_type == B::kInt8) {
-    Rows<B::kInt8, B::kInt8>(src, scale, shift, act, dst, channels, begin, end);
-  } else if (src_type == B::kInt8) {
-    Rows<B::kInt8, B::kUint8>(src, scale, shift, act, dst, channels, begin, end);
-  } else if (dst_type == B::kInt8) {
-    Rows<B::kUint8, B::kInt8>(src, scale, shift, act, dst, channels, begin, end);
-  } else {
-    Rows<B::kUint8, B::kUint8>(src, scale, shift, act, dst, channels, begin, end);
+  if (act.negative_slope != 1.f || act.clamp_lo > -std::numeric_limits<float>::infinity() ||
+      act.clamp_hi < std::numeric_limits<float>::infinity()) {
+    RowsOfTypes<true>(src, src_type, scale, shift, act, dst, dst_type, channels, begin, end);
+  } else {  // ReLU and plain BatchNorm: the saturation is the whole activation
+    RowsOfTypes<false>(src, src_type, scale, shift, act, dst, dst_type, channels, begin, end);
   }
 }
 

@@ -1,8 +1,14 @@
 #include "region_compiler.h"
 
+#include <cxxabi.h>
+
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
+#include <typeinfo>
 
 #include "region_builder.h"
 
@@ -209,6 +215,9 @@ void CompiledRegion::Builder::Outputs(const std::vector<MXTensor>& outputs) {
 CompiledRegion::CompiledRegion(const Graph& graph, const std::vector<MXTensor>& inputs,
                                const std::vector<MXTensor>& outputs)
     : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {
+  if (const char* every = std::getenv("MXNET_BNQ_REGION_PROFILE")) {
+    profile_every_ = std::max(0, std::atoi(every));
+  }
   if (inputs.size() != graph.inputs.size()) {
     throw std::runtime_error("the region has " + std::to_string(graph.inputs.size()) +
                              " inputs, got " + std::to_string(inputs.size()));
@@ -263,21 +272,57 @@ std::string CompiledRegion::Mismatch(const std::vector<MXTensor>& inputs,
   return "";
 }
 
+namespace {
+
+// The step's class ("PrimitiveStep", ...), for the profile.
+std::string StepKind(const Step& step) {
+  int status = 0;
+  char* name = abi::__cxa_demangle(typeid(step).name(), nullptr, nullptr, &status);
+  std::string kind = status == 0 && name != nullptr ? name : typeid(step).name();
+  std::free(name);
+  const size_t colon = kind.rfind("::");
+  return colon == std::string::npos ? kind : kind.substr(colon + 2);
+}
+
+}  // namespace
+
+void CompiledRegion::PrintProfile() {
+  double total = 0;
+  for (const auto& kv : profile_seconds_) total += kv.second.second;
+  std::fprintf(stderr, "mxnet_bnq region profile: %zu steps, %d forwards, %.3f ms per forward\n",
+               steps_.size(), profiled_forwards_, 1e3 * total / profiled_forwards_);
+  for (const auto& kv : profile_seconds_) {
+    std::fprintf(stderr, "  %-28s %4d steps %9.3f ms per forward\n", kv.first.c_str(),
+                 kv.second.first / profiled_forwards_, 1e3 * kv.second.second / profiled_forwards_);
+  }
+  profile_seconds_.clear();
+  profiled_forwards_ = 0;
+}
+
 void CompiledRegion::Run(const std::vector<MXTensor>& inputs,
                          const std::vector<MXTensor>& outputs) {
   for (size_t i = 0; i < inputs.size(); ++i) {
     if (input_values_[i] >= 0) values_[input_values_[i]].data = inputs[i].data_ptr;
   }
   for (size_t i = 0; i < outputs.size(); ++i) values_[output_values_[i]].data = outputs[i].data_ptr;
+  using Clock = std::chrono::steady_clock;
   for (auto& step : steps_) {
+    const Clock::time_point start = profile_every_ > 0 ? Clock::now() : Clock::time_point();
     try {
       step->Rescale(ranges_);
       step->Execute(stream_, values_, ranges_);
     } catch (const dnnl::error& e) {
       throw std::runtime_error(step->name() + ": oneDNN error: " + e.what());
     }
+    if (profile_every_ > 0) {  // each step's own time: wait for it to finish
+      stream_.wait();
+      auto& entry = profile_seconds_[StepKind(*step)];
+      entry.first += 1;
+      entry.second += std::chrono::duration<double>(Clock::now() - start).count();
+    }
   }
   stream_.wait();
+  if (profile_every_ > 0 && ++profiled_forwards_ == profile_every_) PrintProfile();
 }
 
 }  // namespace region

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <string>
@@ -31,7 +32,6 @@ class CompiledRegion {
   // region cannot run, dnnl::error for oneDNN failures.
   CompiledRegion(const mxnet::ext::Graph& graph, const std::vector<mxnet::ext::MXTensor>& inputs,
                  const std::vector<mxnet::ext::MXTensor>& outputs);
-
   // Empty when the region can run these tensors as built, else what changed.
   // Parameters whose version changed with the same bytes are taken as they are.
   std::string Mismatch(const std::vector<mxnet::ext::MXTensor>& inputs,
@@ -69,6 +69,12 @@ class CompiledRegion {
   std::vector<std::unique_ptr<Step>> steps_;
   Ranges ranges_;  // the run-time range slots the steps fill and read
   BufferPlan plan_;
+  // MXNET_BNQ_REGION_PROFILE=N: each step waited for and timed; the time per
+  // step kind is printed to stderr every N forwards.
+  void PrintProfile();
+  int profile_every_ = 0;
+  std::map<std::string, std::pair<int, double>> profile_seconds_;  // kind: (steps, seconds)
+  int profiled_forwards_ = 0;
 };
 
 }  // namespace region
