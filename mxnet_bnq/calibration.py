@@ -29,7 +29,7 @@ class PostReluRecorder:
         if calib_mode == 'entropy':
             self._relu = mxq._LayerHistogramCollector(include_layer=include, logger=logger)
         else:  # naive, and customize (a user's collector need not see these layers)
-            self._relu = mxq._LayerOutputMinMaxCollector('uint8', include_layer=include,
+            self._relu = mxq._LayerOutputMinMaxCollector('auto', include_layer=include,
                                                          logger=logger)
 
     def collect(self, name, arr):
@@ -38,11 +38,12 @@ class PostReluRecorder:
         self.collector.collect(name, arr)
 
     def relu_ranges(self):
-        """{key: (min, max)} of the ReLU outputs, as uint8 ranges (the fused op's
-        output type).  A customize collector that recorded a ReLU output itself
+        """{key: (min, max)} of the layers, as MXNet's 'auto' calibration gives
+        them ((0, th) for non-negative values, as a ReLU's, which the fused op
+        writes as uint8).  A customize collector that recorded a layer itself
         gives that layer its range."""
         if self.calib_mode == 'entropy':
-            ranges = mxq._get_optimal_thresholds(self._relu.hist_dict, 'uint8')
+            ranges = mxq._get_optimal_thresholds(self._relu.hist_dict, 'auto')
         else:
             ranges = dict(self._relu.min_max_dict)
         if self.calib_mode == 'customize':

@@ -26,8 +26,9 @@ PARTITIONER = 'BNQ_REGIONS'
 PASS_NAME = 'BNQ_QUANTIZE'
 REWRITE_ATTR = '__bnq_rewrite__'
 PLUGIN_ATTR = '__bnq_plugin__'
-# On a fused BatchNorm+ReLU the pass had no post-ReLU range for: the name of
-# the quantized ReLU node it fused (whose range the flow then collects).
+# On a BatchNorm the pass quantized without the output range it needs: the
+# name of the node (a quantized ReLU it fused, or the fp32 activation or
+# BatchNorm before fp32 ops) whose output range the flow then collects.
 MISSING_RELU_RANGE_ATTR = '__bnq_missing_relu_range__'
 
 # Quantization levels per max(|min|, |max|) of a tensor's real range.

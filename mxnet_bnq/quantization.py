@@ -73,20 +73,24 @@ def _check_params(sym, arg_params, aux_params, data_names, label_names):
 
 
 def _missing_relu_ranges(qsym):
-    """{ReLU node name: the fused node} for every fused BatchNorm+ReLU of a
-    rewritten symbol that lacks its post-ReLU range (the pass marks them)."""
+    """{node name: the BatchNorm node} for every BatchNorm of a rewritten
+    symbol that lacks the output range of that node (the pass marks them: a
+    fused quantized ReLU, or the activation or BatchNorm before fp32 ops)."""
     return {n['attrs'][names.MISSING_RELU_RANGE_ATTR]: n['name'] for n in symbol_nodes(qsym)
             if names.MISSING_RELU_RANGE_ATTR in n.get('attrs', {})}
 
 
 def _relu_layers_wanted(qsym, arg_params, aux_params, pass_options):
-    """The fp32 ReLU outputs whose range the BNQ_QUANTIZE pass will want for
-    uncalibrated `qsym`: {fp32 layer output: quantized ReLU node}.  The pass
-    itself says which (a dry run marks every fused ReLU without a range); its
-    quantized ReLU nodes are MXNet's quantized twins of fp32 ReLU layers."""
+    """The fp32 layer outputs whose range the BNQ_QUANTIZE pass will want for
+    uncalibrated `qsym`: {fp32 layer output: the node the pass names}.  The
+    pass itself says which (a dry run marks every BatchNorm it quantizes
+    without a range); a quantized node is MXNet's twin of an fp32 layer."""
     dry = rewrite_quantized_symbol(qsym, arg_params, aux_params, **pass_options)
-    return {act[len(QUANTIZED_PREFIX):] + '_output': act for act in _missing_relu_ranges(dry)
-            if act.startswith(QUANTIZED_PREFIX)}
+    wanted = {}
+    for name in _missing_relu_ranges(dry):
+        layer = name[len(QUANTIZED_PREFIX):] if name.startswith(QUANTIZED_PREFIX) else name
+        wanted[layer + '_output'] = name
+    return wanted
 
 
 def _format_ranges(ranges):
@@ -185,8 +189,8 @@ def _check_relu_ranges_used(qsym):
     which): one that fell back to the pre-ReLU range is a bug."""
     missed = sorted(_missing_relu_ranges(qsym).values())
     if missed:
-        raise RuntimeError('mxnet_bnq: the BNQ_QUANTIZE pass fused a ReLU into %s without the '
-                           'post-ReLU range the calibration collected (a bug in mxnet_bnq; '
+        raise RuntimeError('mxnet_bnq: the BNQ_QUANTIZE pass quantized %s without the '
+                           'output range the calibration collected (a bug in mxnet_bnq; '
                            'please report it)' % ', '.join(missed))
 
 

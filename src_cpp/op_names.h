@@ -30,10 +30,11 @@ constexpr char kPassName[] = "BNQ_QUANTIZE";
 constexpr char kRewriteAttr[] = "__bnq_rewrite__";
 constexpr char kPluginAttr[] = "__bnq_plugin__";
 constexpr char kPluginAttrVersion[] = "1";
-// On a fused BatchNorm+ReLU the pass had no post-ReLU range for: the name of
-// the ReLU node it fused, whose range it lacked (the op then uses the pre-ReLU
-// calibration, or finds its range at run time).  The flow runs the pass once
-// before calibrating to learn which ReLU outputs to collect.
+// On a BatchNorm the pass quantized without the output range it needs (of a
+// fused ReLU, or of the BatchNorm (+act) before fp32 ops): the name of the
+// node whose output range it lacks (the op then uses the pre-ReLU
+// calibration, or derives its range).  The flow runs the pass once before
+// calibrating to learn which layer outputs to collect.
 constexpr char kMissingReluRangeAttr[] = "__bnq_missing_relu_range__";
 
 // The plugin's BatchNorm ops.

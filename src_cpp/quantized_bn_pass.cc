@@ -2,6 +2,15 @@
 // produced (Symbol.optimize_for("BNQ_QUANTIZE", args, aux, **options)) and
 // applies these rewrites, in this order:
 //
+//  QuantizeNeighbours: an fp32 Pooling (max, avg) or Flatten that MXNet's
+//  smart mode left between a dequantize and a BatchNorm (directly or through
+//  more such ops) becomes MXNet's own quantized op, so that the BatchNorm
+//  gets quantized input:
+//       dequantize -> Pooling -> BatchNorm
+//         =>  quantized_pooling -> dequantize -> BatchNorm  (then below)
+//     Only where the input dequantize goes away: never more dequantize
+//     nodes than before.  Not Concat (QuantizedTwin says why).
+//
 //  In each rewrite "[-> act]" is an optional fp32 activation the plugin's ops
 //  fuse (FusableActivation: ReLU, clip / ReLU6, leaky ReLU); with a ReLU the
 //  result is the _relu op, with another activation the _act op.
@@ -16,6 +25,12 @@
 //         =>  x -> batch_norm_quantize (_relu, _act)
 //     with the quantize's calibrated range; without one (calib_mode none),
 //         =>  x -> quantize_v2 -> quantized_batch_norm (ranges found at run time)
+//  QuantizeBeforeFloatOps: a BatchNorm left fp32 after a dequantize whose
+//  output only fp32 ops read (the network's fp32 tail):
+//       dequantize -> BatchNorm [-> act] -> fp32 ops
+//         =>  quantized_batch_norm (_relu, _act) -> dequantize -> fp32 ops
+//     its range from relu_calib_ranges (by the act's, else the BatchNorm's
+//     name), else marked missing (__bnq_missing_relu_range__) and derived
 //  FuseDequantizedActivation: a quantized BatchNorm whose activation MXNet
 //  left fp32 (it quantizes no clip or LeakyReLU):
 //       quantized_batch_norm -> dequantize -> act -> quantize_v2
@@ -46,6 +61,7 @@
 // running the model without the plugin, where MXNet's own op would run).
 // Replaced nodes are detached (no inputs, no uses); MXNet drops them when it
 // loads the pass's result.
+#include <algorithm>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -66,6 +82,7 @@ constexpr char kDequantize[] = "_contrib_dequantize";
 constexpr char kRequantize[] = "_contrib_requantize";
 constexpr char kQuantizedAct[] = "_contrib_quantized_act";
 constexpr char kQuantizedPooling[] = "_contrib_quantized_pooling";
+constexpr char kQuantizedFlatten[] = "_contrib_quantized_flatten";
 
 std::string Attr(const Node* node, const std::string& key, const std::string& fallback = "") {
   auto it = node->attrs.find(key);
@@ -210,13 +227,11 @@ void QuantizeBetweenDequantizeAndQuantize(Graph* graph, const PassOptions& optio
     Node* quantize = QuantizeAfterFp32BatchNorm(graph, options, bn, &act);
     if (quantize == nullptr) continue;
     Node* dequantize = bn->inputs[0].node;
-    if (dequantize->op != kDequantize || bn->inputs[0].entry != 0 ||
-        UseCount(graph, dequantize, 0) != 1) {
-      continue;
-    }
+    if (dequantize->op != kDequantize || bn->inputs[0].entry != 0) continue;
     const std::vector<NodeEntry> q = dequantize->inputs;  // copy: data, min, max
     QuantizeBatchNorm(graph, bn, act, q[0], q[1], q[2], quantize, "quantized_fp32_bn");
-    DetachNode(dequantize);
+    // A dequantize that other fp32 ops read stays for them.
+    if (UseCount(graph, dequantize, 0) == 0) DetachNode(dequantize);
   }
 }
 
@@ -247,6 +262,129 @@ void QuantizeFloatInputBatchNorm(Graph* graph, const PassOptions& options) {
       QuantizeBatchNorm(graph, bn, act, {input_quantize, 0}, {input_quantize, 1},
                         {input_quantize, 2}, quantize, "quantized_fp32_input_bn");
     }
+  }
+}
+
+// MXNet's quantized op for an fp32 Concat, Pooling or Flatten it can run
+// (the forms its quantize pass makes), else nullptr.
+// Not Concat: MXNet's quantized concat rescales every input to the largest
+// range, and the BatchNorm after it then amplifies the coarse steps of the
+// channels that came from a small range (a dense-style random net lost 7 dB
+// of logit SQNR against the concat left fp32).
+const char* QuantizedTwin(const Node* node) {
+  if (node->op == "Flatten" || node->op == "flatten") return kQuantizedFlatten;
+  if (node->op != "Pooling") return nullptr;
+  const std::string type = Attr(node, "pool_type", "max");
+  const std::string layout = Attr(node, "layout", "None");
+  const std::string kernel = Attr(node, "kernel", "()");
+  bool global = false;
+  const bool planar = std::count(kernel.begin(), kernel.end(), ',') == 1 ||
+                      (ParseBool(Attr(node, "global_pool", "false"), &global) && global);
+  return (type == "max" || type == "avg") && (layout == "None" || layout == "NCHW") && planar
+             ? kQuantizedPooling
+             : nullptr;
+}
+
+// True if output 0 of `node` feeds a BatchNorm, directly or through ops with
+// a quantized twin.
+bool LeadsToBatchNorm(const Graph* graph, const Node* node, int depth = 0) {
+  if (depth > 16) return false;
+  for (const NodeEntry& use : ConsumersOf(node, 0)) {
+    const Node* next = use.node;
+    if (next->op == kBatchNorm ||
+        (QuantizedTwin(next) != nullptr && LeadsToBatchNorm(graph, next, depth + 1))) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void QuantizeNeighbours(Graph* graph, const PassOptions& options) {
+  for (Node* node : NodesInOrder(graph)) {
+    const char* twin = QuantizedTwin(node);
+    if (twin == nullptr || IsExcluded(options, node) || !LeadsToBatchNorm(graph, node)) continue;
+    if (node->inputs.size() != 1) continue;
+    bool all_dequantized = true, one_goes = false;
+    for (const NodeEntry& e : node->inputs) {
+      all_dequantized &= e.node->op == kDequantize && e.entry == 0;
+      one_goes |= e.node->op == kDequantize && UseCount(graph, e.node, 0) == 1;
+    }
+    if (!all_dequantized || !one_goes) continue;
+    // Inputs: the quantized data, then its (min, max).
+    std::vector<Node*> dequantizes;
+    std::vector<NodeEntry> data, ranges;
+    for (const NodeEntry& e : node->inputs) {
+      dequantizes.push_back(e.node);
+      data.push_back(e.node->inputs[0]);
+      ranges.push_back(e.node->inputs[1]);
+      ranges.push_back(e.node->inputs[2]);
+    }
+    Node* after = graph->addNode(node->name + "_dequantize", kDequantize);
+    RedirectUses(graph, node, 0, after, 0);  // before `after` reads node
+    for (size_t i = 0; i < data.size(); ++i) SetInput(node, i, data[i].node, data[i].entry);
+    for (size_t i = 0; i < ranges.size(); ++i) {
+      SetInput(node, data.size() + i, ranges[i].node, ranges[i].entry);
+    }
+    for (Node* d : dequantizes) {
+      if (UseCount(graph, d, 0) == 0) DetachNode(d);
+    }
+    node->op = twin;
+    NoteRewrite(node, "quantized_neighbour");
+    for (int i = 0; i < 3; ++i) SetInput(after, i, node, i);
+  }
+}
+
+// Sets the calibrated range of `bn` from options.relu_calib_ranges[key], or
+// marks it as missing the range of `key` (the op then derives one).
+void RangeFromOptions(const PassOptions& options, const std::string& key, Node* bn) {
+  auto range = options.relu_calib_ranges.find(key);
+  if (range != options.relu_calib_ranges.end()) {
+    bn->attrs["min_calib_range"] = FloatString(range->second.first);
+    bn->attrs["max_calib_range"] = FloatString(range->second.second);
+  } else {
+    // Marked with the node whose output range is missing, so that a flow
+    // knows which layer outputs to calibrate.
+    bn->attrs[kMissingReluRangeAttr] = key;
+  }
+}
+
+// dequantize -> BatchNorm [-> act] -> fp32 ops (not a quantize: the network's
+// fp32 tail, e.g. a mean before the classifier)
+//   =>  quantized_batch_norm (_relu, _act) -> dequantize -> fp32 ops
+// The dequantize moves after the BatchNorm; its range is the act's (or the
+// BatchNorm's) output range, collected in the calibration run.
+void QuantizeBeforeFloatOps(Graph* graph, const PassOptions& options) {
+  for (Node* bn : NodesInOrder(graph)) {
+    if (bn->op != kBatchNorm || IsExcluded(options, bn) || bn->inputs.size() != 5) continue;
+    bool mean_var = false;
+    if (!ParseBool(Attr(bn, "output_mean_var", "false"), &mean_var) || mean_var) continue;
+    Node* dequantize = bn->inputs[0].node;
+    if (dequantize->op != kDequantize || bn->inputs[0].entry != 0 ||
+        UseCount(graph, dequantize, 0) != 1 || UseCount(graph, bn, 1) != 0 ||
+        UseCount(graph, bn, 2) != 0) {
+      continue;
+    }
+    Node* act = SoleConsumer(graph, bn, 3);
+    std::unordered_map<std::string, std::string> unused;
+    if (act != nullptr && (!FusableActivation(act, &unused) || IsExcluded(options, act))) {
+      act = nullptr;
+    }
+    Node* last = act != nullptr ? act : bn;
+    bool feeds_quantize = false;
+    for (const NodeEntry& use : ConsumersOf(last, 0)) feeds_quantize |= use.node->op == kQuantize;
+    if (feeds_quantize) continue;  // the other rewrites' case
+    Node* after = graph->addNode(bn->name + "_dequantize", kDequantize);
+    RedirectUses(graph, last, 0, after, 0);               // before `after` reads bn
+    const std::vector<NodeEntry> q = dequantize->inputs;  // copy: data, min, max
+    SetInput(bn, 0, q[0].node, q[0].entry);
+    SetInput(bn, 5, q[1].node, q[1].entry);
+    SetInput(bn, 6, q[2].node, q[2].entry);
+    DetachNode(dequantize);
+    NoteRewrite(bn, "quantized_before_fp32_ops");
+    BecomeFused(bn, act, kQuantizedOps);
+    if (act != nullptr) DetachNode(act);
+    RangeFromOptions(options, last->name, bn);
+    for (int i = 0; i < 3; ++i) SetInput(after, i, bn, i);
   }
 }
 
@@ -297,16 +435,9 @@ void FuseBatchNormRelu(Graph* graph, const PassOptions& options) {
       continue;
     }
     bn->op = kQuantizedBatchNormReluOp;
-    auto range = options.relu_calib_ranges.find(act->name);
-    if (range != options.relu_calib_ranges.end()) {
-      bn->attrs["min_calib_range"] = FloatString(range->second.first);
-      bn->attrs["max_calib_range"] = FloatString(range->second.second);
-    } else {
-      // The op uses [0, max_calib_range] of the pre-ReLU calibration, or
-      // derives its range at run time: marked with the ReLU whose range is
-      // missing, so that a flow knows which ReLU outputs to calibrate.
-      bn->attrs[kMissingReluRangeAttr] = act->name;
-    }
+    // Without the post-ReLU range the op uses [0, max_calib_range] of the
+    // pre-ReLU calibration, or derives its range at run time.
+    RangeFromOptions(options, act->name, bn);
     NoteRewrite(bn, "fused_relu");
     TakeOverOutputs(graph, act, bn);
   }
@@ -390,8 +521,10 @@ mxnet::ext::MXReturnValue QuantizeBatchNormPass(
       return mxnet::ext::MX_FAIL;
     }
     if (options.quantize_fp32_bn) {
+      QuantizeNeighbours(graph, options);
       QuantizeBetweenDequantizeAndQuantize(graph, options);
       QuantizeFloatInputBatchNorm(graph, options);
+      QuantizeBeforeFloatOps(graph, options);
     }
     FuseDequantizedActivation(graph, options);
     if (options.fuse_relu) FuseBatchNormRelu(graph, options);

@@ -153,3 +153,59 @@ def test_fused_activation_runs_in_regions_with_the_same_bits(act, attrs, calib_m
     x = data(2)[:8]
     expected = run_symbol(qsym, qargs, qaux, x)[0]
     np.testing.assert_array_equal(run_symbol(psym, qargs, qaux, x)[0], expected)
+
+
+def bn_act_before_mean(act):
+    """conv + conv -> BN -> act -> mean -> FC: the BatchNorm of the network's
+    tail, before an op MXNet does not quantize."""
+    data = mx.sym.var('data')
+    s = conv(data, 'conv_a', 8) + conv(data, 'conv_b', 8)
+    bn = mx.sym.BatchNorm(s, fix_gamma=False, eps=1e-5, name='bn')
+    y = act(bn) if act is not None else bn
+    return mx.sym.FullyConnected(mx.sym.mean(y, axis=(2, 3), name='mean'), num_hidden=5,
+                                 name='fc')
+
+
+RELU = (lambda x: mx.sym.relu(x, name='act'), {})
+
+
+@pytest.mark.parametrize('act,attrs', ACTIVATIONS[:3] + [RELU, (None, {})],
+                         ids=IDS[:3] + ['relu', 'none'])
+@pytest.mark.parametrize('calib_mode', ['naive', 'entropy', 'none'])
+def test_bn_before_fp32_ops_is_quantized_with_its_own_range(act, attrs, calib_mode):
+    """dequantize -> BN [-> act] -> mean: the BatchNorm (and activation) run
+    int8 and the dequantize moves after them; the range is the activation's
+    (or BatchNorm's) output range from the same calibration run."""
+    sym = bn_act_before_mean(act)
+    args, aux = small_nets.random_params(sym, SHAPE)
+    calib = data(1)
+    qsym, qargs, qaux = quantize(sym, args, aux, calib, calib_mode=calib_mode)
+    unfused, _, _ = quantize(sym, args, aux, calib, calib_mode=calib_mode, bn_mode='fp32')
+    bn = node(qsym, 'bn')
+    expected_op = ('_contrib_quantized_batch_norm_act' if attrs else
+                   '_contrib_quantized_batch_norm_relu' if act is not None else
+                   '_contrib_quantized_batch_norm')
+    assert_fused(bn, expected_op, attrs)
+    left = ops(qsym)
+    assert not {'BatchNorm', 'clip', 'LeakyReLU', 'relu', 'Activation'} & set(left), left
+
+    def round_trips(s):
+        return sum(op in ('_contrib_quantize_v2', '_contrib_dequantize') for op in ops(s))
+    assert round_trips(qsym) <= round_trips(unfused)
+    missing = bn['attrs'].get('__bnq_missing_relu_range__')
+    assert (missing is not None) == (calib_mode == 'none'), bn['attrs']
+    if calib_mode == 'naive':
+        name = 'act_output' if act is not None else 'bn_output'
+        layer = mx.sym.Group([sym.get_internals()[name]])
+        top = max(small_nets.forward(layer, args, aux, c)[0].max() for c in (calib[:8], calib[8:]))
+        assert float(bn['attrs']['max_calib_range']) == pytest.approx(top, rel=1e-5)
+    x = data(2)[:8]
+    (fp32,) = small_nets.forward(sym, args, aux, x)
+    (int8,) = small_nets.forward(qsym, qargs, qaux, x)
+    assert small_nets.sqnr_db(fp32, int8) > (15 if calib_mode == 'none' else 20)
+    # With regions: the same int8 values; the float tail after them may round
+    # differently in the last bit (the dequantize's order of operations).
+    psym = mxnet_bnq.partition(qsym, qargs, qaux, data_shapes={'data': SHAPE})
+    expected = run_symbol(qsym, qargs, qaux, x)[0]
+    np.testing.assert_allclose(run_symbol(psym, qargs, qaux, x)[0], expected, rtol=1e-5,
+                               atol=1e-6 * np.abs(expected).max())
