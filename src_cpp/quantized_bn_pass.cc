@@ -302,32 +302,18 @@ bool LeadsToBatchNorm(const Graph* graph, const Node* node, int depth = 0) {
 void QuantizeNeighbours(Graph* graph, const PassOptions& options) {
   for (Node* node : NodesInOrder(graph)) {
     const char* twin = QuantizedTwin(node);
-    if (twin == nullptr || IsExcluded(options, node) || !LeadsToBatchNorm(graph, node)) continue;
-    if (node->inputs.size() != 1) continue;
-    bool all_dequantized = true, one_goes = false;
-    for (const NodeEntry& e : node->inputs) {
-      all_dequantized &= e.node->op == kDequantize && e.entry == 0;
-      one_goes |= e.node->op == kDequantize && UseCount(graph, e.node, 0) == 1;
+    if (twin == nullptr || IsExcluded(options, node) || node->inputs.size() != 1) continue;
+    // Only where the dequantize goes away: never more dequantize nodes.
+    Node* dequantize = node->inputs[0].node;
+    if (dequantize->op != kDequantize || node->inputs[0].entry != 0 ||
+        UseCount(graph, dequantize, 0) != 1 || !LeadsToBatchNorm(graph, node)) {
+      continue;
     }
-    if (!all_dequantized || !one_goes) continue;
-    // Inputs: the quantized data, then its (min, max).
-    std::vector<Node*> dequantizes;
-    std::vector<NodeEntry> data, ranges;
-    for (const NodeEntry& e : node->inputs) {
-      dequantizes.push_back(e.node);
-      data.push_back(e.node->inputs[0]);
-      ranges.push_back(e.node->inputs[1]);
-      ranges.push_back(e.node->inputs[2]);
-    }
+    const std::vector<NodeEntry> q = dequantize->inputs;  // copy: data, min, max
     Node* after = graph->addNode(node->name + "_dequantize", kDequantize);
     RedirectUses(graph, node, 0, after, 0);  // before `after` reads node
-    for (size_t i = 0; i < data.size(); ++i) SetInput(node, i, data[i].node, data[i].entry);
-    for (size_t i = 0; i < ranges.size(); ++i) {
-      SetInput(node, data.size() + i, ranges[i].node, ranges[i].entry);
-    }
-    for (Node* d : dequantizes) {
-      if (UseCount(graph, d, 0) == 0) DetachNode(d);
-    }
+    for (int i = 0; i < 3; ++i) SetInput(node, i, q[i].node, q[i].entry);
+    DetachNode(dequantize);
     node->op = twin;
     NoteRewrite(node, "quantized_neighbour");
     for (int i = 0; i < 3; ++i) SetInput(after, i, node, i);
