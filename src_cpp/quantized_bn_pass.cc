@@ -131,6 +131,11 @@ bool FusableActivation(const Node* node, std::unordered_map<std::string, std::st
   return !act->empty();
 }
 
+bool IsFusableActivation(const Node* node) {
+  std::unordered_map<std::string, std::string> act;
+  return FusableActivation(node, &act);
+}
+
 bool IsRelu(const std::unordered_map<std::string, std::string>& act) {
   return act.at("act_type") == "relu";
 }
@@ -171,8 +176,7 @@ Node* QuantizeAfterFp32BatchNorm(const Graph* graph, const PassOptions& options,
   bool mean_var = false;
   if (!ParseBool(Attr(bn, "output_mean_var", "false"), &mean_var) || mean_var) return nullptr;
   Node* next = SoleConsumer(graph, bn, 3);
-  std::unordered_map<std::string, std::string> unused;
-  if (next != nullptr && FusableActivation(next, &unused) && !IsExcluded(options, next)) {
+  if (next != nullptr && IsFusableActivation(next) && !IsExcluded(options, next)) {
     *act = next;
     next = SoleConsumer(graph, next, 1);
   }
@@ -287,12 +291,12 @@ const char* QuantizedTwin(const Node* node) {
 
 // True if output 0 of `node` feeds a BatchNorm, directly or through ops with
 // a quantized twin.
-bool LeadsToBatchNorm(const Graph* graph, const Node* node, int depth = 0) {
+bool LeadsToBatchNorm(const Node* node, int depth = 0) {
   if (depth > 16) return false;
   for (const NodeEntry& use : ConsumersOf(node, 0)) {
     const Node* next = use.node;
     if (next->op == kBatchNorm ||
-        (QuantizedTwin(next) != nullptr && LeadsToBatchNorm(graph, next, depth + 1))) {
+        (QuantizedTwin(next) != nullptr && LeadsToBatchNorm(next, depth + 1))) {
       return true;
     }
   }
@@ -306,7 +310,7 @@ void QuantizeNeighbours(Graph* graph, const PassOptions& options) {
     // Only where the dequantize goes away: never more dequantize nodes.
     Node* dequantize = node->inputs[0].node;
     if (dequantize->op != kDequantize || node->inputs[0].entry != 0 ||
-        UseCount(graph, dequantize, 0) != 1 || !LeadsToBatchNorm(graph, node)) {
+        UseCount(graph, dequantize, 0) != 1 || !LeadsToBatchNorm(node)) {
       continue;
     }
     const std::vector<NodeEntry> q = dequantize->inputs;  // copy: data, min, max
@@ -351,8 +355,7 @@ void QuantizeBeforeFloatOps(Graph* graph, const PassOptions& options) {
       continue;
     }
     Node* act = SoleConsumer(graph, bn, 3);
-    std::unordered_map<std::string, std::string> unused;
-    if (act != nullptr && (!FusableActivation(act, &unused) || IsExcluded(options, act))) {
+    if (act != nullptr && (!IsFusableActivation(act) || IsExcluded(options, act))) {
       act = nullptr;
     }
     Node* last = act != nullptr ? act : bn;
@@ -397,8 +400,7 @@ void FuseDequantizedActivation(Graph* graph, const PassOptions& options) {
       continue;
     }
     Node* act = SoleConsumer(graph, dequantize, 1);
-    std::unordered_map<std::string, std::string> unused;
-    if (act == nullptr || !FusableActivation(act, &unused) || IsExcluded(options, act)) continue;
+    if (act == nullptr || !IsFusableActivation(act) || IsExcluded(options, act)) continue;
     Node* quantize = SoleConsumer(graph, act, 1);
     if (quantize == nullptr || quantize->op != kQuantize || IsExcluded(options, quantize)) {
       continue;
