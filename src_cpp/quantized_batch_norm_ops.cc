@@ -9,10 +9,13 @@
 //                                       every dimension after the channel
 //                                       axis (global average pooling of
 //                                       NCHW data), uint8 out of shape
-//                                       (N, C, 1, 1).  It exists because
-//                                       MXNet's int8 pooling falls back to a
-//                                       slow reference kernel on the plain
-//                                       layout a library op produces.
+//                                       (N, C, 1, 1), taken from the
+//                                       unrounded BN+ReLU values; the
+//                                       calibrated range is the pooled
+//                                       output's (the classifier's input).
+//                                       MXNet's int8 pooling rounds twice,
+//                                       and falls back to a slow reference
+//                                       kernel on a library op's output.
 //   _contrib_batch_norm_quantize        BatchNorm on real-valued data, int8 out
 //   _contrib_batch_norm_relu_quantize   the same followed by ReLU, uint8 out.
 //   _contrib_quantized_batch_norm_act   quantized BatchNorm followed by the
@@ -32,17 +35,16 @@
 // data of the _contrib_quantized_* ops min_data, max_data.
 // Outputs: output, min_output, max_output.
 #include <algorithm>
-#include <climits>
 #include <cmath>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "batch_norm_attrs.h"
-#include "channel_mean_kernel.h"
 #include "error_reporting.h"
 #include "mxnet/lib_api.h"
 #include "op_names.h"
+#include "relu_mean_kernel.h"
 #include "scale_shift_folding.h"
 #include "scale_shift_kernel.h"
 
@@ -328,14 +330,8 @@ ScaleShiftKernel& SharedKernel() {
   return *kernel;
 }
 
-ChannelMeanKernel& SharedMeanKernel() {
-  static ChannelMeanKernel* kernel = new ChannelMeanKernel();  // never destroyed, as above
-  return *kernel;
-}
-
 MXReturnValue Compute(const OpTraits& traits, const BatchNormAttrs& attrs,
-                      const std::vector<MXTensor>& in, std::vector<MXTensor>* out,
-                      const OpResource& res) {
+                      const std::vector<MXTensor>& in, std::vector<MXTensor>* out) {
   if (static_cast<int>(in.size()) != NumInputs(traits) || out->size() != kNumOutputs) {
     return Fail(traits.name,
                 "expects " + std::to_string(NumInputs(traits)) + " inputs and 3 outputs");
@@ -368,27 +364,10 @@ MXReturnValue Compute(const OpTraits& traits, const BatchNormAttrs& attrs,
   shape.clamp_lo = folded.clamp_lo;
   shape.clamp_hi = folded.clamp_hi;
   if (traits.global_avg_pool) {
-    // BN+ReLU into MXNet's temporary workspace, then the mean of each channel.
-    if (shape.inner > ChannelMeanKernel::kMaxInner) {
-      return Fail(traits.name, "data of shape " + ShapeString(data.shape) + " pools " +
-                                   std::to_string(shape.inner) +
-                                   " values per channel, more "
-                                   "than the " +
-                                   std::to_string(ChannelMeanKernel::kMaxInner) +
-                                   " whose sum is exact in int32");
-    }
-    const int64_t bytes = data.size();
-    if (bytes > INT_MAX) {  // lib_api's workspace allocator takes an int
-      return Fail(traits.name, "data of shape " + ShapeString(data.shape) +
-                                   " is too large for the temporary workspace (over " +
-                                   std::to_string(INT_MAX) + " bytes)");
-    }
-    void* scratch = res.alloc_cpu(static_cast<int>(bytes));
-    if (scratch == nullptr) return Fail(traits.name, "could not allocate the workspace");
-    SharedKernel().Run(shape, data.data_ptr, folded.scale.data(), folded.shift.data(), scratch);
-    SharedMeanKernel().Run(shape.outer * shape.channels, shape.inner,
-                           static_cast<const uint8_t*>(scratch),
-                           static_cast<uint8_t*>((*out)[0].data_ptr));
+    // The mean of each channel's unrounded BN+ReLU values, in the output range.
+    const ReluMeanShape mean_shape{shape.outer, shape.channels, shape.inner, MeanLayout::kPlanar};
+    ReluMeanOfAffine(mean_shape, in_type == QuantType::kInt8, data.data_ptr, folded.scale.data(),
+                     folded.shift.data(), static_cast<uint8_t*>((*out)[0].data_ptr));
   } else {
     SharedKernel().Run(shape, data.data_ptr, folded.scale.data(), folded.shift.data(),
                        (*out)[0].data_ptr);
@@ -401,12 +380,12 @@ MXReturnValue Compute(const OpTraits& traits, const BatchNormAttrs& attrs,
 template <const OpTraits& T>
 MXReturnValue Forward(const std::unordered_map<std::string, std::string>& attrs,
                       std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
-                      const OpResource& res) {
+                      const OpResource& /*res*/) {
   return Guarded(T.name, [&] {
     BatchNormAttrs parsed;
     std::string error;
     if (!ParseOpAttrs(T, attrs, &parsed, &error)) return Fail(T.name, error);
-    return Compute(T, parsed, *inputs, outputs, res);
+    return Compute(T, parsed, *inputs, outputs);
   });
 }
 

@@ -454,6 +454,11 @@ void FuseGlobalAvgPooling(Graph* graph, const PassOptions& options) {
       continue;
     }
     bn->op = kQuantizedBatchNormReluPoolOp;
+    // The op writes the mean in the range calibrated on the pooled output
+    // (the classifier's input) when the flow collected it; else in the
+    // BN+ReLU range it has (and the mark names the pooling, not the ReLU).
+    bn->attrs.erase(kMissingReluRangeAttr);
+    RangeFromOptions(options, pool->name, bn);
     NoteRewrite(bn, "global_avg_pool");
     TakeOverOutputs(graph, pool, bn);
   }

@@ -106,3 +106,22 @@ def global_avg_pool(q, axis=1):
     mean = q.astype(np.float64).mean(axis=inner, keepdims=True) if inner else q.astype(np.float64)
     lo, hi = LIMITS[str(q.dtype)]
     return np.clip(np.rint(mean), lo, hi).astype(q.dtype)
+
+
+def pooled_batch_norm_relu(q, gamma, beta, mean, var, min_data, max_data, eps=1e-3,
+                           fix_gamma=True, axis=1, min_calib_range=None, max_calib_range=None):
+    """BatchNorm + ReLU + global average pooling as the fused op must compute
+    it: the real mean of the real BN+ReLU values, quantized once to uint8 in
+    the calibrated range (the pooled output's), or without one in the range
+    derived for the BN+ReLU output.  Returns (q_out, min_output, max_output)."""
+    y = np.maximum(batch_norm(dequantize(q, min_data, max_data), gamma, beta, mean, var, eps,
+                              fix_gamma, axis), 0.0)
+    axis = axis % q.ndim
+    inner = tuple(range(axis + 1, q.ndim))
+    pooled = y.mean(axis=inner, keepdims=True) if inner else y
+    if min_calib_range is not None:
+        min_out, max_out = 0.0, max(max_calib_range, 0.0)
+    else:
+        min_out, max_out = derived_output_range(str(q.dtype), min_data, max_data, gamma, beta,
+                                                mean, var, eps, fix_gamma, ('relu',))
+    return quantize(pooled, 'uint8', min_out, max_out), min_out, max_out

@@ -72,9 +72,12 @@ def test_saved_quantized_model_reloads_with_identical_output(tmp_path):
     assert np.array_equal(before, after)
 
 
-def test_bn_relu_and_global_avg_pooling_fuse_into_one_exact_op():
+def test_bn_relu_and_global_avg_pooling_fuse_into_one_op():
     """The pass fuses the plugin's BN+ReLU with MXNet's int8 global average
-    pooling; the result equals the two ops unfused, bit for bit."""
+    pooling.  Given only the ReLU's range the op writes the mean in it (logits
+    near the two ops unfused, closer to fp32: one rounding); given the pooled
+    output's range, as the flow collects it, the classifier reads the mean in
+    that range, and the logits come closer still."""
     sym, args, aux, native, nargs, naux = quantized_graph(small_nets.bn_relu_global_pool)
     relu_ranges = {'quantized_relu': (0.0, 4.0)}
     fused = mxnet_bnq.rewrite_quantized_symbol(native, nargs, naux, relu_calib_ranges=relu_ranges)
@@ -87,12 +90,21 @@ def test_bn_relu_and_global_avg_pooling_fuse_into_one_exact_op():
     assert '_contrib_quantized_act' not in fused_ops, fused_ops
     assert '_contrib_quantized_batch_norm_relu' in unfused_ops, unfused_ops
     assert '_contrib_quantized_pooling' in unfused_ops, unfused_ops
+
+    calib = np.random.default_rng(1).normal(0, 1, (32,) + DATA_SHAPE[1:]).astype('f')
+    pooled_max = float(small_nets.forward(sym.get_internals()['pool_output'], args, aux,
+                                          calib)[0].max())
+    own_range = mxnet_bnq.rewrite_quantized_symbol(
+        native, nargs, naux, relu_calib_ranges=dict(relu_ranges, quantized_pool=(0, pooled_max)))
     x = np.random.default_rng(3).normal(0, 1, DATA_SHAPE).astype('f')
+    (fp32,) = small_nets.forward(sym, args, aux, x)
     (fused_out,) = small_nets.forward(fused, nargs, naux, x)
     (unfused_out,) = small_nets.forward(unfused, nargs, naux, x)
-    (fp32,) = small_nets.forward(sym, args, aux, x)
-    assert np.array_equal(fused_out, unfused_out)
-    assert small_nets.sqnr_db(fp32, fused_out) > 15
+    (own_out,) = small_nets.forward(own_range, nargs, naux, x)
+    assert small_nets.sqnr_db(unfused_out, fused_out) > 35
+    # Seen: 39.8 dB unfused, 43.6 dB fused (one rounding), 45.0 dB in the pooled range.
+    assert small_nets.sqnr_db(fp32, fused_out) > small_nets.sqnr_db(fp32, unfused_out)
+    assert small_nets.sqnr_db(fp32, own_out) > small_nets.sqnr_db(fp32, unfused_out) + 1
 
 
 def _head(pool_kwargs, axis=1, extra_output=False):

@@ -172,6 +172,54 @@ def test_entropy_post_relu_range_changes_the_output(monkeypatch):
     assert not np.array_equal(*outputs)
 
 
+@pytest.mark.parametrize('calib_mode', ['naive', 'entropy', 'none'])
+def test_fused_head_range_is_calibrated_on_the_pooled_output(calib_mode):
+    """BN -> ReLU -> global average pooling becomes one op whose range is the
+    pooled output's (naive: its max over the calibration data, far below the
+    ReLU output's), and the logits follow fp32 more closely than with the
+    ReLU's range (on fresh data: the pooled values vary little, and 256
+    calibration images bound them); uncalibrated, the op derives the BN+ReLU
+    range as before."""
+    sym = small_nets.bn_relu_global_pool()
+    shape = (8, 4, 8, 8)
+    args, aux = small_nets.random_params(sym, shape)
+    calib = np.random.default_rng(1).normal(0, 1, (256,) + shape[1:]).astype('f')
+
+    def flow(**kwargs):
+        return mxnet_bnq.quantize_model_mkldnn(
+            sym, args, aux, calib_mode=calib_mode, label_names=None,
+            calib_data=mx.io.NDArrayIter(calib, batch_size=8), quantized_dtype='auto',
+            **kwargs)
+
+    qsym, qargs, qaux = flow()
+    fused = next(n for n in nodes(qsym)
+                 if n['op'] == '_contrib_quantized_batch_norm_relu_global_avg_pool')
+    attrs = fused['attrs']
+    if calib_mode == 'none':
+        assert 'max_calib_range' not in attrs
+        assert attrs[names.MISSING_RELU_RANGE_ATTR] == 'quantized_pool'
+        return
+    assert names.MISSING_RELU_RANGE_ATTR not in attrs
+    internals = sym.get_internals()
+    pooled, post_relu = small_nets.forward(
+        mx.sym.Group([internals['pool_output'], internals['relu_output']]), args, aux, calib)
+    assert float(attrs['min_calib_range']) == 0.0
+    if calib_mode == 'naive':
+        assert float(attrs['max_calib_range']) == pytest.approx(pooled.max(), rel=1e-5)
+    assert float(attrs['max_calib_range']) < post_relu.max() / 2
+    # The same graph with the op writing the mean in the post-ReLU range.
+    graph = json.loads(flow(regions=False)[0].tojson())
+    head = next(n for n in graph['nodes'] if n['name'] == fused['name'])
+    head['attrs']['max_calib_range'] = repr(float(post_relu.max()))
+    with_relu_range = mx.sym.load_json(json.dumps(graph))
+    x = np.random.default_rng(3).normal(0, 1, shape).astype('f')
+    (fp32,) = small_nets.forward(sym, args, aux, x)
+    (ours,) = small_nets.forward(qsym, qargs, qaux, x)
+    (theirs,) = small_nets.forward(with_relu_range, qargs, qaux, x)
+    # Seen: naive 44.2 vs 38.9 dB, entropy 46.0 vs 39.5 dB.
+    assert small_nets.sqnr_db(fp32, ours) > small_nets.sqnr_db(fp32, theirs) + 2
+
+
 def test_a_post_relu_range_the_flow_misses_is_an_error(monkeypatch):
     """If the flow did not collect the range of a ReLU the pass fuses, the
     fused op would silently use the pre-ReLU range: the flow refuses the result."""

@@ -2,7 +2,6 @@
 // elemwise_add and concat.
 #include <algorithm>
 
-#include "../channel_mean_kernel.h"
 #include "../scale_shift_kernel.h"
 #include "region_builder.h"
 
@@ -119,6 +118,33 @@ void CompiledRegion::Builder::BatchNorm(const Node* node, const BatchNormOpAttrs
   const RangeEnd out_lo = run_time ? Slot(range_slot) : Constant(folded.min_output);
   const RangeEnd out_hi = run_time ? Slot(range_slot + 1) : Constant(folded.max_output);
 
+  if (a.global_avg_pool) {
+    // BN+ReLU and the mean in one pass, on planar or channels-last data.
+    int src = data;
+    if (!IsChannelsLast(in.md) && in.md != PlainDesc(d, in.md.get_data_type())) {
+      src = InLayout(node, data, ChannelsLast(in.md));
+    }
+    ReluMeanShape shape{
+        d[0], c, 1,
+        IsChannelsLast(r_.values_[src].md) ? MeanLayout::kChannelsLast : MeanLayout::kPlanar};
+    for (size_t i = 2; i < d.size(); ++i) shape.count *= d[i];
+    dims pooled(d.size(), 1);
+    pooled[0] = d[0];
+    pooled[1] = c;
+    const int mean = NewValue(PlainDesc(pooled, dt::u8));
+    auto* step = new ReluMeanStep(node->name, src, mean, folded, in.md.get_data_type(), shape);
+    r_.steps_.emplace_back(step);
+    if (run_time) {
+      step->set_rescale([=](Ranges& ranges) {
+        FoldedScaleShift f = fold(in_lo.Get(ranges), in_hi.Get(ranges));
+        ranges[range_slot] = f.min_output;
+        ranges[range_slot + 1] = f.max_output;
+        step->SetScaleShift(std::move(f));
+      });
+    }
+    SetOutputs(node, mean, out_lo, out_hi);
+    return;
+  }
   const dt dst_type = out_type == QuantType::kUint8 ? dt::u8 : dt::s8;
   if (!a.float_input && IsChannelsLast(in.md) && HandKernelsAllowed()) {
     // dst = src * scale[c] + shift[c] with the hand-vectorized kernel, in NHWC.
@@ -137,7 +163,7 @@ void CompiledRegion::Builder::BatchNorm(const Node* node, const BatchNormOpAttrs
         step->SetScaleShift(std::move(f));
       });
     }
-    FinishBatchNorm(node, a, d, dst, dst_md, out_lo, out_hi);
+    SetOutputs(node, dst, out_lo, out_hi);
     return;
   }
   // dst = src * scale[c] + shift[c], one binary primitive with a post-op, in
@@ -173,36 +199,7 @@ void CompiledRegion::Builder::BatchNorm(const Node* node, const BatchNormOpAttrs
       std::copy(f.shift.begin(), f.shift.end(), s->ConstantFloats(kShift));
     });
   }
-  FinishBatchNorm(node, a, d, dst, pd.dst_desc(), out_lo, out_hi);
-}
-
-// The BatchNorm's outputs, or with global average pooling fused, the mean step after it.
-void CompiledRegion::Builder::FinishBatchNorm(const Node* node, const BatchNormOpAttrs& a,
-                                              const dims& d, int dst,
-                                              const dnnl::memory::desc& dst_md, RangeEnd out_lo,
-                                              RangeEnd out_hi) {
-  const int64_t c = d[1];
-  if (!a.global_avg_pool) {
-    SetOutputs(node, dst, out_lo, out_hi);
-    return;
-  }
-  // The mean of each channel, summed exactly over the channels-last BN+ReLU output.
-  int64_t count = 1;
-  for (size_t i = 2; i < d.size(); ++i) count *= d[i];
-  if (count > ChannelMeanKernel::kMaxInner) {
-    Fail(node, "pools " + std::to_string(count) +
-                   " values per channel, more than an int32 "
-                   "sum holds exactly");
-  }
-  int src = dst;
-  if (!IsChannelsLast(dst_md)) src = InLayout(node, dst, ChannelsLast(dst_md));
-  dims pooled(d.size(), 1);
-  pooled[0] = d[0];
-  pooled[1] = c;
-  const int mean_value = NewValue(PlainDesc(pooled, dt::u8));
-  r_.steps_.emplace_back(
-      new ChannelMeanStep(node->name + "/mean", src, mean_value, d[0], c, count));
-  SetOutputs(node, mean_value, out_lo, out_hi);
+  SetOutputs(node, dst, out_lo, out_hi);
 }
 
 CompiledRegion::Builder::AddScales CompiledRegion::Builder::ScalesOfAdd(const AddAttrs& a,

@@ -226,8 +226,6 @@ class CompiledRegion::Builder {
   int Flattened(const Node* node, int value);
   void Flatten(const Node* node);
   void BatchNorm(const Node* node, const BatchNormOpAttrs& a);
-  void FinishBatchNorm(const Node* node, const BatchNormOpAttrs& a, const dims& d, int dst,
-                       const dnnl::memory::desc& dst_md, RangeEnd out_lo, RangeEnd out_hi);
 
   // `md` if strided (plain, NHWC, ...), else the plain layout of its dims.
   static dnnl::memory::desc StridedOrPlain(const dnnl::memory::desc& md) {

@@ -12,8 +12,6 @@
 #include <string>
 #include <type_traits>
 
-#include "../channel_mean_kernel.h"
-
 namespace bnq {
 namespace region {
 
@@ -58,32 +56,23 @@ float* PrimitiveStep::ConstantFloats(int arg) {
   throw std::runtime_error(name_ + ": no constant argument " + std::to_string(arg));
 }
 
-ChannelMeanStep::ChannelMeanStep(std::string name, int src, int dst, int64_t batch,
-                                 int64_t channels, int64_t count)
-    : Step(std::move(name)),
-      batch_(batch),
-      channels_(channels),
-      count_(count),
-      sums_(static_cast<size_t>(channels)) {
+ReluMeanStep::ReluMeanStep(std::string name, int src, int dst, const FoldedScaleShift& folded,
+                           dnnl::memory::data_type src_type, const ReluMeanShape& shape)
+    : Step(std::move(name)), int8_src_(src_type == dnnl::memory::data_type::s8), shape_(shape) {
   reads_.push_back(src);
   writes_.push_back(dst);
+  SetScaleShift(folded);
 }
 
-void ChannelMeanStep::Execute(dnnl::stream& stream, const std::vector<Value>& values, Ranges&) {
+void ReluMeanStep::Execute(dnnl::stream& stream, const std::vector<Value>& values, Ranges&) {
   stream.wait();  // the input comes from the primitive before
-  const auto* src = static_cast<const uint8_t*>(values[reads_[0]].data);
-  auto* dst = static_cast<uint8_t*>(values[writes_[0]].data);
-  for (int64_t n = 0; n < batch_; ++n) {
-    std::fill(sums_.begin(), sums_.end(), 0);
-    const uint8_t* image = src + n * count_ * channels_;
-    for (int64_t i = 0; i < count_; ++i) {
-      const uint8_t* pixel = image + i * channels_;
-      for (int64_t c = 0; c < channels_; ++c) sums_[c] += pixel[c];
-    }
-    for (int64_t c = 0; c < channels_; ++c) {
-      dst[n * channels_ + c] = RoundedMean(sums_[c], static_cast<int32_t>(count_));
-    }
-  }
+  ReluMeanOfAffine(shape_, int8_src_, values[reads_[0]].data, scale_.data(), shift_.data(),
+                   static_cast<uint8_t*>(values[writes_[0]].data));
+}
+
+void ReluMeanStep::SetScaleShift(FoldedScaleShift folded) {
+  scale_ = std::move(folded.scale);
+  shift_ = std::move(folded.shift);
 }
 
 namespace {

@@ -22,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "../relu_mean_kernel.h"
 #include "../scale_shift_folding.h"
 #include "channel_affine_kernel.h"
 
@@ -110,20 +111,22 @@ class PrimitiveStep : public Step {
   std::unordered_map<int, dnnl::memory> bound_;
 };
 
-// The mean of each (n, c) over the spatial positions of a uint8 tensor in a
-// channels-last layout, dst[n, c] = round_half_to_even(sum / count), summed
-// exactly in integers: the plugin's BatchNorm+ReLU+global average pooling op
-// gives the same bits.  oneDNN's reduction runs a reference kernel on this.
-class ChannelMeanStep : public Step {
+// The plugin's BatchNorm+ReLU+global average pooling on int8/uint8 data in
+// a planar (NCHW) or channels-last layout: the mean of each (n, c) from the
+// unrounded BN+ReLU values (relu_mean_kernel.h), so that the op gives the same
+// bits inside a region as outside.
+class ReluMeanStep : public Step {
  public:
-  ChannelMeanStep(std::string name, int src, int dst, int64_t batch, int64_t channels,
-                  int64_t count);
+  ReluMeanStep(std::string name, int src, int dst, const FoldedScaleShift& folded,
+               dnnl::memory::data_type src_type, const ReluMeanShape& shape);
   void Bind(const dnnl::engine&, const std::vector<Value>&) override {}
   void Execute(dnnl::stream& stream, const std::vector<Value>& values, Ranges& ranges) override;
+  void SetScaleShift(FoldedScaleShift folded);
 
  private:
-  int64_t batch_, channels_, count_;
-  std::vector<int32_t> sums_;
+  std::vector<float> scale_, shift_;
+  bool int8_src_;
+  ReluMeanShape shape_;
 };
 
 // The plugin's BatchNorm on channels-last int8/uint8 data: dst[p, c] =
