@@ -32,6 +32,7 @@ FATES = {
     # The activation of the node's attributes (_act_fate gives the text).
     names.QUANTIZED_BATCH_NORM_ACT: None,
     names.BATCH_NORM_ACT_QUANTIZE: None,
+    names.QUANTIZED_BATCH_NORM_ACT_POOL: None,
 }
 
 
@@ -98,8 +99,10 @@ def _fates(fp32_sym, qsym, excluded_sym_names, excluded_op_names):
         row = {'layer': name, 'node': None, 'fate': 'removed', 'detail': ''}
         if qnode is not None and qnode['op'] in FATES:
             attrs = qnode.get('attrs', {})
-            row.update(node=qnode['name'], fate=FATES[qnode['op']] or _act_fate(attrs),
-                       detail=attrs.get(names.REWRITE_ATTR, ''))
+            fate = FATES[qnode['op']] or _act_fate(attrs)
+            if qnode['op'] == names.QUANTIZED_BATCH_NORM_ACT_POOL:
+                fate = fate.replace(', ', '+global avg pool, ')
+            row.update(node=qnode['name'], fate=fate, detail=attrs.get(names.REWRITE_ATTR, ''))
             if qnode['op'] == 'BatchNorm':
                 row['detail'] = _why_fp32(name, excluded_sym_names, excluded_op_names)
         elif name in fused_into:

@@ -13,9 +13,10 @@ BATCH_NORM_RELU_QUANTIZE = '_contrib_batch_norm_relu_quantize'
 # BatchNorm + the activation its attributes give (act_type clip or leaky, ...).
 QUANTIZED_BATCH_NORM_ACT = '_contrib_quantized_batch_norm_act'
 BATCH_NORM_ACT_QUANTIZE = '_contrib_batch_norm_act_quantize'
+QUANTIZED_BATCH_NORM_ACT_POOL = '_contrib_quantized_batch_norm_act_global_avg_pool'
 BATCH_NORM_OPS = (QUANTIZED_BATCH_NORM, QUANTIZED_BATCH_NORM_RELU, QUANTIZED_BATCH_NORM_RELU_POOL,
                   BATCH_NORM_QUANTIZE, BATCH_NORM_RELU_QUANTIZE, QUANTIZED_BATCH_NORM_ACT,
-                  BATCH_NORM_ACT_QUANTIZE)
+                  BATCH_NORM_ACT_QUANTIZE, QUANTIZED_BATCH_NORM_ACT_POOL)
 
 # The subgraph op of an int8 region and the partitioner that makes it.
 REGION_OP = '_bnq_quantized_region'

@@ -17,6 +17,8 @@ constexpr char kBatchNormReluQuantizeOp[] = "_contrib_batch_norm_relu_quantize";
 // BatchNorm + the activation its attributes give (act_type clip or leaky, ...).
 constexpr char kQuantizedBatchNormActOp[] = "_contrib_quantized_batch_norm_act";
 constexpr char kBatchNormActQuantizeOp[] = "_contrib_batch_norm_act_quantize";
+// The same followed by global average pooling (as the _relu_global_avg_pool op).
+constexpr char kQuantizedBatchNormActPoolOp[] = "_contrib_quantized_batch_norm_act_global_avg_pool";
 
 // The subgraph op of a region (BNQ_REGIONS partitioner): a whole int8 region
 // run inside the library.
@@ -42,7 +44,7 @@ inline bool IsPluginOp(const std::string& op) {
   for (const char* name :
        {kQuantizedBatchNormOp, kQuantizedBatchNormReluOp, kQuantizedBatchNormReluPoolOp,
         kBatchNormQuantizeOp, kBatchNormReluQuantizeOp, kQuantizedBatchNormActOp,
-        kBatchNormActQuantizeOp}) {
+        kBatchNormActQuantizeOp, kQuantizedBatchNormActPoolOp}) {
     if (op == name) return true;
   }
   return false;

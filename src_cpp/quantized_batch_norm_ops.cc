@@ -30,6 +30,9 @@
 //                                       Both need the calibrated output range
 //                                       (e.g. a BatchNorm on the network
 //                                       input, followed by a quantize).
+//   _contrib_quantized_batch_norm_act_global_avg_pool
+//                                       the _act op followed by the mean,
+//                                       as the _relu_global_avg_pool op.
 //
 // Inputs: data, gamma, beta, moving_mean, moving_var, and for the quantized
 // data of the _contrib_quantized_* ops min_data, max_data.
@@ -40,11 +43,11 @@
 #include <string>
 #include <vector>
 
+#include "activation_mean_kernel.h"
 #include "batch_norm_attrs.h"
 #include "error_reporting.h"
 #include "mxnet/lib_api.h"
 #include "op_names.h"
-#include "relu_mean_kernel.h"
 #include "scale_shift_folding.h"
 #include "scale_shift_kernel.h"
 
@@ -123,6 +126,8 @@ constexpr OpTraits kFloatBatchNorm{kBatchNormQuantizeOp, ActFrom::kNone, false, 
 constexpr OpTraits kFloatBatchNormRelu{kBatchNormReluQuantizeOp, ActFrom::kRelu, false, true};
 constexpr OpTraits kBatchNormAct{kQuantizedBatchNormActOp, ActFrom::kAttributes, false, false};
 constexpr OpTraits kFloatBatchNormAct{kBatchNormActQuantizeOp, ActFrom::kAttributes, false, true};
+constexpr OpTraits kBatchNormActPool{kQuantizedBatchNormActPoolOp, ActFrom::kAttributes, true,
+                                     false};
 
 // The op's attributes, its activation included.
 bool ParseOpAttrs(const OpTraits& traits, const std::unordered_map<std::string, std::string>& attrs,
@@ -357,17 +362,16 @@ MXReturnValue Compute(const OpTraits& traits, const BatchNormAttrs& attrs,
     folded_ok = FoldScaleShiftFloatInput(attrs, params, out_type, &folded, &error);
   } else {
     folded_ok = FoldScaleShift(attrs, params, *Floats(in[kMinData]), *Floats(in[kMaxData]), in_type,
-                               out_type, &folded, &error);
+                               out_type, &folded, &error, traits.global_avg_pool);
   }
   if (!folded_ok) return Fail(traits.name, error);
   shape.negative_slope = folded.negative_slope;
   shape.clamp_lo = folded.clamp_lo;
   shape.clamp_hi = folded.clamp_hi;
   if (traits.global_avg_pool) {
-    // The mean of each channel's unrounded BN+ReLU values, in the output range.
-    const ReluMeanShape mean_shape{shape.outer, shape.channels, shape.inner, MeanLayout::kPlanar};
-    ReluMeanOfAffine(mean_shape, in_type == QuantType::kInt8, data.data_ptr, folded.scale.data(),
-                     folded.shift.data(), static_cast<uint8_t*>((*out)[0].data_ptr));
+    // The mean of each channel's unrounded BN+act values, in the output range.
+    const MeanShape mean_shape{shape.outer, shape.channels, shape.inner, MeanLayout::kPlanar};
+    MeanOfActivation(mean_shape, in_type, data.data_ptr, folded, out_type, (*out)[0].data_ptr);
   } else {
     SharedKernel().Run(shape, data.data_ptr, folded.scale.data(), folded.shift.data(),
                        (*out)[0].data_ptr);
@@ -438,6 +442,8 @@ BNQ_REGISTER_BATCH_NORM_OP(_contrib_quantized_batch_norm, bnq::kBatchNorm);
 BNQ_REGISTER_BATCH_NORM_OP(_contrib_quantized_batch_norm_relu, bnq::kBatchNormRelu);
 BNQ_REGISTER_BATCH_NORM_OP(_contrib_quantized_batch_norm_relu_global_avg_pool,
                            bnq::kBatchNormReluPool);
+BNQ_REGISTER_BATCH_NORM_OP(_contrib_quantized_batch_norm_act_global_avg_pool,
+                           bnq::kBatchNormActPool);
 BNQ_REGISTER_BATCH_NORM_OP(_contrib_batch_norm_quantize, bnq::kFloatBatchNorm);
 BNQ_REGISTER_BATCH_NORM_OP(_contrib_batch_norm_relu_quantize, bnq::kFloatBatchNormRelu);
 BNQ_REGISTER_BATCH_NORM_OP(_contrib_quantized_batch_norm_act, bnq::kBatchNormAct);

@@ -37,12 +37,18 @@
 //         =>  quantized_batch_norm_relu / _act, with the quantize's range
 //  FuseBatchNormRelu: a quantized BatchNorm and the quantized ReLU after it:
 //       quantized_batch_norm -> quantized_act(relu)  =>  quantized_batch_norm_relu (uint8)
-//  FuseGlobalAvgPooling: a quantized BatchNorm+ReLU and the global average
-//  pooling after it (the head of a pre-activation ResNet):
+//  FuseGlobalAvgPooling: a quantized BatchNorm+ReLU (or +act) and the global
+//  average pooling after it (the head of a pre-activation ResNet):
 //       quantized_batch_norm_relu -> quantized_pooling(avg, global)
-//         =>  quantized_batch_norm_relu_global_avg_pool
-//     MXNet's int8 pooling runs a reference kernel (about 25x slower) on the
-//     plain layout a library op writes.
+//         =>  quantized_batch_norm_relu_global_avg_pool (_act_global_avg_pool)
+//     with the pooled output's range from relu_calib_ranges (by the pooling's
+//     name), else marked missing.  MXNet's int8 pooling rounds twice, and runs
+//     a reference kernel (about 25x slower) on the layout a library op writes.
+//  FuseMeanHead: the same for a mean over H and W in fp32 (a head written
+//  with F.mean), as QuantizeBeforeFloatOps leaves it:
+//       quantized_batch_norm_relu (_act) -> dequantize -> mean(axis=(2, 3))
+//         -> quantize_v2  =>  the pooled op [-> quantized_flatten], with the
+//     quantize's range.
 //  AvoidUint8ForSignedInput: a uint8 quantize or requantize whose input may
 //  be negative (no calibrated range, or a negative one) emits int8.  With
 //  quantized_dtype='uint8' MXNet emits them even for signed data: its
@@ -440,27 +446,83 @@ bool IsGlobalAvgPooling(const Node* node) {
          (layout == "None" || layout == "NCW" || layout == "NCHW" || layout == "NCDHW");
 }
 
-// quantized_batch_norm_relu -> global average pooling  =>  one op.
+// The pooled form of a quantized BatchNorm+ReLU or +act op (nullptr for others).
+const char* PooledOp(const Node* bn) {
+  if (bn->op == kQuantizedBatchNormReluOp) return kQuantizedBatchNormReluPoolOp;
+  if (bn->op == kQuantizedBatchNormActOp) return kQuantizedBatchNormActPoolOp;
+  return nullptr;
+}
+
+// The pooled op pools over the dimensions after the channel axis: that is
+// global pooling only for the channel axis 1.
+bool PoolsOverSpatialAxes(const Node* bn) { return Attr(bn, "axis", "1") == "1"; }
+
+// quantized_batch_norm_relu (_act) -> global average pooling  =>  one op.
 void FuseGlobalAvgPooling(Graph* graph, const PassOptions& options) {
   for (Node* bn : NodesInOrder(graph)) {
-    if (bn->op != kQuantizedBatchNormReluOp || IsExcluded(options, bn)) continue;
-    // The fused op pools over the dimensions after the channel axis: that is
-    // global pooling only for the channel axis 1.
-    const std::string axis = Attr(bn, "axis", "1");
-    if (axis != "1") continue;
+    const char* pooled = PooledOp(bn);
+    if (pooled == nullptr || IsExcluded(options, bn) || !PoolsOverSpatialAxes(bn)) continue;
     Node* pool = SoleConsumer(graph, bn, 1);
     if (pool == nullptr || !IsGlobalAvgPooling(pool) || IsExcluded(options, pool) ||
         !SoleReaderOfQuantizedOutput(graph, bn, pool)) {
       continue;
     }
-    bn->op = kQuantizedBatchNormReluPoolOp;
+    bn->op = pooled;
     // The op writes the mean in the range calibrated on the pooled output
     // (the classifier's input) when the flow collected it; else in the
-    // BN+ReLU range it has (and the mark names the pooling, not the ReLU).
+    // BN+act range it has (and the mark names the pooling, not the act).
     bn->attrs.erase(kMissingReluRangeAttr);
     RangeFromOptions(options, pool->name, bn);
     NoteRewrite(bn, "global_avg_pool");
     TakeOverOutputs(graph, pool, bn);
+  }
+}
+
+// A mean over axes 2 and 3 only, keeping or dropping them: global average
+// pooling of 4-D NCHW data (the pattern is only met after a BatchNorm of
+// 4-D data: gluon's heads, F.mean(x, axis=(2, 3))).
+bool IsSpatialMean(const Node* node, bool* keepdims) {
+  if (node->op != "mean" || node->inputs.size() != 1) return false;
+  std::string axis = Attr(node, "axis");
+  axis.erase(std::remove(axis.begin(), axis.end(), ' '), axis.end());
+  bool exclude = false;
+  *keepdims = false;
+  return (axis == "(2,3)" || axis == "[2,3]") &&
+         ParseBool(Attr(node, "exclude", "false"), &exclude) && !exclude &&
+         ParseBool(Attr(node, "keepdims", "false"), keepdims);
+}
+
+// quantized_batch_norm_relu (_act) -> dequantize -> mean(axis=(2, 3)) ->
+// quantize_v2  =>  the pooled op [-> quantized_flatten], with the quantize's
+// range (calibrated on the mean: the classifier's input).
+void FuseMeanHead(Graph* graph, const PassOptions& options) {
+  for (Node* bn : NodesInOrder(graph)) {
+    const char* pooled = PooledOp(bn);
+    if (pooled == nullptr || IsExcluded(options, bn) || !PoolsOverSpatialAxes(bn)) continue;
+    Node* dequantize = SoleConsumer(graph, bn, 1);
+    if (dequantize == nullptr || dequantize->op != kDequantize ||
+        !SoleReaderOfQuantizedOutput(graph, bn, dequantize)) {
+      continue;
+    }
+    Node* mean = SoleConsumer(graph, dequantize, 1);
+    bool keepdims = false;
+    if (mean == nullptr || !IsSpatialMean(mean, &keepdims) || IsExcluded(options, mean)) continue;
+    Node* quantize = SoleConsumer(graph, mean, 1);
+    if (quantize == nullptr || quantize->op != kQuantize || IsExcluded(options, quantize)) {
+      continue;
+    }
+    bn->op = pooled;
+    bn->attrs.erase(kMissingReluRangeAttr);  // MXNet calibrates the quantize
+    TakeRange(bn, quantize);
+    NoteRewrite(bn, "mean_head");
+    Node* out = bn;
+    if (!keepdims) {  // (N, C, 1, 1) -> (N, C), MXNet's int8 flatten passes the range on
+      out = graph->addNode(mean->name + "_flatten", kQuantizedFlatten);
+      for (int i = 0; i < 3; ++i) SetInput(out, i, bn, i);
+    }
+    TakeOverOutputs(graph, quantize, out);
+    DetachNode(mean);
+    DetachNode(dequantize);
   }
 }
 
@@ -521,7 +583,10 @@ mxnet::ext::MXReturnValue QuantizeBatchNormPass(
     }
     FuseDequantizedActivation(graph, options);
     if (options.fuse_relu) FuseBatchNormRelu(graph, options);
-    if (options.fuse_pooling) FuseGlobalAvgPooling(graph, options);
+    if (options.fuse_pooling) {
+      FuseGlobalAvgPooling(graph, options);
+      FuseMeanHead(graph, options);
+    }
     AvoidUint8ForSignedInput(graph, options);
     MarkPluginNodes(graph);
     HintParameterShapes(graph);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <sstream>
 
 namespace bnq {
@@ -83,14 +84,18 @@ double CalibratedOutputRange(const BatchNormAttrs& attrs, FoldedScaleShift* fold
 }
 
 // The activation in levels (`levels_per_unit` > 0): clamp bounds only where
-// saturation to the type's limits does not already clip.
+// saturation to the type's limits does not already clip.  When a mean
+// follows, the values are averaged before they saturate: ReLU and clip
+// bounds always apply.
 void FillActivation(const FusedActivation& act, double levels_per_unit, QuantType out_type,
-                    FoldedScaleShift* folded) {
+                    bool mean_follows, FoldedScaleShift* folded) {
   using Kind = FusedActivation::Kind;
   if (act.kind == Kind::kLeaky) folded->negative_slope = act.slope;
+  if (act.kind == Kind::kRelu && mean_follows) folded->clamp_lo = 0.f;
   if (act.kind != Kind::kClip || levels_per_unit <= 0) return;
-  const double q_lo = out_type == QuantType::kInt8 ? -128.0 : 0.0;
-  const double q_hi = out_type == QuantType::kInt8 ? 127.0 : 255.0;
+  const double inf = std::numeric_limits<double>::infinity();
+  const double q_lo = mean_follows ? -inf : out_type == QuantType::kInt8 ? -128.0 : 0.0;
+  const double q_hi = mean_follows ? inf : out_type == QuantType::kInt8 ? 127.0 : 255.0;
   const double lo = act.a_min * levels_per_unit, hi = act.a_max * levels_per_unit;
   // A bound at or beyond the type's limit clips nothing that saturation does
   // not: both round and saturate to the limit.
@@ -102,9 +107,9 @@ void FillActivation(const FusedActivation& act, double levels_per_unit, QuantTyp
 // maps everything to 0.
 void FillScaleShift(const std::vector<double>& a, const std::vector<double>& b, double step_in,
                     double range_out, QuantType out_type, const FusedActivation& act,
-                    FoldedScaleShift* folded) {
+                    bool mean_follows, FoldedScaleShift* folded) {
   const double levels_per_unit = range_out > 0 ? QuantizedRange(out_type) / range_out : 0.0;
-  FillActivation(act, levels_per_unit, out_type, folded);
+  FillActivation(act, levels_per_unit, out_type, mean_follows, folded);
   folded->scale.resize(a.size());
   folded->shift.resize(a.size());
   for (size_t c = 0; c < a.size(); ++c) {
@@ -117,7 +122,7 @@ void FillScaleShift(const std::vector<double>& a, const std::vector<double>& b, 
 
 bool FoldScaleShift(const BatchNormAttrs& attrs, const ChannelParams& params, float min_data,
                     float max_data, QuantType in_type, QuantType out_type, FoldedScaleShift* folded,
-                    std::string* error) {
+                    std::string* error, bool mean_follows) {
   if (!std::isfinite(min_data) || !std::isfinite(max_data)) {
     *error = "min_data/max_data must be finite, got [" + std::to_string(min_data) + ", " +
              std::to_string(max_data) + "]";
@@ -164,7 +169,7 @@ bool FoldScaleShift(const BatchNormAttrs& attrs, const ChannelParams& params, fl
     folded->min_output = unsigned_out ? 0.f : static_cast<float>(-range_out);
     folded->max_output = static_cast<float>(range_out);
   }
-  FillScaleShift(a, b, step_in, range_out, out_type, attrs.act, folded);
+  FillScaleShift(a, b, step_in, range_out, out_type, attrs.act, mean_follows, folded);
   return true;
 }
 
@@ -177,7 +182,8 @@ bool FoldScaleShiftFloatInput(const BatchNormAttrs& attrs, const ChannelParams& 
   if (!CheckOutputType(attrs, out_type, error)) return false;
   std::vector<double> a, b;
   if (!BatchNormAffine(attrs, params, &a, &b, error)) return false;
-  FillScaleShift(a, b, 1.0, CalibratedOutputRange(attrs, folded), out_type, attrs.act, folded);
+  FillScaleShift(a, b, 1.0, CalibratedOutputRange(attrs, folded), out_type, attrs.act, false,
+                 folded);
   return true;
 }
 

@@ -59,11 +59,14 @@ struct FoldedScaleShift {
 // `out_type` must be FusedOutputType(attrs.act).  Without a calibrated range
 // in `attrs` the output range is derived from the input range: the tightest
 // range that holds every value the op can produce.  A calibrated range is
-// the activation's output range.
+// the activation's output range.  `mean_follows`: the values are averaged
+// (global average pooling) before they are rounded and saturated, so the
+// activation's bounds are all explicit (a ReLU as clamp_lo 0, clip's bounds
+// wherever they are), and the range is the mean's.
 // Returns false and sets `error` for invalid parameters or ranges.
 bool FoldScaleShift(const BatchNormAttrs& attrs, const ChannelParams& params, float min_data,
                     float max_data, QuantType in_type, QuantType out_type, FoldedScaleShift* folded,
-                    std::string* error);
+                    std::string* error, bool mean_follows = false);
 
 // The same for real-valued input (float32, or integers taken as they are:
 // step 1): the map quantizes the BatchNorm's output directly.  Needs the

@@ -14,7 +14,7 @@ std::string SharedNamesJson() {
   for (const char* op : {bnq::kQuantizedBatchNormOp, bnq::kQuantizedBatchNormReluOp,
                          bnq::kQuantizedBatchNormReluPoolOp, bnq::kBatchNormQuantizeOp,
                          bnq::kBatchNormReluQuantizeOp, bnq::kQuantizedBatchNormActOp,
-                         bnq::kBatchNormActQuantizeOp}) {
+                         bnq::kBatchNormActQuantizeOp, bnq::kQuantizedBatchNormActPoolOp}) {
     ops += (ops.empty() ? "" : ", ") + Quoted(op);
   }
   return "{\"batch_norm_ops\": [" + ops + "], \"region_op\": " + Quoted(bnq::kRegionOp) +

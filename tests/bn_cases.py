@@ -30,10 +30,11 @@ def act_attrs(act):
 
 def run_op(case, relu=False, pool=False, act=None, **attrs):
     """Calls the plugin op (BN, BN+ReLU, BN+ReLU+global average pooling, or
-    BN + the activation `act`, a reference tuple); returns numpy (q_out,
-    min_out, max_out)."""
+    BN + the activation `act`, a reference tuple, pooled too with `pool`);
+    returns numpy (q_out, min_out, max_out)."""
     if act is not None:
-        op = mx.nd.contrib.quantized_batch_norm_act
+        op = (mx.nd.contrib.quantized_batch_norm_act_global_avg_pool if pool else
+              mx.nd.contrib.quantized_batch_norm_act)
         attrs = dict(attrs, **act_attrs(act))
     elif pool:
         op = mx.nd.contrib.quantized_batch_norm_relu_global_avg_pool

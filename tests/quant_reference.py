@@ -108,20 +108,24 @@ def global_avg_pool(q, axis=1):
     return np.clip(np.rint(mean), lo, hi).astype(q.dtype)
 
 
-def pooled_batch_norm_relu(q, gamma, beta, mean, var, min_data, max_data, eps=1e-3,
-                           fix_gamma=True, axis=1, min_calib_range=None, max_calib_range=None):
-    """BatchNorm + ReLU + global average pooling as the fused op must compute
-    it: the real mean of the real BN+ReLU values, quantized once to uint8 in
-    the calibrated range (the pooled output's), or without one in the range
-    derived for the BN+ReLU output.  Returns (q_out, min_output, max_output)."""
-    y = np.maximum(batch_norm(dequantize(q, min_data, max_data), gamma, beta, mean, var, eps,
-                              fix_gamma, axis), 0.0)
+def pooled_batch_norm(q, gamma, beta, mean, var, min_data, max_data, eps=1e-3, fix_gamma=True,
+                      axis=1, min_calib_range=None, max_calib_range=None, act=('relu',)):
+    """BatchNorm + activation + global average pooling as the fused ops must
+    compute it: the real mean of the real BN+act values, quantized once (uint8
+    where the activation cannot be negative, else int8) in the calibrated range
+    (the pooled output's), or without one in the range derived for the BN+act
+    output.  Returns (q_out, min_output, max_output)."""
+    y = activate(batch_norm(dequantize(q, min_data, max_data), gamma, beta, mean, var, eps,
+                            fix_gamma, axis), act)
     axis = axis % q.ndim
     inner = tuple(range(axis + 1, q.ndim))
     pooled = y.mean(axis=inner, keepdims=True) if inner else y
     if min_calib_range is not None:
-        min_out, max_out = 0.0, max(max_calib_range, 0.0)
+        min_out, max_out = min_calib_range, max_calib_range
+        if nonnegative(act):
+            min_out, max_out = 0.0, max(max_calib_range, 0.0)
     else:
         min_out, max_out = derived_output_range(str(q.dtype), min_data, max_data, gamma, beta,
-                                                mean, var, eps, fix_gamma, ('relu',))
-    return quantize(pooled, 'uint8', min_out, max_out), min_out, max_out
+                                                mean, var, eps, fix_gamma, act)
+    out_dtype = 'uint8' if nonnegative(act) else 'int8'
+    return quantize(pooled, out_dtype, min_out, max_out), min_out, max_out

@@ -155,15 +155,15 @@ def test_fused_activation_runs_in_regions_with_the_same_bits(act, attrs, calib_m
     np.testing.assert_array_equal(run_symbol(psym, qargs, qaux, x)[0], expected)
 
 
-def bn_act_before_mean(act):
-    """conv + conv -> BN -> act -> mean -> FC: the BatchNorm of the network's
-    tail, before an op MXNet does not quantize."""
+def bn_act_before_reduction(act, reduce=mx.sym.sum, keepdims=False):
+    """conv + conv -> BN -> act -> sum (or mean) over H, W -> FC: the BatchNorm
+    of the network's tail, before an op MXNet does not quantize."""
     data = mx.sym.var('data')
     s = conv(data, 'conv_a', 8) + conv(data, 'conv_b', 8)
     bn = mx.sym.BatchNorm(s, fix_gamma=False, eps=1e-5, name='bn')
     y = act(bn) if act is not None else bn
-    return mx.sym.FullyConnected(mx.sym.mean(y, axis=(2, 3), name='mean'), num_hidden=5,
-                                 name='fc')
+    return mx.sym.FullyConnected(reduce(y, axis=(2, 3), keepdims=keepdims, name='mean'),
+                                 num_hidden=5, name='fc')
 
 
 RELU = (lambda x: mx.sym.relu(x, name='act'), {})
@@ -173,10 +173,10 @@ RELU = (lambda x: mx.sym.relu(x, name='act'), {})
                          ids=IDS[:3] + ['relu', 'none'])
 @pytest.mark.parametrize('calib_mode', ['naive', 'entropy', 'none'])
 def test_bn_before_fp32_ops_is_quantized_with_its_own_range(act, attrs, calib_mode):
-    """dequantize -> BN [-> act] -> mean: the BatchNorm (and activation) run
+    """dequantize -> BN [-> act] -> sum: the BatchNorm (and activation) run
     int8 and the dequantize moves after them; the range is the activation's
     (or BatchNorm's) output range from the same calibration run."""
-    sym = bn_act_before_mean(act)
+    sym = bn_act_before_reduction(act)
     args, aux = small_nets.random_params(sym, SHAPE)
     calib = data(1)
     qsym, qargs, qaux = quantize(sym, args, aux, calib, calib_mode=calib_mode)
@@ -205,6 +205,53 @@ def test_bn_before_fp32_ops_is_quantized_with_its_own_range(act, attrs, calib_mo
     assert small_nets.sqnr_db(fp32, int8) > (15 if calib_mode == 'none' else 20)
     # With regions: the same int8 values; the float tail after them may round
     # differently in the last bit (the dequantize's order of operations).
+    psym = mxnet_bnq.partition(qsym, qargs, qaux, data_shapes={'data': SHAPE})
+    expected = run_symbol(qsym, qargs, qaux, x)[0]
+    np.testing.assert_allclose(run_symbol(psym, qargs, qaux, x)[0], expected, rtol=1e-5,
+                               atol=1e-6 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize('act,attrs', ACTIVATIONS[:3] + [RELU], ids=IDS[:3] + ['relu'])
+@pytest.mark.parametrize('calib_mode', ['naive', 'entropy', 'none'])
+@pytest.mark.parametrize('keepdims', [False, True])
+def test_mean_head_becomes_the_pooled_op(act, attrs, calib_mode, keepdims):
+    """BN -> act -> mean over H, W (a head written with F.mean) -> FC: one
+    BN+act+global average pooling op (then MXNet's int8 flatten, unless
+    keepdims), whose range is the quantize's after the mean (calibrated on the
+    classifier's input); no dequantize/mean/quantize left between them, and
+    closer to fp32 than the BatchNorm left fp32."""
+    sym = bn_act_before_reduction(act, mx.sym.mean, keepdims)
+    args, aux = small_nets.random_params(sym, SHAPE)
+    calib = data(1)
+    qsym, qargs, qaux = quantize(sym, args, aux, calib, calib_mode=calib_mode)
+    fp32_bn, fargs, faux = quantize(sym, args, aux, calib, calib_mode=calib_mode, bn_mode='fp32')
+    bn = node(qsym, 'bn')
+    assert_fused(bn, ('_contrib_quantized_batch_norm_act_global_avg_pool' if attrs else
+                      '_contrib_quantized_batch_norm_relu_global_avg_pool'), attrs)
+    assert bn['attrs']['__bnq_rewrite__'].endswith('mean_head'), bn['attrs']
+    left = ops(qsym)
+    assert 'mean' not in left, left
+    # Uncalibrated, MXNet's FC emits int32: requantize -> dequantize at the output.
+    assert left.count('_contrib_dequantize') == (calib_mode == 'none'), left
+    assert left.count('_contrib_quantize_v2') == 1, left  # the network input's
+    assert ('_contrib_quantized_flatten' in left) != keepdims, left
+    assert '__bnq_missing_relu_range__' not in bn['attrs']
+    if calib_mode == 'naive':
+        layer = mx.sym.Group([sym.get_internals()['mean_output']])
+        outs = [small_nets.forward(layer, args, aux, c)[0] for c in (calib[:8], calib[8:])]
+        assert float(bn['attrs']['max_calib_range']) == pytest.approx(
+            max(o.max() for o in outs), rel=1e-5)
+    elif calib_mode == 'none':
+        assert 'max_calib_range' not in bn['attrs']
+    x = data(2)[:8]
+    (fp32,) = small_nets.forward(sym, args, aux, x)
+    (int8,) = small_nets.forward(qsym, qargs, qaux, x)
+    (with_fp32_bn,) = small_nets.forward(fp32_bn, fargs, faux, x)
+    if calib_mode != 'none':
+        assert small_nets.sqnr_db(fp32, int8) > small_nets.sqnr_db(fp32, with_fp32_bn) - 0.5
+    assert small_nets.sqnr_db(fp32, int8) > (15 if calib_mode == 'none' else 20)
+    # With regions: the same int8 values; the float FC output may differ in
+    # the last bit (oneDNN 3.2 inside the region, MXNet's 2.4 outside).
     psym = mxnet_bnq.partition(qsym, qargs, qaux, data_shapes={'data': SHAPE})
     expected = run_symbol(qsym, qargs, qaux, x)[0]
     np.testing.assert_allclose(run_symbol(psym, qargs, qaux, x)[0], expected, rtol=1e-5,

@@ -183,11 +183,11 @@ POOL_SHAPES_AND_AXES = [((2, 8, 5, 5), 1), ((3, 4, 7, 7), 1), ((2, 6, 4, 4), 1),
                         ((3, 4, 9), 1), ((3, 4, 6), 1), ((5, 6), 1), ((2, 5, 3, 8), 2)]
 
 
-def run_pool_reference(case, **attrs):
+def run_pool_reference(case, act=('relu',), **attrs):
     params = dict(ref.BN_DEFAULTS)
     params.update(attrs)
-    return ref.pooled_batch_norm_relu(case['q'], case['gamma'], case['beta'], case['mean'],
-                                      case['var'], case['min_data'], case['max_data'], **params)
+    return ref.pooled_batch_norm(case['q'], case['gamma'], case['beta'], case['mean'],
+                                 case['var'], case['min_data'], case['max_data'], act=act, **params)
 
 
 @pytest.mark.parametrize('shape,axis', POOL_SHAPES_AND_AXES)
@@ -208,6 +208,28 @@ def test_global_avg_pool_op_matches_reference(rng, shape, axis, in_dtype, calibr
     assert (lo, hi) == pytest.approx((lo_ref, hi_ref), rel=1e-5)
     if not calibrated:  # the derived range is the BN+ReLU op's
         assert (lo, hi) == run_op(case, relu=True, **attrs)[1:]
+
+
+@pytest.mark.parametrize('shape,axis', [((2, 8, 5, 5), 1), ((3, 20, 7, 7), 1), ((3, 4, 9), 1)])
+@pytest.mark.parametrize('in_dtype', ['int8', 'uint8'])
+@pytest.mark.parametrize('act', ACTIVATIONS)
+@pytest.mark.parametrize('calibrated', [True, False])
+def test_act_global_avg_pool_op_matches_reference(rng, shape, axis, in_dtype, act, calibrated):
+    """BN + clip / leaky ReLU / ReLU + global average pooling: the real mean of
+    the activation's real values, quantized once (int8 where it can be
+    negative), with clip's bounds applied to every value before the mean,
+    even where the pooled range is smaller than the bound."""
+    case = make_case(rng, shape, axis, in_dtype)
+    attrs = dict(axis=axis, eps=1e-5, fix_gamma=False)
+    if calibrated:  # a pooled range: smaller than the values' own
+        attrs.update(min_calib_range=float(min(ref.activate(-0.5, act), 0)),
+                     max_calib_range=float(ref.activate(1.0, act)))
+    q, lo, hi = run_op(case, pool=True, act=act, **attrs)
+    expected, lo_ref, hi_ref = run_pool_reference(case, act=act, **attrs)
+    assert q.dtype == (np.uint8 if ref.nonnegative(act) else np.int8)
+    assert q.shape == shape[:axis + 1] + (1,) * (len(shape) - axis - 1)
+    assert_within_one_step(q, expected)
+    assert (lo, hi) == pytest.approx((lo_ref, hi_ref), rel=1e-5)
 
 
 @pytest.mark.parametrize('shape', [(4, 16, 7, 7), (4, 16, 2, 7), (8, 16, 4, 7), (4, 8, 8, 8)])

@@ -106,9 +106,10 @@ void CompiledRegion::Builder::BatchNorm(const Node* node, const BatchNormOpAttrs
     const ChannelParams params{gamma.data(), beta.data(), mean.data(), var.data(), c};
     FoldedScaleShift folded;
     std::string error;
-    const bool ok =
-        a.float_input ? FoldScaleShiftFloatInput(a.bn, params, out_type, &folded, &error)
-                      : FoldScaleShift(a.bn, params, min, max, in_type, out_type, &folded, &error);
+    const bool ok = a.float_input
+                        ? FoldScaleShiftFloatInput(a.bn, params, out_type, &folded, &error)
+                        : FoldScaleShift(a.bn, params, min, max, in_type, out_type, &folded, &error,
+                                         a.global_avg_pool);
     if (!ok) throw std::runtime_error(name + ": " + error);
     return folded;
   };
@@ -118,21 +119,23 @@ void CompiledRegion::Builder::BatchNorm(const Node* node, const BatchNormOpAttrs
   const RangeEnd out_lo = run_time ? Slot(range_slot) : Constant(folded.min_output);
   const RangeEnd out_hi = run_time ? Slot(range_slot + 1) : Constant(folded.max_output);
 
+  const dt dst_type = out_type == QuantType::kUint8 ? dt::u8 : dt::s8;
   if (a.global_avg_pool) {
-    // BN+ReLU and the mean in one pass, on planar or channels-last data.
+    // BN+act and the mean in one pass, on planar or channels-last data.
     int src = data;
     if (!IsChannelsLast(in.md) && in.md != PlainDesc(d, in.md.get_data_type())) {
       src = InLayout(node, data, ChannelsLast(in.md));
     }
-    ReluMeanShape shape{
+    MeanShape shape{
         d[0], c, 1,
         IsChannelsLast(r_.values_[src].md) ? MeanLayout::kChannelsLast : MeanLayout::kPlanar};
     for (size_t i = 2; i < d.size(); ++i) shape.count *= d[i];
     dims pooled(d.size(), 1);
     pooled[0] = d[0];
     pooled[1] = c;
-    const int mean = NewValue(PlainDesc(pooled, dt::u8));
-    auto* step = new ReluMeanStep(node->name, src, mean, folded, in.md.get_data_type(), shape);
+    const int mean = NewValue(PlainDesc(pooled, dst_type));
+    auto* step = new ActivationMeanStep(node->name, src, mean, folded, in.md.get_data_type(),
+                                        dst_type, shape);
     r_.steps_.emplace_back(step);
     if (run_time) {
       step->set_rescale([=](Ranges& ranges) {
@@ -145,7 +148,6 @@ void CompiledRegion::Builder::BatchNorm(const Node* node, const BatchNormOpAttrs
     SetOutputs(node, mean, out_lo, out_hi);
     return;
   }
-  const dt dst_type = out_type == QuantType::kUint8 ? dt::u8 : dt::s8;
   if (!a.float_input && IsChannelsLast(in.md) && HandKernelsAllowed()) {
     // dst = src * scale[c] + shift[c] with the hand-vectorized kernel, in NHWC.
     int64_t pixels = 1;

@@ -445,7 +445,8 @@ bool ParseFullyConnected(const Node* node, FullyConnectedAttrs* fc, std::string*
 bool ParseBatchNormOp(const Node* node, BatchNormOpAttrs* bn, std::string* why) {
   std::string error;
   const std::string& op = node->op;
-  const bool act_op = op == kQuantizedBatchNormActOp || op == kBatchNormActQuantizeOp;
+  const bool act_op = op == kQuantizedBatchNormActOp || op == kBatchNormActQuantizeOp ||
+                      op == kQuantizedBatchNormActPoolOp;
   if (!ParseBatchNormAttrs(node->attrs, &bn->bn, &error, act_op)) {
     *why = error;
     return false;
@@ -453,7 +454,7 @@ bool ParseBatchNormOp(const Node* node, BatchNormOpAttrs* bn, std::string* why) 
   if (!act_op && op != kQuantizedBatchNormOp && op != kBatchNormQuantizeOp) {
     bn->bn.act.kind = FusedActivation::Kind::kRelu;  // the _relu ops
   }
-  bn->global_avg_pool = op == kQuantizedBatchNormReluPoolOp;
+  bn->global_avg_pool = op == kQuantizedBatchNormReluPoolOp || op == kQuantizedBatchNormActPoolOp;
   bn->float_input =
       op == kBatchNormQuantizeOp || op == kBatchNormReluQuantizeOp || op == kBatchNormActQuantizeOp;
   const FusedActivation& act = bn->bn.act;

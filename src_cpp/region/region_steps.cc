@@ -56,23 +56,22 @@ float* PrimitiveStep::ConstantFloats(int arg) {
   throw std::runtime_error(name_ + ": no constant argument " + std::to_string(arg));
 }
 
-ReluMeanStep::ReluMeanStep(std::string name, int src, int dst, const FoldedScaleShift& folded,
-                           dnnl::memory::data_type src_type, const ReluMeanShape& shape)
-    : Step(std::move(name)), int8_src_(src_type == dnnl::memory::data_type::s8), shape_(shape) {
+ActivationMeanStep::ActivationMeanStep(std::string name, int src, int dst, FoldedScaleShift folded,
+                                       dnnl::memory::data_type src_type,
+                                       dnnl::memory::data_type dst_type, const MeanShape& shape)
+    : Step(std::move(name)),
+      folded_(std::move(folded)),
+      src_type_(src_type == dnnl::memory::data_type::s8 ? QuantType::kInt8 : QuantType::kUint8),
+      dst_type_(dst_type == dnnl::memory::data_type::s8 ? QuantType::kInt8 : QuantType::kUint8),
+      shape_(shape) {
   reads_.push_back(src);
   writes_.push_back(dst);
-  SetScaleShift(folded);
 }
 
-void ReluMeanStep::Execute(dnnl::stream& stream, const std::vector<Value>& values, Ranges&) {
+void ActivationMeanStep::Execute(dnnl::stream& stream, const std::vector<Value>& values, Ranges&) {
   stream.wait();  // the input comes from the primitive before
-  ReluMeanOfAffine(shape_, int8_src_, values[reads_[0]].data, scale_.data(), shift_.data(),
-                   static_cast<uint8_t*>(values[writes_[0]].data));
-}
-
-void ReluMeanStep::SetScaleShift(FoldedScaleShift folded) {
-  scale_ = std::move(folded.scale);
-  shift_ = std::move(folded.shift);
+  MeanOfActivation(shape_, src_type_, values[reads_[0]].data, folded_, dst_type_,
+                   values[writes_[0]].data);
 }
 
 namespace {

@@ -22,7 +22,7 @@
 #include <utility>
 #include <vector>
 
-#include "../relu_mean_kernel.h"
+#include "../activation_mean_kernel.h"
 #include "../scale_shift_folding.h"
 #include "channel_affine_kernel.h"
 
@@ -111,22 +111,23 @@ class PrimitiveStep : public Step {
   std::unordered_map<int, dnnl::memory> bound_;
 };
 
-// The plugin's BatchNorm+ReLU+global average pooling on int8/uint8 data in
-// a planar (NCHW) or channels-last layout: the mean of each (n, c) from the
-// unrounded BN+ReLU values (relu_mean_kernel.h), so that the op gives the same
-// bits inside a region as outside.
-class ReluMeanStep : public Step {
+// The plugin's BatchNorm+activation+global average pooling on int8/uint8
+// data in a planar (NCHW) or channels-last layout: the mean of each (n, c)
+// from the unrounded values (activation_mean_kernel.h), so that the op gives
+// the same bits inside a region as outside.
+class ActivationMeanStep : public Step {
  public:
-  ReluMeanStep(std::string name, int src, int dst, const FoldedScaleShift& folded,
-               dnnl::memory::data_type src_type, const ReluMeanShape& shape);
+  ActivationMeanStep(std::string name, int src, int dst, FoldedScaleShift folded,
+                     dnnl::memory::data_type src_type, dnnl::memory::data_type dst_type,
+                     const MeanShape& shape);
   void Bind(const dnnl::engine&, const std::vector<Value>&) override {}
   void Execute(dnnl::stream& stream, const std::vector<Value>& values, Ranges& ranges) override;
-  void SetScaleShift(FoldedScaleShift folded);
+  void SetScaleShift(FoldedScaleShift folded) { folded_ = std::move(folded); }
 
  private:
-  std::vector<float> scale_, shift_;
-  bool int8_src_;
-  ReluMeanShape shape_;
+  FoldedScaleShift folded_;
+  QuantType src_type_, dst_type_;
+  MeanShape shape_;
 };
 
 // The plugin's BatchNorm on channels-last int8/uint8 data: dst[p, c] =
