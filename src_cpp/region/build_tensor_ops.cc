@@ -119,6 +119,16 @@ void CompiledRegion::Builder::BatchNorm(const Node* node, const BatchNormOpAttrs
   const RangeEnd out_lo = run_time ? Slot(range_slot) : Constant(folded.min_output);
   const RangeEnd out_hi = run_time ? Slot(range_slot + 1) : Constant(folded.max_output);
 
+  // With a measured input range: fold again into a hand-written step at each forward.
+  auto RefoldAtRunTime = [=](auto* step) {
+    if (!run_time) return;
+    step->set_rescale([=](Ranges& ranges) {
+      FoldedScaleShift f = fold(in_lo.Get(ranges), in_hi.Get(ranges));
+      ranges[range_slot] = f.min_output;
+      ranges[range_slot + 1] = f.max_output;
+      step->SetScaleShift(std::move(f));
+    });
+  };
   const dt dst_type = out_type == QuantType::kUint8 ? dt::u8 : dt::s8;
   if (a.global_avg_pool) {
     // BN+act and the mean in one pass, on planar or channels-last data.
@@ -137,14 +147,7 @@ void CompiledRegion::Builder::BatchNorm(const Node* node, const BatchNormOpAttrs
     auto* step = new ActivationMeanStep(node->name, src, mean, folded, in.md.get_data_type(),
                                         dst_type, shape);
     r_.steps_.emplace_back(step);
-    if (run_time) {
-      step->set_rescale([=](Ranges& ranges) {
-        FoldedScaleShift f = fold(in_lo.Get(ranges), in_hi.Get(ranges));
-        ranges[range_slot] = f.min_output;
-        ranges[range_slot + 1] = f.max_output;
-        step->SetScaleShift(std::move(f));
-      });
-    }
+    RefoldAtRunTime(step);
     SetOutputs(node, mean, out_lo, out_hi);
     return;
   }
@@ -157,14 +160,7 @@ void CompiledRegion::Builder::BatchNorm(const Node* node, const BatchNormOpAttrs
     auto* step = new ChannelAffineStep(node->name, data, dst, folded, in.md.get_data_type(),
                                        dst_type, pixels);
     r_.steps_.emplace_back(step);
-    if (run_time) {
-      step->set_rescale([=](Ranges& ranges) {
-        FoldedScaleShift f = fold(in_lo.Get(ranges), in_hi.Get(ranges));
-        ranges[range_slot] = f.min_output;
-        ranges[range_slot + 1] = f.max_output;
-        step->SetScaleShift(std::move(f));
-      });
-    }
+    RefoldAtRunTime(step);
     SetOutputs(node, dst, out_lo, out_hi);
     return;
   }
