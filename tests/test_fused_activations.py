@@ -256,3 +256,43 @@ def test_mean_head_becomes_the_pooled_op(act, attrs, calib_mode, keepdims):
     expected = run_symbol(qsym, qargs, qaux, x)[0]
     np.testing.assert_allclose(run_symbol(psym, qargs, qaux, x)[0], expected, rtol=1e-5,
                                atol=1e-6 * np.abs(expected).max())
+
+
+def pool_bn_act(pool_type, act):
+    """conv -> ReLU -> pooling -> BN -> act -> conv: MXNet's smart mode leaves
+    the pooling and the BatchNorm fp32 (dequantize -> Pooling -> BatchNorm)."""
+    data = mx.sym.var('data')
+    r = mx.sym.Activation(conv(data, 'conv_a', 8), act_type='relu', name='relu')
+    p = mx.sym.Pooling(r, kernel=(2, 2), stride=(2, 2), pool_type=pool_type, name='pool')
+    bn = mx.sym.BatchNorm(p, fix_gamma=False, eps=1e-5, name='bn')
+    return mx.sym.Flatten(conv(act(bn), 'conv_c', 4, kernel=1), name='flat')
+
+
+@pytest.mark.parametrize('pool_type', ['max', 'avg'])
+@pytest.mark.parametrize('calib_mode', ['naive', 'none'])
+def test_pooling_before_a_batchnorm_is_quantized_only_where_exact(pool_type, calib_mode):
+    """Max pooling commutes with quantization: it becomes MXNet's int8 op and
+    the BatchNorm reads int8.  Calibrated average pooling stays fp32 and the
+    BatchNorm reads its unrounded mean (the float-input op), as fp32 BatchNorm
+    would: MXNet's int8 average pooling would round the mean a second time.
+    Uncalibrated, the BatchNorm would be quantized at run time anyway, so the
+    average pooling becomes int8 too."""
+    act, attrs = ACTIVATIONS[2]  # leaky 0.1
+    sym = pool_bn_act(pool_type, act)
+    args, aux = small_nets.random_params(sym, SHAPE)
+    calib = data(1)
+    qsym, qargs, qaux = quantize(sym, args, aux, calib, calib_mode=calib_mode)
+    left = ops(qsym)
+    assert 'BatchNorm' not in left and 'LeakyReLU' not in left, left
+    float_pool = pool_type == 'avg' and calib_mode == 'naive'
+    assert ('Pooling' in left) == float_pool, left
+    assert ('_contrib_quantized_pooling' in left) != float_pool, left
+    assert_fused(node(qsym, 'bn'), '_contrib_batch_norm_act_quantize' if float_pool else
+                 '_contrib_quantized_batch_norm_act', attrs)
+    if calib_mode == 'naive':
+        fp32_bn, fargs, faux = quantize(sym, args, aux, calib, bn_mode='fp32')
+        x = data(2)[:8]
+        (fp32,) = small_nets.forward(sym, args, aux, x)
+        (int8,) = small_nets.forward(qsym, qargs, qaux, x)
+        (with_fp32_bn,) = small_nets.forward(fp32_bn, fargs, faux, x)
+        assert small_nets.sqnr_db(fp32, int8) >= small_nets.sqnr_db(fp32, with_fp32_bn) - 0.05

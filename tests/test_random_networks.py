@@ -144,7 +144,8 @@ def test_no_more_round_trips_than_mxnet(results):
 
 def test_logits_stay_close_to_the_batchnorms_left_fp32(results):
     """Quantizing the BatchNorms MXNet leaves fp32 costs little: per network at
-    most 2 dB of logit SQNR against Gluon's fp32, on average at most 1 dB."""
+    most 1 dB of logit SQNR against Gluon's fp32, on average at most 0.25 dB
+    (seen: 9 of 12 equal, 0.15 dB on average, at most 0.84)."""
     gaps = [row['fp32']['sqnr'] - row['int8']['sqnr'] for row in results]
     assert all(row['int8']['sqnr'] > 25 for row in results), [r['int8']['sqnr'] for r in results]
-    assert max(gaps) < 2.0 and np.mean(gaps) < 1.0, gaps
+    assert max(gaps) < 1.0 and np.mean(gaps) < 0.25, gaps
