@@ -80,9 +80,12 @@ def compile_library(output):
     sources.append(os.path.join(mx_root, 'src', 'lib_api.cc'))
     os.makedirs(os.path.dirname(output), exist_ok=True)
     # -ffp-contract=off: no fused multiply-add, so float steps round as MXNet's do.
+    # -fno-trapping-math: float selects (the activations in levels) may be
+    # computed on both sides, so those loops vectorize; no value changes, and
+    # the library never unmasks floating-point exceptions.
     # -fopenmp: hand-written steps split their work over OpenMP threads, as oneDNN (gomp) does.
     command = (['g++', '-shared', '-fPIC', '-std=c++17', '-Wall', '-ffp-contract=off',
-                '-fopenmp'] + flags +
+                '-fno-trapping-math', '-fopenmp'] + flags +
                # oneDNN 3.x first: the wheel's include/mkldnn holds MXNet's oneDNN 2.4.
                ['-I' + dnnl_include, '-I' + os.path.join(mx_root, 'include')] +
                sources + ['-o', output, '-L' + dnnl_lib, '-ldnnl',

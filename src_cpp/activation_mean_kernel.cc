@@ -13,7 +13,10 @@ namespace {
 struct LevelAct {
   float slope, lo, hi;
   inline float operator()(float v) const {
-    v = v < 0.f ? v * slope : v;
+    // The product unconditionally, and -fno-trapping-math (setup.py): else
+    // the compiler keeps the branches and the loops do not vectorize.
+    const float scaled = v * slope;
+    v = v < 0.f ? scaled : v;
     v = v < lo ? lo : v;
     return v > hi ? hi : v;
   }
