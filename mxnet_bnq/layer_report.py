@@ -1,13 +1,17 @@
-"""Per-layer report of what quantization did to each BatchNorm, and where
-the int8 regions are.
+"""Per-layer report of what quantization did to each BatchNorm and each
+activation, and where the int8 regions are.
 
 For every BatchNorm of the fp32 model: folded into which convolution, quantized
-(int8), fused with its ReLU (uint8), or left fp32 and why; and, given sample
+(int8), fused with its activation (uint8 where it cannot be negative), or left
+fp32 and why; for every activation: folded into a convolution, fused into a
+BatchNorm op, quantized by MXNet, or left fp32 and why; and, given sample
 data, the signal-to-quantization-noise ratio (dB) of its quantized output
 against the fp32 model, so that a user sees which layer loses accuracy.  For a
 partitioned model, one row per int8 region (its op counts) and one per node
 left to MXNet, with the reason (see regions.py).
 """
+
+import math
 
 import numpy as np
 
@@ -41,20 +45,32 @@ def _act_fate(attrs):
     if act == 'clip':
         act = 'clip(%s, %s)' % (attrs.get('a_min'), attrs.get('a_max'))
         out = 'uint8' if float(attrs.get('a_min', -1)) >= 0 else 'int8'
-    else:
-        act = 'leaky(%s)' % attrs.get('slope', '0.25') if act == 'leaky' else act
-        out = 'uint8' if act == 'relu' or float(attrs.get('slope', 0.25)) <= 0 else 'int8'
+    elif act == 'leaky':
+        out = 'uint8' if float(attrs.get('slope', 0.25)) <= 0 else 'int8'
+        act = 'leaky(%s)' % attrs.get('slope', '0.25')
+    else:  # the curves that cannot be negative: sigmoid, softrelu
+        out = 'uint8' if act in ('relu', 'sigmoid', 'softrelu') else 'int8'
     return 'int8 BN+%s, %s out' % (act, out)
 
 
 def _activate(reference, attrs):
-    """The fused activation of a BatchNorm+act node applied to fp32 values."""
+    """The fused activation of a BatchNorm+act node applied to fp32 values
+    (MXNet's definitions: softrelu is the identity above 20, gelu the erf form)."""
     act = attrs.get('act_type')
+    x = np.asarray(reference, np.float64)
     if act == 'clip':
-        return np.clip(reference, float(attrs['a_min']), float(attrs['a_max']))
+        return np.clip(x, float(attrs['a_min']), float(attrs['a_max']))
     if act == 'leaky':
-        return np.where(reference < 0, reference * float(attrs.get('slope', 0.25)), reference)
-    return np.maximum(reference, 0) if act == 'relu' else reference
+        return np.where(x < 0, x * float(attrs.get('slope', 0.25)), x)
+    if act == 'sigmoid':
+        return 1 / (1 + np.exp(-x))
+    if act == 'tanh':
+        return np.tanh(x)
+    if act == 'softrelu':
+        return np.where(x > 20, x, np.log1p(np.exp(np.minimum(x, 20))))
+    if act == 'gelu':
+        return 0.5 * x * (1 + np.vectorize(math.erf, otypes=[np.float64])(x / math.sqrt(2)))
+    return np.maximum(x, 0) if act == 'relu' else x
 QUANTIZED_RANGE = {np.dtype(t): levels for t, levels in names.QUANTIZED_RANGE.items()}
 
 
@@ -96,12 +112,13 @@ def _fates(fp32_sym, qsym, excluded_sym_names, excluded_op_names):
             continue
         name = node['name']
         qnode = by_name.get(name) or by_name.get(QUANTIZED_PREFIX + name)
-        row = {'layer': name, 'node': None, 'fate': 'removed', 'detail': ''}
+        row = {'kind': 'batch_norm', 'layer': name, 'node': None, 'fate': 'removed', 'detail': ''}
         if qnode is not None and qnode['op'] in FATES:
             attrs = qnode.get('attrs', {})
             fate = FATES[qnode['op']] or _act_fate(attrs)
             if qnode['op'] == names.QUANTIZED_BATCH_NORM_ACT_POOL:
-                fate = fate.replace(', ', '+global avg pool, ')
+                head, out = fate.rsplit(', ', 1)  # not the comma of clip(a, b)
+                fate = head + '+global avg pool, ' + out
             row.update(node=qnode['name'], fate=fate, detail=attrs.get(names.REWRITE_ATTR, ''))
             if qnode['op'] == 'BatchNorm':
                 row['detail'] = _why_fp32(name, excluded_sym_names, excluded_op_names)
@@ -112,9 +129,48 @@ def _fates(fp32_sym, qsym, excluded_sym_names, excluded_op_names):
     # Convolutions the fusion guard duplicated (see fp32_preparation.py).
     all_names = set(by_name) | set(fused_into)
     for name in sorted(n for n in all_names if n.endswith(UNSHARED_SUFFIX)):
-        rows.append({'layer': name[:-len(UNSHARED_SUFFIX)], 'node': name, 'fate': 'fusion guard',
+        rows.append({'kind': 'fusion_guard', 'layer': name[:-len(UNSHARED_SUFFIX)], 'node': name,
+                     'fate': 'fusion guard',
                      'detail': 'convolution duplicated: its BatchNorm is folded into one copy, '
                                'its other consumers read the other'})
+    return rows
+
+
+# The fp32 activations (ops and spellings) a network may have.
+ACTIVATION_OPS = ('Activation', 'relu', 'sigmoid', 'tanh', 'clip', 'LeakyReLU')
+
+
+def _activation_fates(fp32_sym, qsym, excluded_sym_names, excluded_op_names):
+    """One row per activation of `fp32_sym`: folded into a convolution,
+    fused into a BatchNorm op, quantized by MXNet, left fp32 (and why), or
+    removed."""
+    qnodes = symbol_nodes(qsym)
+    by_name = {n['name']: n for n in qnodes}
+    fused_into = {inner: sg for sg in qnodes for inner in _subgraph_names(sg)}
+    fused_by_bn = {n['attrs'][names.FUSED_ACTIVATION_ATTR]: n for n in qnodes
+                   if names.FUSED_ACTIVATION_ATTR in n.get('attrs', {})}
+    rows = []
+    for node in symbol_nodes(fp32_sym):
+        if node['op'] not in ACTIVATION_OPS:
+            continue
+        name = node['name']
+        row = {'kind': 'activation', 'layer': name, 'node': None, 'fate': 'removed', 'detail': ''}
+        bn = fused_by_bn.get(name) or fused_by_bn.get(QUANTIZED_PREFIX + name)
+        quantized = by_name.get(QUANTIZED_PREFIX + name)
+        if bn is not None:
+            row.update(node=bn['name'], fate='fused into ' + bn['op'], detail=bn['name'])
+        elif name in fused_into:
+            conv = fused_into[name]
+            row.update(fate='folded into ' + conv['op'], detail=conv['name'])
+        elif quantized is not None:
+            row.update(node=quantized['name'], fate='quantized by MXNet', detail=quantized['op'])
+        elif name in by_name:
+            if name in (excluded_sym_names or []) or node['op'] in (excluded_op_names or []):
+                why = 'excluded'
+            else:
+                why = 'MXNet quantizes no %s here and no BatchNorm op fused it' % node['op']
+            row.update(node=name, fate='fp32', detail=why)
+        rows.append(row)
     return rows
 
 
@@ -133,7 +189,8 @@ def _dequantize(q, lo, hi):
 
 def report(fp32_sym, qsym, arg_params=None, aux_params=None, qarg_params=None, qaux_params=None,
            data=None, data_name='data', excluded_sym_names=None, excluded_op_names=None):
-    """List of dicts, one per BatchNorm of `fp32_sym`: layer, node (in `qsym`),
+    """List of dicts, one per BatchNorm of `fp32_sym` (kind 'batch_norm'),
+    then one per activation (kind 'activation'): layer, node (in `qsym`),
     fate, detail and, when `data` (one batch, numpy) and all params are given,
     sqnr_db of that layer's quantized output against fp32 (None where the
     layer has no quantized output of its own); the last row is the model output.
@@ -144,12 +201,13 @@ def report(fp32_sym, qsym, arg_params=None, aux_params=None, qarg_params=None, q
     partitioned = qsym
     qsym = expand_regions(qsym)
     rows = _fates(fp32_sym, qsym, excluded_sym_names, excluded_op_names)
+    rows += _activation_fates(fp32_sym, qsym, excluded_sym_names, excluded_op_names)
     rows += _region_rows(partitioned)
     for row in rows:
         row['sqnr_db'] = None
     if data is None or None in (arg_params, aux_params, qarg_params, qaux_params):
         return rows
-    measured = [r for r in rows if r['fate'].startswith('int8')]
+    measured = [r for r in rows if r['kind'] == 'batch_norm' and r['fate'].startswith('int8')]
     if not measured:
         return rows
     if needs_plugin(qsym):
@@ -176,7 +234,8 @@ def report(fp32_sym, qsym, arg_params=None, aux_params=None, qarg_params=None, q
         if 'global avg pool' in row['fate']:  # the BatchNorm's node also pools (NCHW)
             reference = reference.mean(axis=tuple(range(2, reference.ndim)), keepdims=True)
         row['sqnr_db'] = sqnr_db(reference, _dequantize(*q_values[3 * i:3 * i + 3]))
-    rows.append({'layer': '(model output)', 'node': qsym.list_outputs()[0], 'fate': '',
+    rows.append({'kind': 'output', 'layer': '(model output)', 'node': qsym.list_outputs()[0],
+                 'fate': '',
                  'detail': '', 'sqnr_db': sqnr_db(fp32_values[-1], q_values[-1])})
     return rows
 
@@ -189,10 +248,11 @@ def _region_rows(qsym):
     rows = []
     for r in regions['regions']:
         kinds = ', '.join('%s x%d' % kv for kv in sorted(r['op_counts'].items()))
-        rows.append({'layer': r['node'], 'node': r['node'], 'fate': 'region',
+        rows.append({'kind': 'region', 'layer': r['node'], 'node': r['node'], 'fate': 'region',
                      'detail': '%d ops: %s' % (r['ops'], kinds)})
     for n in regions['left_to_mxnet']:
-        rows.append({'layer': n['node'], 'node': n['node'], 'fate': 'left to MXNet',
+        rows.append({'kind': 'left_to_mxnet', 'layer': n['node'], 'node': n['node'],
+                     'fate': 'left to MXNet',
                      'detail': '%s: %s' % (n['op'], n['reason'])})
     return rows
 

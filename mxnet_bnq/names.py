@@ -31,6 +31,8 @@ PLUGIN_ATTR = '__bnq_plugin__'
 # name of the node (a quantized ReLU it fused, or the fp32 activation or
 # BatchNorm before fp32 ops) whose output range the flow then collects.
 MISSING_RELU_RANGE_ATTR = '__bnq_missing_relu_range__'
+# On a BatchNorm op that fused an activation: that activation node's name.
+FUSED_ACTIVATION_ATTR = '__bnq_fused_activation__'
 
 # Quantization levels per max(|min|, |max|) of a tensor's real range.
 QUANTIZED_RANGE = {'int8': 127.5, 'uint8': 255.5}
@@ -46,4 +48,5 @@ def shared_with_library():
     return {'batch_norm_ops': list(BATCH_NORM_OPS), 'region_op': REGION_OP,
             'partitioner': PARTITIONER, 'pass_name': PASS_NAME, 'rewrite_attr': REWRITE_ATTR,
             'plugin_attr': PLUGIN_ATTR, 'missing_relu_range_attr': MISSING_RELU_RANGE_ATTR,
+            'fused_activation_attr': FUSED_ACTIVATION_ATTR,
             'quantized_range': dict(QUANTIZED_RANGE)}

@@ -37,19 +37,30 @@ bool ParseFiniteFloat(const std::string& text, float* value) {
 
 using Kind = FusedActivation::Kind;
 
+struct ActivationName {
+  const char* act_type;
+  Kind kind;
+};
+constexpr ActivationName kActivationNames[] = {
+    {"relu", Kind::kRelu},       {"clip", Kind::kClip}, {"leaky", Kind::kLeaky},
+    {"sigmoid", Kind::kSigmoid}, {"tanh", Kind::kTanh}, {"softrelu", Kind::kSoftRelu},
+    {"gelu", Kind::kGelu}};
+constexpr char kActivationList[] =
+    "'relu', 'clip', 'leaky', 'sigmoid', 'tanh', 'softrelu' or 'gelu'";
+
 // Checks that the activation's keys fit its act_type.
 bool CheckActivation(const std::unordered_map<std::string, std::string>& attrs,
                      const std::string& act_type, FusedActivation* act, std::string* error) {
   if (act_type.empty()) {
-    *error = "act_type is required ('relu', 'clip' or 'leaky')";
+    *error = std::string("act_type is required (") + kActivationList + ")";
     return false;
   }
-  act->kind = act_type == "relu"    ? Kind::kRelu
-              : act_type == "clip"  ? Kind::kClip
-              : act_type == "leaky" ? Kind::kLeaky
-                                    : Kind::kNone;
+  act->kind = Kind::kNone;
+  for (const ActivationName& name : kActivationNames) {
+    if (act_type == name.act_type) act->kind = name.kind;
+  }
   if (act->kind == Kind::kNone) {
-    *error = "unsupported act_type '" + act_type + "' (expected 'relu', 'clip' or 'leaky')";
+    *error = "unsupported act_type '" + act_type + "' (expected " + kActivationList + ")";
     return false;
   }
   const bool clip = act->kind == Kind::kClip;
@@ -73,8 +84,14 @@ bool CheckActivation(const std::unordered_map<std::string, std::string>& attrs,
 }  // namespace
 
 bool NonNegative(const FusedActivation& act) {
-  return act.kind == Kind::kRelu || (act.kind == Kind::kClip && act.a_min >= 0) ||
+  return act.kind == Kind::kRelu || act.kind == Kind::kSigmoid || act.kind == Kind::kSoftRelu ||
+         (act.kind == Kind::kClip && act.a_min >= 0) ||
          (act.kind == Kind::kLeaky && act.slope <= 0);
+}
+
+bool IsCurve(const FusedActivation& act) {
+  return act.kind == Kind::kSigmoid || act.kind == Kind::kTanh || act.kind == Kind::kSoftRelu ||
+         act.kind == Kind::kGelu;
 }
 
 double Activate(const FusedActivation& act, double y) {
@@ -85,6 +102,14 @@ double Activate(const FusedActivation& act, double y) {
       return std::min(std::max(y, static_cast<double>(act.a_min)), static_cast<double>(act.a_max));
     case Kind::kLeaky:
       return y < 0 ? y * act.slope : y;
+    case Kind::kSigmoid:
+      return 1.0 / (1.0 + std::exp(-y));
+    case Kind::kTanh:
+      return std::tanh(y);
+    case Kind::kSoftRelu:  // MXNet's: the identity above 20, where they agree in float
+      return y > 20.0 ? y : std::log1p(std::exp(y));
+    case Kind::kGelu:
+      return 0.5 * y * (1.0 + std::erf(y / std::sqrt(2.0)));
     case Kind::kNone:
       break;
   }

@@ -14,9 +14,11 @@ namespace bnq {
 // none (_contrib_quantized_batch_norm), ReLU (the _relu ops), or as the
 // attributes of the _act ops give it, in MXNet's spellings: act_type 'relu',
 // 'clip' with a_min <= a_max (clip / ReLU6), 'leaky' with slope (LeakyReLU,
-// MXNet's default slope 0.25).
+// MXNet's default slope 0.25), and the curves MXNet's convolution fusion
+// takes: 'sigmoid', 'tanh', 'softrelu' (Activation) and 'gelu' (LeakyReLU,
+// the erf form).
 struct FusedActivation {
-  enum class Kind { kNone, kRelu, kClip, kLeaky };
+  enum class Kind { kNone, kRelu, kClip, kLeaky, kSigmoid, kTanh, kSoftRelu, kGelu };
   Kind kind = Kind::kNone;
   float a_min = 0.f;
   float a_max = 0.f;
@@ -25,6 +27,10 @@ struct FusedActivation {
 
 // The activation's output cannot be negative (the op then writes uint8).
 bool NonNegative(const FusedActivation& act);
+
+// A curve: an activation that does not commute with a positive scale
+// (sigmoid, tanh, softrelu, gelu), so it must see real values, not levels.
+bool IsCurve(const FusedActivation& act);
 
 // act(y) for a real value y.
 double Activate(const FusedActivation& act, double y);

@@ -38,6 +38,9 @@ constexpr char kPluginAttrVersion[] = "1";
 // calibration, or derives its range).  The flow runs the pass once before
 // calibrating to learn which layer outputs to collect.
 constexpr char kMissingReluRangeAttr[] = "__bnq_missing_relu_range__";
+// On a BatchNorm op that fused an activation: that activation node's name
+// (MXNet's quantized ReLU, or the fp32 activation), for reports.
+constexpr char kFusedActivationAttr[] = "__bnq_fused_activation__";
 
 // The plugin's BatchNorm ops.
 inline bool IsPluginOp(const std::string& op) {

@@ -21,7 +21,8 @@
 //   _contrib_quantized_batch_norm_act   quantized BatchNorm followed by the
 //   _contrib_batch_norm_act_quantize    activation of its attributes act_type
 //                                       ('relu', 'clip' with a_min and a_max,
-//                                       'leaky' with slope), uint8 out when
+//                                       'leaky' with slope, 'sigmoid', 'tanh',
+//                                       'softrelu', 'gelu'), uint8 out when
 //                                       the activation cannot be negative
 //                                       (e.g. ReLU6), int8 otherwise.
 //                                       Data: float32, or uint8/int8 holding
@@ -32,7 +33,8 @@
 //                                       input, followed by a quantize).
 //   _contrib_quantized_batch_norm_act_global_avg_pool
 //                                       the _act op followed by the mean,
-//                                       as the _relu_global_avg_pool op.
+//                                       as the _relu_global_avg_pool op
+//                                       (relu, clip and leaky only).
 //
 // Inputs: data, gamma, beta, moving_mean, moving_var, and for the quantized
 // data of the _contrib_quantized_* ops min_data, max_data.
@@ -134,6 +136,12 @@ bool ParseOpAttrs(const OpTraits& traits, const std::unordered_map<std::string, 
                   BatchNormAttrs* parsed, std::string* error) {
   if (!ParseBatchNormAttrs(attrs, parsed, error, traits.act == ActFrom::kAttributes)) return false;
   if (traits.act == ActFrom::kRelu) parsed->act.kind = FusedActivation::Kind::kRelu;
+  if (traits.global_avg_pool && IsCurve(parsed->act)) {
+    // The mean is taken in levels, which only the linear activations allow.
+    *error = "act_type '" + attrs.at("act_type") +
+             "' cannot be fused with global average pooling (relu, clip or leaky can)";
+    return false;
+  }
   return true;
 }
 
@@ -368,13 +376,14 @@ MXReturnValue Compute(const OpTraits& traits, const BatchNormAttrs& attrs,
   shape.negative_slope = folded.negative_slope;
   shape.clamp_lo = folded.clamp_lo;
   shape.clamp_hi = folded.clamp_hi;
+  shape.curve = folded.curve;
   if (traits.global_avg_pool) {
     // The mean of each channel's unrounded BN+act values, in the output range.
     const MeanShape mean_shape{shape.outer, shape.channels, shape.inner, MeanLayout::kPlanar};
     MeanOfActivation(mean_shape, in_type, data.data_ptr, folded, out_type, (*out)[0].data_ptr);
   } else {
     SharedKernel().Run(shape, data.data_ptr, folded.scale.data(), folded.shift.data(),
-                       (*out)[0].data_ptr);
+                       folded.output_scale, (*out)[0].data_ptr);
   }
   *(*out)[1].data<float>() = folded.min_output;
   *(*out)[2].data<float>() = folded.max_output;

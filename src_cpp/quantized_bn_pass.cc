@@ -13,8 +13,9 @@
 //     pooling whose BatchNorm the float-input rewrite takes (BetterLeftFloat).
 //
 //  In each rewrite "[-> act]" is an optional fp32 activation the plugin's ops
-//  fuse (FusableActivation: ReLU, clip / ReLU6, leaky ReLU); with a ReLU the
-//  result is the _relu op, with another activation the _act op.
+//  fuse (FusableActivation: ReLU, clip / ReLU6, leaky ReLU, and the curves
+//  sigmoid, tanh, softrelu, gelu); with a ReLU the result is the _relu op,
+//  with another activation the _act op.
 //
 //  QuantizeBetweenDequantizeAndQuantize: a BatchNorm left fp32 between a
 //  dequantize and a quantize becomes one quantized op:
@@ -33,7 +34,7 @@
 //     its range from relu_calib_ranges (by the act's, else the BatchNorm's
 //     name), else marked missing (__bnq_missing_relu_range__) and derived
 //  FuseDequantizedActivation: a quantized BatchNorm whose activation MXNet
-//  left fp32 (it quantizes no clip or LeakyReLU):
+//  left fp32 (it quantizes only the ReLU):
 //       quantized_batch_norm -> dequantize -> act -> quantize_v2
 //         =>  quantized_batch_norm_relu / _act, with the quantize's range
 //  FuseBatchNormRelu: a quantized BatchNorm and the quantized ReLU after it:
@@ -45,8 +46,10 @@
 //     with the pooled output's range from relu_calib_ranges (by the pooling's
 //     name), else marked missing.  MXNet's int8 pooling rounds twice, and runs
 //     a reference kernel (about 25x slower) on the layout a library op writes.
+//     Not after a curve: the op averages in levels, which a curve forbids.
 //  FuseMeanHead: the same for a mean over H and W in fp32 (a head written
-//  with F.mean), as QuantizeBeforeFloatOps leaves it:
+//  with F.mean, or a global average Pooling smart mode left fp32), as
+//  QuantizeBeforeFloatOps leaves it:
 //       quantized_batch_norm_relu (_act) -> dequantize -> mean(axis=(2, 3))
 //         -> quantize_v2  =>  the pooled op [-> quantized_flatten], with the
 //     quantize's range.
@@ -125,17 +128,32 @@ Node* SoleConsumer(const Graph* graph, const Node* node, int num_outputs) {
 }
 
 // The fp32 activation `node` as the _act ops' attributes (act_type "relu" for
-// a ReLU); false if the plugin's ops cannot fuse it.
+// a ReLU); false if the plugin's ops cannot fuse it.  Activation's act_type
+// and the operators of the same name are the same function.
 bool FusableActivation(const Node* node, std::unordered_map<std::string, std::string>* act) {
   act->clear();
-  if ((node->op == "Activation" && Attr(node, "act_type") == "relu") || node->op == "relu") {
-    (*act)["act_type"] = "relu";
-  } else if (node->op == "clip" && !Attr(node, "a_min").empty() && !Attr(node, "a_max").empty()) {
+  const std::string op = node->op;
+  const std::string act_type = Attr(node, "act_type");
+  if (op == "Activation" && (act_type == "relu" || act_type == "sigmoid" || act_type == "tanh" ||
+                             act_type == "softrelu")) {
+    (*act)["act_type"] = act_type;
+  } else if (op == "relu" || op == "sigmoid" || op == "tanh") {
+    (*act)["act_type"] = op;
+  } else if (op == "clip" && !Attr(node, "a_min").empty() && !Attr(node, "a_max").empty()) {
     *act = {{"act_type", "clip"}, {"a_min", Attr(node, "a_min")}, {"a_max", Attr(node, "a_max")}};
-  } else if (node->op == "LeakyReLU" && Attr(node, "act_type", "leaky") == "leaky") {
+  } else if (op == "LeakyReLU" && Attr(node, "act_type", "leaky") == "leaky") {
     *act = {{"act_type", "leaky"}, {"slope", Attr(node, "slope", "0.25")}};
+  } else if (op == "LeakyReLU" && act_type == "gelu") {
+    (*act)["act_type"] = "gelu";
   }
   return !act->empty();
+}
+
+// The plugin op's activation is a curve (the pooled ops cannot take it).
+bool HasCurve(const Node* bn) {
+  const std::string act_type = Attr(bn, "act_type");
+  return act_type == "sigmoid" || act_type == "tanh" || act_type == "softrelu" ||
+         act_type == "gelu";
 }
 
 bool IsFusableActivation(const Node* node) {
@@ -171,6 +189,7 @@ void BecomeFused(Node* bn, const Node* act_node, const FusedOps& ops) {
     for (const auto& kv : act) bn->attrs[kv.first] = kv.second;
   }
   NoteRewrite(bn, IsRelu(act) ? "fused_relu" : "fused_" + act.at("act_type"));
+  bn->attrs[kFusedActivationAttr] = act_node->name;
 }
 
 // An fp32 BatchNorm whose only use is a quantize_v2, possibly through an fp32
@@ -456,6 +475,7 @@ void FuseBatchNormRelu(Graph* graph, const PassOptions& options) {
     // pre-ReLU calibration, or derives its range at run time.
     RangeFromOptions(options, act->name, bn);
     NoteRewrite(bn, "fused_relu");
+    bn->attrs[kFusedActivationAttr] = act->name;
     TakeOverOutputs(graph, act, bn);
   }
 }
@@ -469,10 +489,11 @@ bool IsGlobalAvgPooling(const Node* node) {
          (layout == "None" || layout == "NCW" || layout == "NCHW" || layout == "NCDHW");
 }
 
-// The pooled form of a quantized BatchNorm+ReLU or +act op (nullptr for others).
+// The pooled form of a quantized BatchNorm+ReLU or +act op (nullptr for
+// others, and for a curve).
 const char* PooledOp(const Node* bn) {
   if (bn->op == kQuantizedBatchNormReluOp) return kQuantizedBatchNormReluPoolOp;
-  if (bn->op == kQuantizedBatchNormActOp) return kQuantizedBatchNormActPoolOp;
+  if (bn->op == kQuantizedBatchNormActOp && !HasCurve(bn)) return kQuantizedBatchNormActPoolOp;
   return nullptr;
 }
 
@@ -515,9 +536,21 @@ bool IsSpatialMean(const Node* node, bool* keepdims) {
          ParseBool(Attr(node, "keepdims", "false"), keepdims);
 }
 
-// quantized_batch_norm_relu (_act) -> dequantize -> mean(axis=(2, 3)) ->
-// quantize_v2  =>  the pooled op [-> quantized_flatten], with the quantize's
-// range (calibrated on the mean: the classifier's input).
+// An fp32 global average pooling of NCHW data (gluon's GlobalAvgPool2D),
+// which keeps H and W as 1.
+bool IsFloatGlobalAvgPooling(const Node* node) {
+  bool global = false;
+  const std::string layout = Attr(node, "layout", "None");
+  return node->op == "Pooling" && node->inputs.size() == 1 &&
+         Attr(node, "pool_type", "max") == "avg" &&
+         ParseBool(Attr(node, "global_pool", "false"), &global) && global &&
+         (layout == "None" || layout == "NCHW");
+}
+
+// quantized_batch_norm_relu (_act) -> dequantize -> mean(axis=(2, 3)) (or an
+// fp32 global average Pooling) -> quantize_v2  =>  the pooled op
+// [-> quantized_flatten], with the quantize's range (calibrated on the mean:
+// the classifier's input).
 void FuseMeanHead(Graph* graph, const PassOptions& options) {
   for (Node* bn : NodesInOrder(graph)) {
     const char* pooled = PooledOp(bn);
@@ -529,7 +562,12 @@ void FuseMeanHead(Graph* graph, const PassOptions& options) {
     }
     Node* mean = SoleConsumer(graph, dequantize, 1);
     bool keepdims = false;
-    if (mean == nullptr || !IsSpatialMean(mean, &keepdims) || IsExcluded(options, mean)) continue;
+    if (mean == nullptr || IsExcluded(options, mean)) continue;
+    if (IsFloatGlobalAvgPooling(mean)) {
+      keepdims = true;
+    } else if (!IsSpatialMean(mean, &keepdims)) {
+      continue;
+    }
     Node* quantize = SoleConsumer(graph, mean, 1);
     if (quantize == nullptr || quantize->op != kQuantize || IsExcluded(options, quantize)) {
       continue;

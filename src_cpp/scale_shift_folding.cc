@@ -104,18 +104,44 @@ void FillActivation(const FusedActivation& act, double levels_per_unit, QuantTyp
 }
 
 // q_out = (a * x + b) / step_out with x = q_in * step_in; a zero output range
-// maps everything to 0.
+// maps everything to 0.  With a curve the map stops at a * x + b (real
+// values) and output_scale = 1 / step_out follows the curve.
 void FillScaleShift(const std::vector<double>& a, const std::vector<double>& b, double step_in,
                     double range_out, QuantType out_type, const FusedActivation& act,
                     bool mean_follows, FoldedScaleShift* folded) {
   const double levels_per_unit = range_out > 0 ? QuantizedRange(out_type) / range_out : 0.0;
   FillActivation(act, levels_per_unit, out_type, mean_follows, folded);
+  double map_levels = levels_per_unit;
+  if (IsCurve(act)) {
+    folded->curve = act.kind;
+    folded->output_scale = ClampToFactor(levels_per_unit);
+    map_levels = 1.0;
+  }
   folded->scale.resize(a.size());
   folded->shift.resize(a.size());
   for (size_t c = 0; c < a.size(); ++c) {
-    folded->scale[c] = ClampToFactor(a[c] * step_in * levels_per_unit);
-    folded->shift[c] = ClampToFactor(b[c] * levels_per_unit);
+    folded->scale[c] = ClampToFactor(a[c] * step_in * map_levels);
+    folded->shift[c] = ClampToFactor(b[c] * map_levels);
   }
+}
+
+// The least and greatest act(y) over y in [lo, hi] (which holds 0).  The
+// linear activations have their kinks at 0 or at the clip bounds, and the
+// curves are monotonic except gelu, whose minimum is inside: the extremes
+// are at the ends, at 0, or at gelu's minimum.
+void ActivationExtremes(const FusedActivation& act, double lo, double hi, double* act_lo,
+                        double* act_hi) {
+  std::vector<double> ys = {lo, hi, 0.0};
+  constexpr double kGeluArgMin = -0.751791524693564457;  // where d/dy gelu(y) = 0
+  if (act.kind == FusedActivation::Kind::kGelu && lo < kGeluArgMin) ys.push_back(kGeluArgMin);
+  *act_lo = std::numeric_limits<double>::infinity();
+  *act_hi = -std::numeric_limits<double>::infinity();
+  for (double y : ys) {
+    *act_lo = std::min(*act_lo, Activate(act, y));
+    *act_hi = std::max(*act_hi, Activate(act, y));
+  }
+  *act_lo = std::min(*act_lo, 0.0);
+  *act_hi = std::max(*act_hi, 0.0);
 }
 
 }  // namespace
@@ -134,6 +160,10 @@ bool FoldScaleShift(const BatchNormAttrs& attrs, const ChannelParams& params, fl
     return false;
   }
   if (!CheckOutputType(attrs, out_type, error)) return false;
+  if (mean_follows && IsCurve(attrs.act)) {
+    *error = "global average pooling after a curve (sigmoid, tanh, softrelu, gelu) is not fused";
+    return false;
+  }
   std::vector<double> a, b;
   if (!BatchNormAffine(attrs, params, &a, &b, error)) return false;
 
@@ -155,11 +185,8 @@ bool FoldScaleShift(const BatchNormAttrs& attrs, const ChannelParams& params, fl
       lo = std::min(lo, std::min(y1, y2));
       hi = std::max(hi, std::max(y1, y2));
     }
-    // The activation's values over [lo, hi] (which holds 0): piecewise
-    // linear with its kinks at 0 or the clip bounds, so the extremes are at
-    // the ends or at 0.
-    const double act_lo = std::min({Activate(attrs.act, lo), Activate(attrs.act, hi), 0.0});
-    const double act_hi = std::max({Activate(attrs.act, lo), Activate(attrs.act, hi), 0.0});
+    double act_lo = 0.0, act_hi = 0.0;
+    ActivationExtremes(attrs.act, lo, hi, &act_lo, &act_hi);
     const bool unsigned_out = out_type == QuantType::kUint8;
     range_out = unsigned_out ? act_hi : std::max(std::fabs(act_lo), act_hi);
     if (!std::isfinite(range_out) || range_out > 3.0e38) {

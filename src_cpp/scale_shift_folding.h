@@ -8,6 +8,11 @@
 // for clip with its bounds scaled), so the activation applies to the values
 // in levels: a negative slope, and clamp bounds where saturation alone does
 // not clip (ReLU and ReLU6 with its range within [0, 6] need neither).
+// A curve (sigmoid, tanh, softrelu, gelu) does not commute: the map then
+// gives real values, the curve applies to them, and a last factor turns the
+// result into levels,
+//
+//     q_out = saturate(round(curve(q_in * scale[c] + shift[c]) * output_scale))
 //
 // using MXNet's quantization conventions: a tensor of type int8 with range
 // [min, max] holds real values q * max(|min|, |max|) / 127.5, a uint8 tensor
@@ -50,6 +55,10 @@ struct FoldedScaleShift {
   float negative_slope = 1.f;
   float clamp_lo = -std::numeric_limits<float>::infinity();
   float clamp_hi = std::numeric_limits<float>::infinity();
+  // A curve (IsCurve), kNone otherwise; output_scale is then the output's
+  // levels per real unit (1 without a curve: scale and shift give levels).
+  FusedActivation::Kind curve = FusedActivation::Kind::kNone;
+  float output_scale = 1.f;
   // Real range of the quantized output, as written to min_output/max_output.
   float min_output = 0.f;
   float max_output = 0.f;
@@ -62,7 +71,8 @@ struct FoldedScaleShift {
 // the activation's output range.  `mean_follows`: the values are averaged
 // (global average pooling) before they are rounded and saturated, so the
 // activation's bounds are all explicit (a ReLU as clamp_lo 0, clip's bounds
-// wherever they are), and the range is the mean's.
+// wherever they are), and the range is the mean's; curves cannot be averaged
+// that way (the mean kernel works in levels), so they are an error then.
 // Returns false and sets `error` for invalid parameters or ranges.
 bool FoldScaleShift(const BatchNormAttrs& attrs, const ChannelParams& params, float min_data,
                     float max_data, QuantType in_type, QuantType out_type, FoldedScaleShift* folded,

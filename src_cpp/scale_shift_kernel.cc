@@ -1,6 +1,8 @@
 #include "scale_shift_kernel.h"
 
 #include <algorithm>
+#include <stdexcept>
+#include <unordered_map>
 
 namespace bnq {
 namespace {
@@ -36,26 +38,65 @@ void AppendActivation(float negative_slope, float clamp_lo, float clamp_hi, dnnl
   }
 }
 
+namespace {
+
+dnnl::algorithm CurveAlgorithm(FusedActivation::Kind curve) {
+  using Kind = FusedActivation::Kind;
+  switch (curve) {
+    case Kind::kSigmoid:
+      return dnnl::algorithm::eltwise_logistic;
+    case Kind::kTanh:
+      return dnnl::algorithm::eltwise_tanh;
+    case Kind::kSoftRelu:  // log(1 + exp(alpha x)) / alpha
+      return dnnl::algorithm::eltwise_soft_relu;
+    case Kind::kGelu:  // MXNet's gelu is the erf form
+      return dnnl::algorithm::eltwise_gelu_erf;
+    default:
+      break;
+  }
+  throw std::invalid_argument("not a curve");
+}
+
+}  // namespace
+
+dnnl::memory::desc ScalarDesc(int ndims) {
+  return {dnnl::memory::dims(ndims, 1), dt::f32, dnnl::memory::dims(ndims, 1)};
+}
+
+int AppendCurve(FusedActivation::Kind curve, int ndims, dnnl::post_ops* ops) {
+  if (curve == FusedActivation::Kind::kNone) return 0;
+  ops->append_eltwise(CurveAlgorithm(curve), 1.f, 0.f);
+  ops->append_binary(dnnl::algorithm::binary_mul, ScalarDesc(ndims));
+  return DNNL_ARG_ATTR_MULTIPLE_POST_OP(ops->len() - 1) | DNNL_ARG_SRC_1;
+}
+
 ScaleShiftKernel::ScaleShiftKernel() : engine_(dnnl::engine::kind::cpu, 0) {}
+
+// The post-ops after the multiply; sets the output scale's argument (0: none).
+dnnl::post_ops ScaleShiftKernel::PostOps(const ScaleShiftShape& shape, int* output_scale_arg) {
+  dnnl::post_ops ops;
+  ops.append_binary(dnnl::algorithm::binary_add,
+                    dnnl::memory::desc(ChannelDims(shape), dt::f32, PlainTag(shape)));
+  AppendActivation(shape.negative_slope, shape.clamp_lo, shape.clamp_hi, &ops);
+  *output_scale_arg = AppendCurve(shape.curve, static_cast<int>(DataDims(shape).size()), &ops);
+  return ops;
+}
 
 dnnl::binary ScaleShiftKernel::MakePrimitive(const ScaleShiftShape& shape) const {
   const auto plain = PlainTag(shape);
   const dnnl::memory::desc src_md(DataDims(shape), shape.src_type, plain);
   const dnnl::memory::desc channel_md(ChannelDims(shape), dt::f32, plain);
   const dnnl::memory::desc dst_md(DataDims(shape), shape.dst_type, plain);
-
-  dnnl::post_ops ops;
-  ops.append_binary(dnnl::algorithm::binary_add, channel_md);
-  AppendActivation(shape.negative_slope, shape.clamp_lo, shape.clamp_hi, &ops);
+  int unused = 0;
   dnnl::primitive_attr attr;
-  attr.set_post_ops(ops);
+  attr.set_post_ops(PostOps(shape, &unused));
   const dnnl::binary::primitive_desc pd(engine_, dnnl::algorithm::binary_mul, src_md, channel_md,
                                         dst_md, attr);
   return dnnl::binary(pd);
 }
 
 void ScaleShiftKernel::Run(const ScaleShiftShape& shape, const void* src, const float* scale,
-                           const float* shift, void* dst) {
+                           const float* shift, float output_scale, void* dst) {
   dnnl::binary prim = cache_.Get(shape, [&] { return MakePrimitive(shape); });
   const auto plain = PlainTag(shape);
   // oneDNN takes non-const handles; src, scale and shift are only read.
@@ -64,11 +105,19 @@ void ScaleShiftKernel::Run(const ScaleShiftShape& shape, const void* src, const 
   dnnl::memory shift_mem({ChannelDims(shape), dt::f32, plain}, engine_, const_cast<float*>(shift));
   dnnl::memory dst_mem({DataDims(shape), shape.dst_type, plain}, engine_, dst);
 
+  std::unordered_map<int, dnnl::memory> args = {
+      {DNNL_ARG_SRC_0, src_mem},
+      {DNNL_ARG_SRC_1, scale_mem},
+      {DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, shift_mem},
+      {DNNL_ARG_DST, dst_mem}};
+  int output_scale_arg = 0;
+  PostOps(shape, &output_scale_arg);
+  if (output_scale_arg != 0) {
+    const int ndims = static_cast<int>(DataDims(shape).size());
+    args[output_scale_arg] = dnnl::memory(ScalarDesc(ndims), engine_, &output_scale);
+  }
   dnnl::stream stream(engine_);
-  prim.execute(stream, {{DNNL_ARG_SRC_0, src_mem},
-                        {DNNL_ARG_SRC_1, scale_mem},
-                        {DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, shift_mem},
-                        {DNNL_ARG_DST, dst_mem}});
+  prim.execute(stream, args);
   stream.wait();
 }
 

@@ -6,7 +6,9 @@
 // as one oneDNN `binary` primitive (multiply by scale) with a `binary` add
 // post-op (shift) and, for leaky ReLU or clip bounds, an eltwise post-op
 // (relu with alpha = slope, clip), on plain row-major data viewed as
-// (outer, channels, inner).
+// (outer, channels, inner).  A curve is an eltwise post-op too, followed by
+// a binary multiply by the output scale (a scalar argument, so that a range
+// found at run time needs no new primitive).
 // oneDNN runs it multi-threaded at close to memory speed on plain layouts,
 // unlike its s8 batch_normalization primitive.  Rounding is to nearest even,
 // saturating to the destination type.
@@ -35,11 +37,12 @@ struct ScaleShiftShape {
   float negative_slope = 1.f;
   float clamp_lo = -std::numeric_limits<float>::infinity();
   float clamp_hi = std::numeric_limits<float>::infinity();
+  FusedActivation::Kind curve = FusedActivation::Kind::kNone;
 
   bool operator==(const ScaleShiftShape& o) const {
     return outer == o.outer && channels == o.channels && inner == o.inner &&
            src_type == o.src_type && dst_type == o.dst_type && negative_slope == o.negative_slope &&
-           clamp_lo == o.clamp_lo && clamp_hi == o.clamp_hi;
+           clamp_lo == o.clamp_lo && clamp_hi == o.clamp_hi && curve == o.curve;
   }
 };
 
@@ -51,6 +54,14 @@ inline dnnl::memory::data_type ToDnnl(QuantType t) {
 // clamp bounds) to `ops` as eltwise post-ops; nothing for none.
 void AppendActivation(float negative_slope, float clamp_lo, float clamp_hi, dnnl::post_ops* ops);
 
+// Appends a curve (FoldedScaleShift::curve) and the multiply by the output
+// scale, read from a one-element f32 memory of `ndims` dimensions; returns
+// that memory's execution argument, or 0 without a curve (nothing appended).
+int AppendCurve(FusedActivation::Kind curve, int ndims, dnnl::post_ops* ops);
+
+// The one-element f32 memory descriptor of AppendCurve's output scale.
+dnnl::memory::desc ScalarDesc(int ndims);
+
 class ScaleShiftKernel {
  public:
   static constexpr size_t kCacheCapacity = 8;
@@ -58,13 +69,15 @@ class ScaleShiftKernel {
   ScaleShiftKernel();
 
   // Throws dnnl::error on a oneDNN failure.
+  // `output_scale` is FoldedScaleShift's (used with a curve only).
   void Run(const ScaleShiftShape& shape, const void* src, const float* scale, const float* shift,
-           void* dst);
+           float output_scale, void* dst);
 
   // The primitive cache's (hits, misses).
   std::pair<uint64_t, uint64_t> CacheCounts() { return cache_.Counts(); }
 
  private:
+  static dnnl::post_ops PostOps(const ScaleShiftShape& shape, int* output_scale_arg);
   dnnl::binary MakePrimitive(const ScaleShiftShape& shape) const;
 
   dnnl::engine engine_;

@@ -23,6 +23,7 @@ std::string SharedNamesJson() {
          ", \"rewrite_attr\": " + Quoted(bnq::kRewriteAttr) +
          ", \"plugin_attr\": " + Quoted(bnq::kPluginAttr) +
          ", \"missing_relu_range_attr\": " + Quoted(bnq::kMissingReluRangeAttr) +
+         ", \"fused_activation_attr\": " + Quoted(bnq::kFusedActivationAttr) +
          ", \"quantized_range\": {\"int8\": " +
          std::to_string(bnq::QuantizedRange(bnq::QuantType::kInt8)) +
          ", \"uint8\": " + std::to_string(bnq::QuantizedRange(bnq::QuantType::kUint8)) + "}}";

@@ -5,6 +5,8 @@ input, apply BatchNorm in float64, quantize the result.  A tensor of type
 int8 with range [min, max] holds q * max(|min|, |max|) / 127.5, a uint8 one
 q * max(|min|, |max|) / 255.5 (MXNet's quantization_utils.h).
 """
+import math
+
 import numpy as np
 
 QUANTIZED_RANGE = {'int8': 127.5, 'uint8': 255.5}
@@ -47,32 +49,51 @@ def batch_norm(x, gamma, beta, mean, var, eps, fix_gamma, axis):
 
 def activate(y, act):
     """The fused activation of real values: None, ('relu',), ('clip', a_min,
-    a_max) or ('leaky', slope), as MXNet's Activation, clip and LeakyReLU."""
+    a_max), ('leaky', slope), ('sigmoid',), ('tanh',), ('softrelu',) or
+    ('gelu',), as MXNet's Activation, clip and LeakyReLU define them."""
     if act is None:
         return y
+    y = np.asarray(y, np.float64)
     if act[0] == 'relu':
         return np.maximum(y, 0.0)
     if act[0] == 'clip':
         return np.clip(y, act[1], act[2])
-    assert act[0] == 'leaky', act
-    return np.where(y < 0, y * act[1], y)
+    if act[0] == 'leaky':
+        return np.where(y < 0, y * act[1], y)
+    if act[0] == 'sigmoid':
+        return 1.0 / (1.0 + np.exp(-y))
+    if act[0] == 'tanh':
+        return np.tanh(y)
+    if act[0] == 'softrelu':  # log(1 + e^y); MXNet returns y itself above 20
+        return np.where(y > 20, y, np.log1p(np.exp(np.minimum(y, 20))))
+    assert act[0] == 'gelu', act  # the erf form (LeakyReLU act_type='gelu')
+    return 0.5 * y * (1.0 + erf(y / np.sqrt(2.0)))
+
+
+def erf(x):
+    """The error function, elementwise (numpy has none; math.erf is exact to double)."""
+    return np.vectorize(math.erf, otypes=[np.float64])(x)
 
 
 def nonnegative(act):
     """The activation's output cannot be negative (the op writes uint8)."""
-    return act is not None and (act[0] == 'relu' or (act[0] == 'clip' and act[1] >= 0)
+    return act is not None and (act[0] in ('relu', 'sigmoid', 'softrelu')
+                                or (act[0] == 'clip' and act[1] >= 0)
                                 or (act[0] == 'leaky' and act[1] <= 0))
 
 
 def derived_output_range(in_dtype, min_data, max_data, gamma, beta, mean, var, eps, fix_gamma,
                          act):
-    """Output range without calibration: the activation of the BatchNorm of
-    the extreme input values (and of 0, where a leaky ReLU turns)."""
+    """Output range without calibration: the extremes of the activation over
+    the BatchNorm's values, found on a fine grid between the BatchNorm of the
+    extreme input values (and 0)."""
     lo, hi = LIMITS[in_dtype]
     extremes = np.array([lo, hi], np.float64) * step(in_dtype, min_data, max_data)
     ys = batch_norm(np.repeat(extremes[:, None], len(mean), axis=1), gamma, beta, mean, var, eps,
                     fix_gamma, axis=1)
-    values = activate(np.array([ys.min(), ys.max(), 0.0]), act)
+    lo_y, hi_y = min(ys.min(), 0.0), max(ys.max(), 0.0)
+    # A grid, not the kinks: the reference knows nothing of where each curve turns.
+    values = activate(np.concatenate([[lo_y, hi_y, 0.0], np.linspace(lo_y, hi_y, 200001)]), act)
     top = values.max()
     if nonnegative(act):
         return 0.0, top

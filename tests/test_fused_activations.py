@@ -22,6 +22,18 @@ ACTIVATIONS = [
     (lambda x: mx.sym.LeakyReLU(x, name='act'), {'act_type': 'leaky', 'slope': '0.25'}),
 ]
 IDS = ['relu6', 'clip', 'leaky0.1', 'leaky_default']
+# The curves MXNet's convolution fusion takes, in their usual spellings.
+CURVES = [
+    (lambda x: mx.sym.sigmoid(x, name='act'), {'act_type': 'sigmoid'}),
+    (lambda x: mx.sym.Activation(x, act_type='tanh', name='act'), {'act_type': 'tanh'}),
+    (lambda x: mx.sym.Activation(x, act_type='softrelu', name='act'), {'act_type': 'softrelu'}),
+    (lambda x: mx.sym.LeakyReLU(x, act_type='gelu', name='act'), {'act_type': 'gelu'}),
+]
+CURVE_IDS = ['sigmoid', 'tanh', 'softrelu', 'gelu']
+ACTIVATIONS += CURVES
+IDS += CURVE_IDS
+# Every op an fp32 activation may be left as.
+ACTIVATION_OPS = {'clip', 'LeakyReLU', 'relu', 'Activation', 'sigmoid', 'tanh'}
 
 
 def nodes(sym):
@@ -95,7 +107,7 @@ def test_bn_and_fp32_activation_become_one_op(act, attrs, calib_mode, quantize_m
     assert ('quantized_bn' in [n['name'] for n in nodes(unfused)]) == (quantize_mode == 'full')
     assert_fused(fused_node(qsym), '_contrib_quantized_batch_norm_act', attrs)
     left = ops(qsym)
-    assert 'clip' not in left and 'LeakyReLU' not in left and 'BatchNorm' not in left, left
+    assert not (ACTIVATION_OPS | {'BatchNorm'}) & set(left), left
     assert left.count('_contrib_dequantize') < ops(unfused).count('_contrib_dequantize')
     x = data(2)[:8]
     (fp32,) = small_nets.forward(sym, args, aux, x)
@@ -169,8 +181,8 @@ def bn_act_before_reduction(act, reduce=mx.sym.sum, keepdims=False):
 RELU = (lambda x: mx.sym.relu(x, name='act'), {})
 
 
-@pytest.mark.parametrize('act,attrs', ACTIVATIONS[:3] + [RELU, (None, {})],
-                         ids=IDS[:3] + ['relu', 'none'])
+@pytest.mark.parametrize('act,attrs', ACTIVATIONS[:3] + [RELU, (None, {})] + CURVES[1:2],
+                         ids=IDS[:3] + ['relu', 'none'] + CURVE_IDS[1:2])
 @pytest.mark.parametrize('calib_mode', ['naive', 'entropy', 'none'])
 def test_bn_before_fp32_ops_is_quantized_with_its_own_range(act, attrs, calib_mode):
     """dequantize -> BN [-> act] -> sum: the BatchNorm (and activation) run
@@ -187,7 +199,7 @@ def test_bn_before_fp32_ops_is_quantized_with_its_own_range(act, attrs, calib_mo
                    '_contrib_quantized_batch_norm')
     assert_fused(bn, expected_op, attrs)
     left = ops(qsym)
-    assert not {'BatchNorm', 'clip', 'LeakyReLU', 'relu', 'Activation'} & set(left), left
+    assert not (ACTIVATION_OPS | {'BatchNorm'}) & set(left), left
 
     def round_trips(s):
         return sum(op in ('_contrib_quantize_v2', '_contrib_dequantize') for op in ops(s))
@@ -258,6 +270,57 @@ def test_mean_head_becomes_the_pooled_op(act, attrs, calib_mode, keepdims):
                                atol=1e-6 * np.abs(expected).max())
 
 
+def global_avg_pool(x, axis, keepdims, name):
+    """gluon's GlobalAvgPool2D, as the reduction of bn_act_before_reduction."""
+    del axis, keepdims  # over H and W, keeping them as 1
+    return mx.sym.Pooling(x, kernel=(1, 1), global_pool=True, pool_type='avg', name=name)
+
+
+@pytest.mark.parametrize('act,attrs', ACTIVATIONS[:3] + [RELU], ids=IDS[:3] + ['relu'])
+def test_fp32_global_avg_pooling_head_becomes_the_pooled_op(act, attrs):
+    """A GlobalAvgPool2D head is one pooled op, no flatten: whether smart
+    mode left it fp32 (its BatchNorm was fp32 then: the same head as F.mean)
+    or quantized it (after MXNet's own quantized BN and ReLU)."""
+    sym = bn_act_before_reduction(act, global_avg_pool)
+    args, aux = small_nets.random_params(sym, SHAPE)
+    qsym, qargs, qaux = quantize(sym, args, aux, data(1))
+    bn = fused_node(qsym)
+    assert_fused(bn, ('_contrib_quantized_batch_norm_act_global_avg_pool' if attrs else
+                      '_contrib_quantized_batch_norm_relu_global_avg_pool'), attrs)
+    left = ops(qsym)
+    assert 'Pooling' not in left and '_contrib_quantized_flatten' not in left, left
+    assert left.count('_contrib_quantize_v2') == 1 and '_contrib_dequantize' not in left, left
+    x = data(2)[:8]
+    (fp32,) = small_nets.forward(sym, args, aux, x)
+    assert small_nets.sqnr_db(fp32, small_nets.forward(qsym, qargs, qaux, x)[0]) > 20
+
+
+@pytest.mark.parametrize('act,attrs', CURVES, ids=CURVE_IDS)
+def test_mean_after_a_curve_stays_fp32(act, attrs):
+    """The pooled op averages in levels, which a curve does not allow: BN +
+    curve becomes one op, and the mean after it stays fp32."""
+    sym = bn_act_before_reduction(act, mx.sym.mean)
+    args, aux = small_nets.random_params(sym, SHAPE)
+    qsym, qargs, qaux = quantize(sym, args, aux, data(1))
+    assert_fused(node(qsym, 'bn'), '_contrib_quantized_batch_norm_act', attrs)
+    assert 'mean' in ops(qsym)
+    x = data(2)[:8]
+    (fp32,) = small_nets.forward(sym, args, aux, x)
+    assert small_nets.sqnr_db(fp32, small_nets.forward(qsym, qargs, qaux, x)[0]) > 20
+
+
+@pytest.mark.parametrize('spelling,act_type', [
+    (lambda x: mx.sym.Activation(x, act_type='sigmoid', name='act'), 'sigmoid'),
+    (lambda x: mx.sym.tanh(x, name='act'), 'tanh'),
+])
+def test_other_spellings_of_the_curves_are_fused(spelling, act_type):
+    sym = bn_act_after_add(spelling)
+    args, aux = small_nets.random_params(sym, SHAPE)
+    qsym, _, _ = quantize(sym, args, aux, data(1))
+    assert_fused(fused_node(qsym), '_contrib_quantized_batch_norm_act', {'act_type': act_type})
+    assert not ACTIVATION_OPS & set(ops(qsym)), ops(qsym)
+
+
 def pool_bn_act(pool_type, act):
     """conv -> ReLU -> pooling -> BN -> act -> conv: MXNet's smart mode leaves
     the pooling and the BatchNorm fp32 (dequantize -> Pooling -> BatchNorm)."""
@@ -296,3 +359,29 @@ def test_pooling_before_a_batchnorm_is_quantized_only_where_exact(pool_type, cal
         (int8,) = small_nets.forward(qsym, qargs, qaux, x)
         (with_fp32_bn,) = small_nets.forward(fp32_bn, fargs, faux, x)
         assert small_nets.sqnr_db(fp32, int8) >= small_nets.sqnr_db(fp32, with_fp32_bn) - 0.05
+
+
+def test_report_gives_every_activation_its_fate():
+    """mxnet_bnq.report has a row per activation: folded into MXNet's conv,
+    fused into a BatchNorm op, quantized by MXNet, or left fp32 with why."""
+    x = mx.sym.var('data')
+    folded = mx.sym.Activation(mx.sym.BatchNorm(conv(x, 'conv_a', 8), name='bn_a'),
+                               act_type='relu', name='relu_a')
+    pooled = mx.sym.Pooling(folded, kernel=(2, 2), stride=(2, 2), pool_type='max', name='pool')
+    by_mxnet = mx.sym.Activation(pooled, act_type='relu', name='relu_p')
+    s = conv(by_mxnet, 'conv_b', 8) + conv(by_mxnet, 'conv_c', 8)
+    curve = mx.sym.Activation(mx.sym.BatchNorm(s, fix_gamma=False, name='bn_t'), act_type='tanh',
+                              name='tanh_t')
+    sym = mx.sym.sigmoid(conv(curve, 'conv_d', 4, kernel=1), name='sigmoid_out')
+    args, aux = small_nets.random_params(sym, SHAPE)
+    qsym, _, _ = quantize(sym, args, aux, data(1))
+    rows = {r['layer']: r for r in mxnet_bnq.report(sym, qsym) if r['kind'] == 'activation'}
+    assert set(rows) == {'relu_a', 'relu_p', 'tanh_t', 'sigmoid_out'}, rows
+    assert rows['relu_a']['fate'] == 'folded into _sg_mkldnn_conv', rows['relu_a']
+    assert rows['relu_p']['fate'] == 'quantized by MXNet', rows['relu_p']
+    assert rows['relu_p']['detail'] == '_contrib_quantized_act'
+    assert rows['tanh_t']['fate'] == 'fused into _contrib_quantized_batch_norm_act', rows['tanh_t']
+    assert rows['sigmoid_out']['fate'] == 'fp32', rows['sigmoid_out']
+    assert 'MXNet quantizes no sigmoid' in rows['sigmoid_out']['detail']
+    text = mxnet_bnq.format_report(mxnet_bnq.report(sym, qsym))
+    assert '| tanh_t | fused into _contrib_quantized_batch_norm_act |' in text

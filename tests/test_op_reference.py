@@ -5,7 +5,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 import quant_reference as ref
-from bn_cases import assert_within_one_step, make_case, run_op, run_reference
+from bn_cases import assert_within_one_step, make_case, reference_levels, run_op, run_reference
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -49,8 +49,13 @@ def test_uncalibrated_range_is_derived(rng, shape, axis, in_dtype, relu):
 # clip as ReLU6, with a negative lower bound, with a positive lower bound
 # (both bounds inside the output range); leaky ReLU with MXNet's default,
 # a small and a negative slope.
-ACTIVATIONS = [('clip', 0.0, 6.0), ('clip', 0.0, 1.5), ('clip', -1.0, 2.5), ('clip', 0.5, 2.0),
-               ('leaky', 0.25), ('leaky', 0.1), ('leaky', -0.5), ('relu',)]
+LINEAR_ACTIVATIONS = [('clip', 0.0, 6.0), ('clip', 0.0, 1.5), ('clip', -1.0, 2.5),
+                      ('clip', 0.5, 2.0), ('leaky', 0.25), ('leaky', 0.1), ('leaky', -0.5),
+                      ('relu',)]
+# The curves of MXNet's convolution fusion: uint8 out for sigmoid and
+# softrelu, int8 for tanh and gelu (its minimum is -0.17).
+CURVES = [('sigmoid',), ('tanh',), ('softrelu',), ('gelu',)]
+ACTIVATIONS = LINEAR_ACTIVATIONS + CURVES
 
 
 @pytest.mark.parametrize('shape,axis', [((2, 8, 5, 5), 1), ((2, 5, 5, 8), 3), ((5, 6), 1)])
@@ -68,13 +73,15 @@ def test_fused_activation_matches_reference(rng, shape, axis, in_dtype, act, cal
     q, lo, hi = run_op(case, act=act, **attrs)
     q_ref, lo_ref, hi_ref = run_reference(case, act=act, **attrs)
     assert q.dtype == (np.uint8 if ref.nonnegative(act) else np.int8)
-    assert_within_one_step(q, q_ref)
+    levels = reference_levels(case, act, (lo_ref, hi_ref), **attrs) if act in CURVES else None
+    assert_within_one_step(q, q_ref, levels=levels)
     assert (lo, hi) == pytest.approx((lo_ref, hi_ref), rel=1e-5)
 
 
 @pytest.mark.parametrize('attrs,match', [
     (dict(), 'act_type is required'),
-    (dict(act_type='sigmoid'), "unsupported act_type 'sigmoid'"),
+    (dict(act_type='softsign'), "unsupported act_type 'softsign'"),
+    (dict(act_type='tanh', slope=0.1), 'slope is an attribute of'),
     (dict(act_type='clip', a_min=0), 'needs a_min and a_max'),
     (dict(act_type='clip', a_min=2, a_max=1), 'a_min .* is greater than a_max'),
     (dict(act_type='leaky', slope='steep'), 'cannot parse attribute slope'),
@@ -212,7 +219,7 @@ def test_global_avg_pool_op_matches_reference(rng, shape, axis, in_dtype, calibr
 
 @pytest.mark.parametrize('shape,axis', [((2, 8, 5, 5), 1), ((3, 20, 7, 7), 1), ((3, 4, 9), 1)])
 @pytest.mark.parametrize('in_dtype', ['int8', 'uint8'])
-@pytest.mark.parametrize('act', ACTIVATIONS)
+@pytest.mark.parametrize('act', LINEAR_ACTIVATIONS)
 @pytest.mark.parametrize('calibrated', [True, False])
 def test_act_global_avg_pool_op_matches_reference(rng, shape, axis, in_dtype, act, calibrated):
     """BN + clip / leaky ReLU / ReLU + global average pooling: the real mean of
@@ -230,6 +237,18 @@ def test_act_global_avg_pool_op_matches_reference(rng, shape, axis, in_dtype, ac
     assert q.shape == shape[:axis + 1] + (1,) * (len(shape) - axis - 1)
     assert_within_one_step(q, expected)
     assert (lo, hi) == pytest.approx((lo_ref, hi_ref), rel=1e-5)
+
+
+@pytest.mark.parametrize('act', CURVES)
+def test_act_global_avg_pool_op_refuses_a_curve(rng, act):
+    """The mean is taken in output levels, which only a linear activation
+    allows: a curve is a clear error, not a wrong mean."""
+    from bn_cases import act_attrs
+    case = make_case(rng, (2, 8, 5, 5), 1, 'int8')
+    with pytest.raises(mx.MXNetError, match="act_type '%s' cannot be fused with global average"
+                       % act[0]):
+        run_op(case, pool=True, act=act, fix_gamma=False)
+    assert act_attrs(act) == {'act_type': act[0]}
 
 
 @pytest.mark.parametrize('shape', [(4, 16, 7, 7), (4, 16, 2, 7), (8, 16, 4, 7), (4, 8, 8, 8)])
@@ -348,7 +367,7 @@ def test_property_matches_reference(params):
     assert (lo, hi) == pytest.approx((lo_ref, hi_ref), rel=1e-5, abs=1e-6)
 
 
-@pytest.mark.parametrize('act', ACTIVATIONS[:6])
+@pytest.mark.parametrize('act', ACTIVATIONS[:6] + CURVES)
 def test_float_input_fused_activation_matches_reference(rng, act):
     """BatchNorm + activation on float32 data, into the activation's calibrated range."""
     from bn_cases import act_attrs
@@ -366,5 +385,6 @@ def test_float_input_fused_activation_matches_reference(rng, act):
     dtype = 'uint8' if ref.nonnegative(act) else 'int8'
     if dtype == 'uint8':
         lo_ref = 0.0
-    assert_within_one_step(out[0].asnumpy(), ref.quantize(y, dtype, lo_ref, hi_ref))
+    levels = y / ref.step(dtype, lo_ref, hi_ref) if act in CURVES else None
+    assert_within_one_step(out[0].asnumpy(), ref.quantize(y, dtype, lo_ref, hi_ref), levels=levels)
     assert (float(out[1].asscalar()), float(out[2].asscalar())) == pytest.approx((lo_ref, hi_ref))

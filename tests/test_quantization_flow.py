@@ -33,8 +33,8 @@ def node(sym, name):
 
 
 def batch_norm_rows(rows):
-    """The report's rows about BatchNorms (not its region rows)."""
-    return [r for r in rows if r['fate'] not in ('region', 'left to MXNet')]
+    """The report's rows about BatchNorms (and the model output row after them)."""
+    return [r for r in rows if r['kind'] in ('batch_norm', 'fusion_guard', 'output')]
 
 
 def calib_iter(shape, n=8, seed=0):
@@ -59,11 +59,54 @@ def test_every_batchnorm_is_folded_or_quantized(zoo, name, tmp_path):
     rows = batch_norm_rows(mxnet_bnq.report(sym, qsym))
     fates = ('folded', 'int8', 'fusion guard')
     assert rows and all(r['fate'].startswith(fates) for r in rows), rows
+    # Every activation is folded into a convolution or fused into a BatchNorm op.
+    acts = [r for r in mxnet_bnq.report(sym, qsym) if r['kind'] == 'activation']
+    assert acts and all(r['fate'].startswith(('folded', 'fused')) for r in acts), acts
     x = np.random.default_rng(1).uniform(0, 1, (2,) + shape[1:]).astype('f')
     (before,) = small_nets.forward(qsym, qargs, qaux, x)
     qsym.save(str(tmp_path / 'q-symbol.json'))
     (after,) = small_nets.forward(mx.sym.load(str(tmp_path / 'q-symbol.json')), qargs, qaux, x)
     assert np.array_equal(before, after) and np.isfinite(before).all()
+
+
+def test_mobilenetv2_with_standalone_batchnorms_fuses_every_relu6(tmp_path):
+    """With MXNet's conv+BN folding off (a subprocess: MXNet reads the switch
+    once), every one of MobileNetV2's 52 BatchNorms is quantized, the 35 that
+    feed ReLU6 (clip(0, 6)) as one BN+clip op with uint8 output (the last with
+    the global average pooling, which smart mode had left fp32), and no
+    quantize/dequantize is left inside the network."""
+    directory = os.path.dirname(os.path.abspath(__file__))
+    code = '''if True:
+        import collections, json, sys
+        sys.path.insert(0, %r)
+        import mxnet as mx, numpy as np, mxnet_bnq, model_zoo
+        sym, args, aux = model_zoo.export('mobilenetv2_1.0', %r)
+        shape = model_zoo.INPUT_SHAPES['mobilenetv2_1.0']
+        calib = np.random.default_rng(0).uniform(0, 1, (8,) + shape[1:]).astype('f')
+        qsym, _, _ = mxnet_bnq.quantize_model_mkldnn(
+            sym, args, aux, calib_mode='naive', calib_data=mx.io.NDArrayIter(calib, batch_size=8),
+            label_names=None, quantized_dtype='auto', regions=False)
+        rows = mxnet_bnq.report(sym, qsym)
+        ops = collections.Counter(n['op'] for n in json.loads(qsym.tojson())['nodes'])
+        print(json.dumps({'bn': collections.Counter(r['fate'] for r in rows
+                                                    if r['kind'] == 'batch_norm'),
+                          'act': collections.Counter(r['fate'] for r in rows
+                                                     if r['kind'] == 'activation'),
+                          'quantize': ops['_contrib_quantize_v2'],
+                          'dequantize': ops['_contrib_dequantize']}))
+    ''' % (directory, str(tmp_path))
+    env = dict(os.environ, MXNET_DISABLE_MKLDNN_FUSE_CONV_BN='1')
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    # The last one also takes the global average pooling after it.
+    assert result['bn'] == {'int8 BN+clip(0, 6), uint8 out': 34, 'int8': 17,
+                            'int8 BN+clip(0, 6)+global avg pool, uint8 out': 1}, result
+    assert result['act'] == {'fused into _contrib_quantized_batch_norm_act': 34,
+                             'fused into _contrib_quantized_batch_norm_act_global_avg_pool': 1}
+    # The network input's quantize and the dequantize before the fp32 Flatten.
+    assert (result['quantize'], result['dequantize']) == (1, 1), result
 
 
 def test_rewrite_op_lists_before_and_after(zoo):
@@ -244,12 +287,12 @@ def test_excluded_names_and_ops_stay_fp32():
 
 
 def test_a_batchnorm_left_fp32_is_named_in_a_warning(caplog):
-    """A BatchNorm on the network input before a sigmoid (which the plugin
-    does not fuse) stays fp32: the flow warns and says why; excluding it is
-    only logged."""
+    """A BatchNorm on the network input before a softsign (which the plugin
+    does not fuse: MXNet's convolution fusion does not either) stays fp32: the
+    flow warns and says why; excluding it is only logged."""
     data = mx.sym.var('data')
     y = mx.sym.BatchNorm(data, fix_gamma=False, name='last_bn')
-    y = mx.sym.Activation(y, act_type='sigmoid', name='sigmoid')
+    y = mx.sym.Activation(y, act_type='softsign', name='softsign')
     y = mx.sym.Convolution(y, num_filter=4, kernel=(3, 3), pad=(1, 1), name='conv_a')
     shape = (8, 3, 6, 6)
     args, aux = small_nets.random_params(y, shape)
@@ -325,6 +368,12 @@ def test_report_lists_fates_and_sqnr(zoo):
     regions = [r for r in all_rows if r['fate'] == 'region']
     assert len(regions) == 1 and regions[0]['detail'].startswith('33 ops'), regions
     assert not [r for r in all_rows if r['fate'] == 'left to MXNet']
+    # Every ReLU: 9 folded into convolutions, 8 fused into BatchNorm ops (MXNet
+    # quantized them, the pass fused them), the head's too (then pooled).
+    acts = collections.Counter(r['fate'] for r in all_rows if r['kind'] == 'activation')
+    assert acts == {'folded into _sg_mkldnn_conv': 9,
+                    'fused into _contrib_quantized_batch_norm_relu': 8,
+                    'fused into _contrib_quantized_batch_norm_relu_global_avg_pool': 1}, acts
 
 
 class NotHybridizable(mx.gluon.HybridBlock):

@@ -180,6 +180,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       Check(std::isfinite(folded.min_output) && std::isfinite(folded.max_output));
       Check(folded.min_output <= folded.max_output);
       Check(std::isfinite(folded.negative_slope) && folded.clamp_lo <= folded.clamp_hi);
+      // A curve sees real values and is scaled into levels after it.
+      Check(bnq::IsCurve(act)
+                ? folded.curve == act.kind
+                : folded.curve == bnq::FusedActivation::Kind::kNone && folded.output_scale == 1.f);
+      Check(std::isfinite(folded.output_scale) && folded.output_scale >= 0.f);
+      // The mean kernel works in levels: a curve before a mean is refused.
+      bnq::FoldedScaleShift pooled;
+      std::string pooled_error;
+      if (bnq::IsCurve(act)) {
+        Check(!bnq::FoldScaleShift(attrs, params, floats[0], floats[1], in, out, &pooled,
+                                   &pooled_error, true) &&
+              !pooled_error.empty());
+      }
       for (int64_t c = 0; c < channels; ++c) {
         Check(std::isfinite(folded.scale[c]) && std::isfinite(folded.shift[c]));
         // The kernel computes q * scale + shift in float32 for |q| <= 255.

@@ -151,7 +151,10 @@ void CompiledRegion::Builder::BatchNorm(const Node* node, const BatchNormOpAttrs
     SetOutputs(node, mean, out_lo, out_hi);
     return;
   }
-  if (!a.float_input && IsChannelsLast(in.md) && HandKernelsAllowed()) {
+  // The hand-written kernel knows the linear activations only; a curve runs
+  // in oneDNN's primitive, as the op outside regions does (the same bits).
+  if (!a.float_input && folded.curve == FusedActivation::Kind::kNone && IsChannelsLast(in.md) &&
+      HandKernelsAllowed()) {
     // dst = src * scale[c] + shift[c] with the hand-vectorized kernel, in NHWC.
     int64_t pixels = 1;
     for (size_t i = 0; i < d.size(); ++i) pixels *= i == 1 ? 1 : d[i];
@@ -175,6 +178,8 @@ void CompiledRegion::Builder::BatchNorm(const Node* node, const BatchNormOpAttrs
   // levels; a run-time range keeps the primitive of the first fold (ReLU,
   // leaky ReLU and clip with a_min 0 up to its range need no constants).
   AppendActivation(folded.negative_slope, folded.clamp_lo, folded.clamp_hi, &ops);
+  const int ndims = static_cast<int>(d.size());
+  const int output_scale_arg = AppendCurve(folded.curve, ndims, &ops);
   dnnl::primitive_attr attr;
   attr.set_post_ops(ops);
   const dnnl::memory::desc dst_md =
@@ -187,6 +192,9 @@ void CompiledRegion::Builder::BatchNorm(const Node* node, const BatchNormOpAttrs
   s->Read(DNNL_ARG_SRC_0, data, in.md);
   s->Constant(DNNL_ARG_SRC_1, Owned(r_.engine_, channel_md, folded.scale.data()));
   s->Constant(kShift, Owned(r_.engine_, channel_md, folded.shift.data()));
+  if (output_scale_arg != 0) {
+    s->Constant(output_scale_arg, Owned(r_.engine_, ScalarDesc(ndims), &folded.output_scale));
+  }
   s->Write(DNNL_ARG_DST, dst, pd.dst_desc());
   if (run_time) {
     s->set_rescale([=](Ranges& ranges) {
@@ -195,6 +203,7 @@ void CompiledRegion::Builder::BatchNorm(const Node* node, const BatchNormOpAttrs
       ranges[range_slot + 1] = f.max_output;
       std::copy(f.scale.begin(), f.scale.end(), s->ConstantFloats(DNNL_ARG_SRC_1));
       std::copy(f.shift.begin(), f.shift.end(), s->ConstantFloats(kShift));
+      if (output_scale_arg != 0) *s->ConstantFloats(output_scale_arg) = f.output_scale;
     });
   }
   SetOutputs(node, dst, out_lo, out_hi);

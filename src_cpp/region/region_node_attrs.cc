@@ -458,6 +458,10 @@ bool ParseBatchNormOp(const Node* node, BatchNormOpAttrs* bn, std::string* why) 
   bn->float_input =
       op == kBatchNormQuantizeOp || op == kBatchNormReluQuantizeOp || op == kBatchNormActQuantizeOp;
   const FusedActivation& act = bn->bn.act;
+  if (bn->global_avg_pool && IsCurve(act)) {
+    *why = "global average pooling after a curve (the op refuses it)";
+    return false;
+  }
   if (act.kind == FusedActivation::Kind::kClip && act.a_min != 0 && !bn->bn.has_calib_range) {
     // Its bounds in output levels would follow a range measured at run time.
     *why = "clip with a_min != 0 without a calibrated range";
