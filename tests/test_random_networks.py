@@ -6,6 +6,8 @@ BatchNorm + activation + mean head), through the flow with its defaults
 quantize/dequantize nodes, and the logits against Gluon's fp32 truth."""
 import json
 import random
+import subprocess
+import sys
 
 import mxnet as mx
 import numpy as np
@@ -99,8 +101,31 @@ def round_trips(nodes):
     return sum(n['op'] in ('_contrib_quantize_v2', '_contrib_dequantize') for n in nodes)
 
 
+# Runs MXNet's own int8 graphs without the plugin (which replaces MXNet's
+# _contrib_quantized_batch_norm once loaded) and prints their logit SQNRs.
+MXNET_OWN_FLOW = '''if True:
+    import json, sys
+    import mxnet as mx, numpy as np
+    directory, seeds = sys.argv[1], json.loads(sys.argv[2])
+    out = {}
+    for seed in seeds:
+        prefix = '%s/mxnet_%d' % (directory, seed)
+        sym, args, aux = mx.model.load_checkpoint(prefix, 0)
+        x, truth = np.load(prefix + '_x.npy'), np.load(prefix + '_truth.npy')
+        args['data'] = mx.nd.array(x)  # the int8 weights keep their type (simple_bind would not)
+        exe = sym.bind(mx.cpu(), {k: args[k] for k in sym.list_arguments()},
+                       aux_states={k: aux[k] for k in sym.list_auxiliary_states()},
+                       grad_req='null')
+        y = exe.forward(is_train=False)[0].asnumpy().astype(np.float64)
+        noise = np.sum((truth - y) ** 2)
+        out[seed] = float(10 * np.log10(np.sum(truth ** 2) / noise)) if noise else float('inf')
+    print(json.dumps(out))
+'''
+
+
 @pytest.fixture(scope='module')
-def results():
+def results(tmp_path_factory):
+    directory = tmp_path_factory.mktemp('random_nets')
     rows = []
     for seed in SEEDS:
         net, x = trained_net(seed)
@@ -114,11 +139,21 @@ def results():
         sym = net(mx.sym.var('data'))
         args = {k: v.data() for k, v in net.collect_params().items()}
         aux = {k: args.pop(k) for k in sym.list_auxiliary_states()}
-        mxnet_graph, _, _ = mx.contrib.quantization.quantize_model_mkldnn(
+        mxnet_graph, mxnet_args, mxnet_aux = mx.contrib.quantization.quantize_model_mkldnn(
             sym, args, aux, calib_mode='naive', label_names=None, quantized_dtype='auto',
             calib_data=mx.io.NDArrayIter(x.asnumpy(), batch_size=16))
         row['mxnet_round_trips'] = round_trips(json.loads(mxnet_graph.tojson())['nodes'])
+        prefix = str(directory / ('mxnet_%d' % seed))
+        mx.model.save_checkpoint(prefix, 0, mxnet_graph, mxnet_args, mxnet_aux)
+        np.save(prefix + '_x.npy', x.asnumpy())
+        np.save(prefix + '_truth.npy', truth.astype(np.float64))
         rows.append(row)
+    proc = subprocess.run([sys.executable, '-c', MXNET_OWN_FLOW, str(directory),
+                           json.dumps(list(SEEDS))], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    own = json.loads(proc.stdout.strip().splitlines()[-1])
+    for row in rows:
+        row['mxnet_sqnr'] = own[str(row['seed'])]
     return rows
 
 
@@ -140,6 +175,32 @@ def test_every_batchnorm_and_activation_not_after_a_concat_is_quantized(results)
 def test_no_more_round_trips_than_mxnet(results):
     for row in results:
         assert round_trips(row['int8']['nodes']) <= row['mxnet_round_trips'], row['seed']
+
+
+# Networks whose logits MXNet's own flow gets closer, and why.  Each stays
+# listed only while it is true (the test checks that too).
+BELOW_MXNET_OWN_FLOW = {
+    # Our int8 BatchNorm makes MXNet's smart mode quantize the average pooling
+    # before it, and MXNet's int8 average pooling rounds the mean a second
+    # time (36.31 vs 35.32 dB); MXNet's own flow keeps both fp32.  The fix is
+    # an average pooling fused into the BatchNorm op (issue 11).
+    6: 'int8 average pooling before the BatchNorm',
+}
+
+
+def test_logits_at_least_as_close_as_mxnet_own_flow(results):
+    """On every network but the listed ones, the logits are at least as close
+    to Gluon's fp32 as those of MXNet's own int8 flow (run without the plugin,
+    whose op replaces MXNet's quantized BatchNorm); the listed ones within
+    1.5 dB of it.  Seen: 2 equal, 9 closer by 0.3 to 36 dB (MXNet's own
+    flow is at 5-15 dB on 6 of these nets), seed 6 1.0 dB below."""
+    own = {row['seed']: (round(row['int8']['sqnr'], 2), round(row['mxnet_sqnr'], 2))
+           for row in results}
+    for seed, (ours, theirs) in sorted(own.items()):
+        if seed in BELOW_MXNET_OWN_FLOW:
+            assert theirs - 1.5 < ours < theirs, (seed, ours, theirs)
+        else:
+            assert ours >= theirs, (seed, ours, theirs)
 
 
 def test_logits_stay_close_to_the_batchnorms_left_fp32(results):
