@@ -69,35 +69,57 @@ def test_every_batchnorm_is_folded_or_quantized(zoo, name, tmp_path):
     assert np.array_equal(before, after) and np.isfinite(before).all()
 
 
-def test_mobilenetv2_with_standalone_batchnorms_fuses_every_relu6(tmp_path):
+def test_mobilenetv2_with_standalone_batchnorms_fuses_every_relu6():
     """With MXNet's conv+BN folding off (a subprocess: MXNet reads the switch
     once), every one of MobileNetV2's 52 BatchNorms is quantized, the 35 that
     feed ReLU6 (clip(0, 6)) as one BN+clip op with uint8 output (the last with
-    the global average pooling, which smart mode had left fp32), and no
-    quantize/dequantize is left inside the network."""
-    directory = os.path.dirname(os.path.abspath(__file__))
+    the global average pooling, which smart mode had left fp32), no
+    quantize/dequantize is left inside the network, and the logits (random
+    weights, BatchNorm statistics from real images) are at least as close to
+    Gluon's fp32 as with every BatchNorm left fp32 (seen: 41.33 vs 41.28 dB)."""
     code = '''if True:
         import collections, json, sys
         sys.path.insert(0, %r)
-        import mxnet as mx, numpy as np, mxnet_bnq, model_zoo
-        sym, args, aux = model_zoo.export('mobilenetv2_1.0', %r)
-        shape = model_zoo.INPUT_SHAPES['mobilenetv2_1.0']
-        calib = np.random.default_rng(0).uniform(0, 1, (8,) + shape[1:]).astype('f')
-        qsym, _, _ = mxnet_bnq.quantize_model_mkldnn(
-            sym, args, aux, calib_mode='naive', calib_data=mx.io.NDArrayIter(calib, batch_size=8),
-            label_names=None, quantized_dtype='auto', regions=False)
-        rows = mxnet_bnq.report(sym, qsym)
-        ops = collections.Counter(n['op'] for n in json.loads(qsym.tojson())['nodes'])
-        print(json.dumps({'bn': collections.Counter(r['fate'] for r in rows
-                                                    if r['kind'] == 'batch_norm'),
-                          'act': collections.Counter(r['fate'] for r in rows
-                                                     if r['kind'] == 'activation'),
-                          'quantize': ops['_contrib_quantize_v2'],
-                          'dequantize': ops['_contrib_dequantize']}))
-    ''' % (directory, str(tmp_path))
+        import mxnet as mx, numpy as np, mxnet_bnq, real_images
+        from gluoncv.model_zoo import get_model
+        from mxnet_bnq.layer_report import sqnr_db
+        from mxnet_bnq.regions import expand_regions
+        images, _ = real_images.fashion_mnist('train', 512)
+        x = mx.nd.contrib.BilinearResize2D(mx.nd.array(images / 255.0), height=64, width=64)
+        images = mx.nd.concat(x, x, x, dim=1).asnumpy()
+        mx.random.seed(0)
+        net = get_model('mobilenetv2_1.0', pretrained=False, classes=10)
+        net.initialize(mx.init.Xavier())
+        real_images.set_batch_norm_statistics(net, images, batch_size=32, steps=8)
+        net.hybridize()
+        test = images[256:272]
+        truth = net(mx.nd.array(test)).asnumpy()
+        sym = net(mx.sym.var('data'))
+        args = {k: v.data() for k, v in net.collect_params().items()}
+        aux = {k: args.pop(k) for k in sym.list_auxiliary_states()}
+        result = {}
+        for bn_mode in ('int8', 'fp32'):
+            qsym, qargs, qaux = mxnet_bnq.quantize_model_mkldnn(
+                sym, args, aux, calib_mode='naive', num_calib_examples=64, label_names=None,
+                calib_data=mx.io.NDArrayIter(images[:64], batch_size=16),
+                quantized_dtype='auto', bn_mode=bn_mode)
+            exe = qsym.simple_bind(mx.cpu(), data=test.shape, grad_req='null')
+            exe.copy_params_from(qargs, qaux, allow_extra_params=True)
+            result[bn_mode] = sqnr_db(truth, exe.forward(data=mx.nd.array(test))[0].asnumpy())
+            if bn_mode == 'int8':
+                ours = qsym
+        rows = mxnet_bnq.report(sym, ours)
+        nodes = json.loads(expand_regions(ours).tojson())['nodes']
+        ops = collections.Counter(n['op'] for n in nodes)
+        result.update(
+            bn=collections.Counter(r['fate'] for r in rows if r['kind'] == 'batch_norm'),
+            act=collections.Counter(r['fate'] for r in rows if r['kind'] == 'activation'),
+            quantize=ops['_contrib_quantize_v2'], dequantize=ops['_contrib_dequantize'])
+        print(json.dumps(result))
+    ''' % os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ, MXNET_DISABLE_MKLDNN_FUSE_CONV_BN='1')
     proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                          timeout=600, env=env)
+                          timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     # The last one also takes the global average pooling after it.
@@ -107,6 +129,7 @@ def test_mobilenetv2_with_standalone_batchnorms_fuses_every_relu6(tmp_path):
                              'fused into _contrib_quantized_batch_norm_act_global_avg_pool': 1}
     # The network input's quantize and the dequantize before the fp32 Flatten.
     assert (result['quantize'], result['dequantize']) == (1, 1), result
+    assert result['int8'] >= result['fp32'], result
 
 
 def test_rewrite_op_lists_before_and_after(zoo):
