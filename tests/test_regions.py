@@ -377,13 +377,14 @@ def test_plugin_batch_norm_gives_the_same_bits_inside_a_region(net, calib_mode):
     assert any(mxnet_bnq.library.PLUGIN_OPS[0] in op or 'batch_norm' in op for op in ops), ops
 
 
-@pytest.mark.parametrize('channels', [3, 16, 37, 70])
+@pytest.mark.parametrize('channels', [3, 16, 37, 70, 150])
 @pytest.mark.parametrize('source', ['int8 sum', 'uint8 pool'])
-@pytest.mark.parametrize('relu', [False, True])
-def test_batch_norm_bits_inside_a_region_for_any_channel_count(channels, source, relu):
+@pytest.mark.parametrize('act', [None, 'relu', 'leaky', 'clip'])
+def test_batch_norm_bits_inside_a_region_for_any_channel_count(channels, source, act):
     """The BN is the graph's last op, so its quantized output reaches the
     dequantized result unchanged: inside and outside a region, the same bits
-    (the hand-vectorized kernel inside, oneDNN's binary primitive outside)."""
+    (the hand-vectorized kernel inside, 64, 16 and fewer channels at a time,
+    oneDNN's binary primitive outside), with and without an activation."""
     data = mx.sym.var('data')
     if source == 'int8 sum':
         y = conv(data, 'conv_a', channels, (3, 3), pad=(1, 1)) + \
@@ -393,8 +394,12 @@ def test_batch_norm_bits_inside_a_region_for_any_channel_count(channels, source,
                               act_type='relu', name='relu0')
         y = mx.sym.Pooling(y, kernel=(2, 2), stride=(2, 2), pool_type='max', name='pool')
     y = mx.sym.BatchNorm(y, fix_gamma=False, eps=1e-5, name='bn')
-    if relu:
+    if act == 'relu':
         y = mx.sym.Activation(y, act_type='relu', name='relu')
+    elif act == 'leaky':
+        y = mx.sym.LeakyReLU(y, slope=0.1, name='leaky')
+    elif act == 'clip':  # clamps inside the int8 range at both ends
+        y = mx.sym.clip(y, -0.5, 1.0, name='clip')
     shape = (2, 5, 9, 11)
     args, aux = small_nets.random_params(y, shape, channels)
     rng = np.random.default_rng(channels)
