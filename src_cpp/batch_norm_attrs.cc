@@ -55,10 +55,7 @@ bool CheckActivation(const std::unordered_map<std::string, std::string>& attrs,
     *error = std::string("act_type is required (") + kActivationList + ")";
     return false;
   }
-  act->kind = Kind::kNone;
-  for (const ActivationName& name : kActivationNames) {
-    if (act_type == name.act_type) act->kind = name.kind;
-  }
+  act->kind = ActivationKind(act_type);
   if (act->kind == Kind::kNone) {
     *error = "unsupported act_type '" + act_type + "' (expected " + kActivationList + ")";
     return false;
@@ -82,6 +79,13 @@ bool CheckActivation(const std::unordered_map<std::string, std::string>& attrs,
 }
 
 }  // namespace
+
+FusedActivation::Kind ActivationKind(const std::string& act_type) {
+  for (const ActivationName& name : kActivationNames) {
+    if (act_type == name.act_type) return name.kind;
+  }
+  return Kind::kNone;
+}
 
 bool NonNegative(const FusedActivation& act) {
   return act.kind == Kind::kRelu || act.kind == Kind::kSigmoid || act.kind == Kind::kSoftRelu ||

@@ -28,6 +28,9 @@ struct FusedActivation {
 // The activation's output cannot be negative (the op then writes uint8).
 bool NonNegative(const FusedActivation& act);
 
+// The kind an act_type names (MXNet's spellings above); kNone if none.
+FusedActivation::Kind ActivationKind(const std::string& act_type);
+
 // A curve: an activation that does not commute with a positive scale
 // (sigmoid, tanh, softrelu, gelu), so it must see real values, not levels.
 bool IsCurve(const FusedActivation& act);

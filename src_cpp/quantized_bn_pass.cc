@@ -76,6 +76,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "batch_norm_attrs.h"
 #include "error_reporting.h"
 #include "graph_edit.h"
 #include "mxnet/lib_api.h"
@@ -151,9 +152,9 @@ bool FusableActivation(const Node* node, std::unordered_map<std::string, std::st
 
 // The plugin op's activation is a curve (the pooled ops cannot take it).
 bool HasCurve(const Node* bn) {
-  const std::string act_type = Attr(bn, "act_type");
-  return act_type == "sigmoid" || act_type == "tanh" || act_type == "softrelu" ||
-         act_type == "gelu";
+  FusedActivation act;
+  act.kind = ActivationKind(Attr(bn, "act_type"));
+  return IsCurve(act);
 }
 
 bool IsFusableActivation(const Node* node) {
@@ -480,11 +481,13 @@ void FuseBatchNormRelu(Graph* graph, const PassOptions& options) {
   }
 }
 
-// Global average pooling over the spatial dimensions of NCHW-like data.
-bool IsGlobalAvgPooling(const Node* node) {
+// Global average pooling over the spatial dimensions of NCHW-like data, by
+// MXNet's quantized op or (`op` "Pooling") its fp32 one; both keep those
+// dimensions as 1.
+bool IsGlobalAvgPooling(const Node* node, const char* op = kQuantizedPooling) {
   bool global = false;
   const std::string layout = Attr(node, "layout", "None");
-  return node->op == kQuantizedPooling && Attr(node, "pool_type") == "avg" &&
+  return node->op == op && Attr(node, "pool_type", "max") == "avg" &&
          ParseBool(Attr(node, "global_pool", "false"), &global) && global &&
          (layout == "None" || layout == "NCW" || layout == "NCHW" || layout == "NCDHW");
 }
@@ -536,17 +539,6 @@ bool IsSpatialMean(const Node* node, bool* keepdims) {
          ParseBool(Attr(node, "keepdims", "false"), keepdims);
 }
 
-// An fp32 global average pooling of NCHW data (gluon's GlobalAvgPool2D),
-// which keeps H and W as 1.
-bool IsFloatGlobalAvgPooling(const Node* node) {
-  bool global = false;
-  const std::string layout = Attr(node, "layout", "None");
-  return node->op == "Pooling" && node->inputs.size() == 1 &&
-         Attr(node, "pool_type", "max") == "avg" &&
-         ParseBool(Attr(node, "global_pool", "false"), &global) && global &&
-         (layout == "None" || layout == "NCHW");
-}
-
 // quantized_batch_norm_relu (_act) -> dequantize -> mean(axis=(2, 3)) (or an
 // fp32 global average Pooling) -> quantize_v2  =>  the pooled op
 // [-> quantized_flatten], with the quantize's range (calibrated on the mean:
@@ -563,7 +555,7 @@ void FuseMeanHead(Graph* graph, const PassOptions& options) {
     Node* mean = SoleConsumer(graph, dequantize, 1);
     bool keepdims = false;
     if (mean == nullptr || IsExcluded(options, mean)) continue;
-    if (IsFloatGlobalAvgPooling(mean)) {
+    if (IsGlobalAvgPooling(mean, "Pooling")) {  // gluon's GlobalAvgPool2D
       keepdims = true;
     } else if (!IsSpatialMean(mean, &keepdims)) {
       continue;
