@@ -37,6 +37,7 @@ FATES = {
     names.QUANTIZED_BATCH_NORM_ACT: None,
     names.BATCH_NORM_ACT_QUANTIZE: None,
     names.QUANTIZED_BATCH_NORM_ACT_POOL: None,
+    names.QUANTIZED_CONCAT_BATCH_NORM: None,
 }
 
 
@@ -119,6 +120,9 @@ def _fates(fp32_sym, qsym, excluded_sym_names, excluded_op_names):
             if qnode['op'] == names.QUANTIZED_BATCH_NORM_ACT_POOL:
                 head, out = fate.rsplit(', ', 1)  # not the comma of clip(a, b)
                 fate = head + '+global avg pool, ' + out
+            if qnode['op'] == names.QUANTIZED_CONCAT_BATCH_NORM:
+                fate = (_act_fate(attrs) if 'act_type' in attrs else 'int8') + \
+                    ', reading %s concatenated inputs in their own ranges' % attrs.get('num_args')
             row.update(node=qnode['name'], fate=fate, detail=attrs.get(names.REWRITE_ATTR, ''))
             if qnode['op'] == 'BatchNorm':
                 row['detail'] = _why_fp32(name, excluded_sym_names, excluded_op_names)

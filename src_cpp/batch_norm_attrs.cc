@@ -186,6 +186,39 @@ bool ParseBatchNormAttrs(const std::unordered_map<std::string, std::string>& att
   return true;
 }
 
+bool ParseConcatBatchNormAttrs(const std::unordered_map<std::string, std::string>& attrs,
+                               ConcatBatchNormAttrs* out, std::string* error) {
+  ConcatBatchNormAttrs parsed;
+  std::unordered_map<std::string, std::string> bn_attrs = attrs;
+  auto num_args = bn_attrs.find("num_args");
+  if (num_args == bn_attrs.end()) {
+    *error = "num_args (the number of concatenated inputs) is required";
+    return false;
+  }
+  if (!ParseInteger(num_args->second, &parsed.num_args) || parsed.num_args < 1 ||
+      parsed.num_args > 1024) {
+    *error = "num_args must be an integer from 1 to 1024, got '" + num_args->second + "'";
+    return false;
+  }
+  bn_attrs.erase(num_args);
+  auto dim = bn_attrs.find("dim");
+  if (dim != bn_attrs.end()) {
+    if (!ParseInteger(dim->second, &parsed.dim)) {
+      *error = "cannot parse attribute dim='" + dim->second + "'";
+      return false;
+    }
+    bn_attrs.erase(dim);
+  }
+  // Any of the activation's keys makes act_type required.
+  bool with_activation = false;
+  for (const char* key : {"act_type", "a_min", "a_max", "slope"}) {
+    with_activation = with_activation || bn_attrs.count(key) > 0;
+  }
+  if (!ParseBatchNormAttrs(bn_attrs, &parsed.bn, error, with_activation)) return false;
+  *out = parsed;
+  return true;
+}
+
 bool ResolveAxis(int axis, int ndim, int* resolved) {
   const int a = axis < 0 ? axis + ndim : axis;
   if (a < 0 || a >= ndim) return false;

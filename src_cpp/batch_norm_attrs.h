@@ -67,6 +67,19 @@ struct BatchNormAttrs {
 bool ParseBatchNormAttrs(const std::unordered_map<std::string, std::string>& attrs,
                          BatchNormAttrs* out, std::string* error, bool with_activation = false);
 
+// The attributes of _contrib_quantized_concat_batch_norm: a BatchNorm (with
+// an optional activation, act_type absent for none) over the concatenation
+// of num_args inputs along `dim` (MXNet's Concat attributes, dim 1 by
+// default), which must be the BatchNorm's axis.
+struct ConcatBatchNormAttrs {
+  BatchNormAttrs bn;
+  int num_args = 0;
+  int dim = 1;
+};
+
+bool ParseConcatBatchNormAttrs(const std::unordered_map<std::string, std::string>& attrs,
+                               ConcatBatchNormAttrs* out, std::string* error);
+
 // Resolves a possibly negative axis against `ndim`; returns false if out of range.
 bool ResolveAxis(int axis, int ndim, int* resolved);
 

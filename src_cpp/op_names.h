@@ -19,6 +19,15 @@ constexpr char kQuantizedBatchNormActOp[] = "_contrib_quantized_batch_norm_act";
 constexpr char kBatchNormActQuantizeOp[] = "_contrib_batch_norm_act_quantize";
 // The same followed by global average pooling (as the _relu_global_avg_pool op).
 constexpr char kQuantizedBatchNormActPoolOp[] = "_contrib_quantized_batch_norm_act_global_avg_pool";
+// BatchNorm [+ act] over a concatenation of quantized inputs, each in its own range.
+constexpr char kQuantizedConcatBatchNormOp[] = "_contrib_quantized_concat_batch_norm";
+constexpr char kQuantizedConcatBatchNormPoolOp[] =
+    "_contrib_quantized_concat_batch_norm_global_avg_pool";
+
+// The concat BatchNorm ops (their data: num_args inputs).
+inline bool IsConcatBatchNormOp(const std::string& op) {
+  return op == kQuantizedConcatBatchNormOp || op == kQuantizedConcatBatchNormPoolOp;
+}
 
 // The subgraph op of a region (BNQ_REGIONS partitioner): a whole int8 region
 // run inside the library.
@@ -47,7 +56,8 @@ inline bool IsPluginOp(const std::string& op) {
   for (const char* name :
        {kQuantizedBatchNormOp, kQuantizedBatchNormReluOp, kQuantizedBatchNormReluPoolOp,
         kBatchNormQuantizeOp, kBatchNormReluQuantizeOp, kQuantizedBatchNormActOp,
-        kBatchNormActQuantizeOp, kQuantizedBatchNormActPoolOp}) {
+        kBatchNormActQuantizeOp, kQuantizedBatchNormActPoolOp, kQuantizedConcatBatchNormOp,
+        kQuantizedConcatBatchNormPoolOp}) {
     if (op == name) return true;
   }
   return false;

@@ -47,11 +47,9 @@
 
 #include "activation_mean_kernel.h"
 #include "batch_norm_attrs.h"
-#include "error_reporting.h"
 #include "mxnet/lib_api.h"
 #include "op_names.h"
-#include "scale_shift_folding.h"
-#include "scale_shift_kernel.h"
+#include "op_support.h"
 
 using namespace mxnet::ext;  // NOLINT
 
@@ -63,55 +61,6 @@ constexpr int kNumOutputs = 3;
 enum Input { kData, kGamma, kBeta, kMovingMean, kMovingVar, kMinData, kMaxData };
 const char* const kInputNames[kNumQuantizedInputs] = {
     "data", "gamma", "beta", "moving_mean", "moving_var", "min_data", "max_data"};
-
-MXReturnValue Fail(const std::string& op, const std::string& message) {
-  ReportError(op, message);
-  return MX_FAIL;
-}
-
-template <typename Shape>
-std::string ShapeString(const Shape& shape) {
-  std::ostringstream os;
-  os << "(";
-  for (size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
-  os << (shape.size() == 1 ? ",)" : ")");
-  return os.str();
-}
-
-bool ToQuantType(int dtype, QuantType* type) {
-  if (dtype == kInt8) {
-    *type = QuantType::kInt8;
-    return true;
-  }
-  if (dtype == kUint8) {
-    *type = QuantType::kUint8;
-    return true;
-  }
-  return false;
-}
-
-const char* DTypeName(int dtype) {
-  switch (dtype) {
-    case kFloat32:
-      return "float32";
-    case kFloat64:
-      return "float64";
-    case kFloat16:
-      return "float16";
-    case kUint8:
-      return "uint8";
-    case kInt32:
-      return "int32";
-    case kInt8:
-      return "int8";
-    case kInt64:
-      return "int64";
-    default:
-      return "unknown";
-  }
-}
-
-const float* Floats(const MXTensor& t) { return static_cast<const float*>(t.data_ptr); }
 
 // Everything that differs between the ops.
 enum class ActFrom { kNone, kRelu, kAttributes };
@@ -157,21 +106,6 @@ const char* DataTypes(const OpTraits& traits) {
 bool AcceptsData(const OpTraits& traits, int dtype) {
   QuantType unused;
   return ToQuantType(dtype, &unused) || (traits.float_input && dtype == kFloat32);
-}
-
-// Runs `body`, turning any exception into an MXNet error: nothing may cross
-// lib_api's C interface into MXNet.
-template <typename Body>
-MXReturnValue Guarded(const char* op, Body body) {
-  try {
-    return body();
-  } catch (const dnnl::error& e) {
-    return Fail(op, std::string("oneDNN error: ") + e.what());
-  } catch (const std::exception& e) {
-    return Fail(op, e.what());
-  } catch (...) {
-    return Fail(op, "unknown error");
-  }
 }
 
 template <const OpTraits& T>
@@ -225,31 +159,6 @@ MXReturnValue InferSTypeImpl(const std::unordered_map<std::string, std::string>&
   return MX_SUCCESS;
 }
 
-// MXNet hands partially known shapes with unknown dimensions as -1, which
-// the library API turns into this value.
-constexpr unsigned int kUnknownDim = static_cast<unsigned int>(-1);
-
-bool IsKnown(const std::vector<unsigned int>& shape) {
-  return !shape.empty() && std::find(shape.begin(), shape.end(), kUnknownDim) == shape.end();
-}
-
-// True if `shape` (possibly partially unknown) can be `expected`.
-bool Compatible(const std::vector<unsigned int>& shape, const std::vector<unsigned int>& expected) {
-  if (shape.empty()) return true;
-  if (shape.size() != expected.size()) return false;
-  for (size_t i = 0; i < shape.size(); ++i) {
-    if (shape[i] != kUnknownDim && shape[i] != expected[i]) return false;
-  }
-  return true;
-}
-
-template <typename Shape>
-std::string DimsString(const Shape& shape) {
-  std::vector<long long> dims(shape.begin(), shape.end());
-  for (auto& d : dims) d = d == kUnknownDim ? -1 : d;
-  return ShapeString(dims);
-}
-
 template <const OpTraits& T>
 MXReturnValue InferShapeImpl(const std::unordered_map<std::string, std::string>& attrs,
                              std::vector<std::vector<unsigned int>>* in_shapes,
@@ -259,13 +168,7 @@ MXReturnValue InferShapeImpl(const std::unordered_map<std::string, std::string>&
   if (!ParseOpAttrs(T, attrs, &parsed, &error)) return Fail(T.name, error);
   const std::vector<unsigned int> data_shape = in_shapes->at(kData);
   if (!IsKnown(data_shape)) {
-    // The library API cannot report "not inferred yet" (an unknown dimension
-    // handed back would become a real size of 2^32 - 1): say what to give.
-    return Fail(T.name, "data must have at least one dimension, or its shape " +
-                            DimsString(data_shape) +
-                            " is not fully known (give input "
-                            "shapes, e.g. Symbol.optimize_for(..., shape_dict={'data': shape}) or "
-                            "skip_infer=True)");
+    return Fail(T.name, UnknownShapeError("data", data_shape));
   }
   int axis = 0;
   if (!ResolveAxis(parsed.axis, static_cast<int>(data_shape.size()), &axis)) {
@@ -332,15 +235,6 @@ bool CheckTensors(const OpTraits& traits, const std::vector<MXTensor>& in,
     }
   }
   return true;
-}
-
-// One primitive cache for the process.  The ops cannot be stateful: MXNet's
-// own _contrib_quantized_batch_norm registers an FComputeEx, which MXNet
-// dispatches to before any stateful compute, so an override must register a
-// plain forward function (that replaces the FComputeEx).
-ScaleShiftKernel& SharedKernel() {
-  static ScaleShiftKernel* kernel = new ScaleShiftKernel();  // never destroyed: used until exit
-  return *kernel;
 }
 
 MXReturnValue Compute(const OpTraits& traits, const BatchNormAttrs& attrs,
@@ -428,11 +322,6 @@ MXReturnValue InferShape(const std::unordered_map<std::string, std::string>& att
   return Guarded(T.name, [&] { return InferShapeImpl<T>(attrs, in_shapes, out_shapes); });
 }
 
-// For the registration below: REGISTER_OP needs the name as a token.
-constexpr bool SameName(const char* a, const char* b) {
-  return *a == *b && (*a == '\0' || SameName(a + 1, b + 1));
-}
-
 }  // namespace
 }  // namespace bnq
 
@@ -457,11 +346,3 @@ BNQ_REGISTER_BATCH_NORM_OP(_contrib_batch_norm_quantize, bnq::kFloatBatchNorm);
 BNQ_REGISTER_BATCH_NORM_OP(_contrib_batch_norm_relu_quantize, bnq::kFloatBatchNormRelu);
 BNQ_REGISTER_BATCH_NORM_OP(_contrib_quantized_batch_norm_act, bnq::kBatchNormAct);
 BNQ_REGISTER_BATCH_NORM_OP(_contrib_batch_norm_act_quantize, bnq::kFloatBatchNormAct);
-
-// For tests: the shared BatchNorm kernel's primitive cache hits and misses.
-extern "C" __attribute__((visibility("default"))) void bnq_batch_norm_cache_counts(
-    uint64_t* hits, uint64_t* misses) {
-  const auto counts = bnq::SharedKernel().CacheCounts();
-  *hits = counts.first;
-  *misses = counts.second;
-}

@@ -17,6 +17,13 @@
 //  sigmoid, tanh, softrelu, gelu); with a ReLU the result is the _relu op,
 //  with another activation the _act op.
 //
+//  QuantizeAfterFloatConcat: a BatchNorm left fp32 after an fp32 Concat of
+//  dequantized tensors (smart mode leaves such a concat fp32), that feeds a
+//  quantize:
+//       dequantize.. -> Concat -> BatchNorm [-> act] -> quantize_v2
+//         =>  quantized_concat_batch_norm reading the quantized parts
+//     each in its own range (below); the Concat stays for other readers.
+//
 //  QuantizeBetweenDequantizeAndQuantize: a BatchNorm left fp32 between a
 //  dequantize and a quantize becomes one quantized op:
 //       dequantize -> BatchNorm [-> act] -> quantize_v2
@@ -32,7 +39,8 @@
 //       dequantize -> BatchNorm [-> act] -> fp32 ops
 //         =>  quantized_batch_norm (_relu, _act) -> dequantize -> fp32 ops
 //     its range from relu_calib_ranges (by the act's, else the BatchNorm's
-//     name), else marked missing (__bnq_missing_relu_range__) and derived
+//     name), else marked missing (__bnq_missing_relu_range__) and derived;
+//     after an fp32 Concat of dequantized parts, the concat BatchNorm op
 //  FuseDequantizedActivation: a quantized BatchNorm whose activation MXNet
 //  left fp32 (it quantizes only the ReLU):
 //       quantized_batch_norm -> dequantize -> act -> quantize_v2
@@ -53,6 +61,14 @@
 //       quantized_batch_norm_relu (_act) -> dequantize -> mean(axis=(2, 3))
 //         -> quantize_v2  =>  the pooled op [-> quantized_flatten], with the
 //     quantize's range.
+//  FuseQuantizedConcat: a quantized BatchNorm (_relu, _act) after MXNet's
+//  quantized concat:
+//       quantized_concat -> quantized_batch_norm (_relu, _act)
+//         =>  quantized_concat_batch_norm
+//     reading the concat's parts (through nested concats: a dense block's
+//     chain) each in its own range.  MXNet's int8 concat rescales every part
+//     to the largest range first, and the BatchNorm then amplifies the coarse
+//     steps of the channels from small ranges (densenet121 lost 4.7 dB).
 //  AvoidUint8ForSignedInput: a uint8 quantize or requantize whose input may
 //  be negative (no calibrated range, or a negative one) emits int8.  With
 //  quantized_dtype='uint8' MXNet emits them even for signed data: its
@@ -251,6 +267,107 @@ void QuantizeBatchNorm(Graph* graph, Node* bn, Node* act, const NodeEntry data, 
   TakeOverQuantize(graph, bn, act, quantize, kQuantizedOps, rewrite);
 }
 
+// One input of a concatenation, quantized: its data and range ends.
+struct QuantizedPart {
+  NodeEntry data, min, max;
+};
+
+constexpr char kConcat[] = "Concat";
+constexpr char kQuantizedConcat[] = "_contrib_quantized_concat";
+
+// A concatenation along the channel axis 1 of NCHW-like data (MXNet's fp32
+// Concat or its quantized twin, by `op`), with its number of inputs.
+bool IsChannelConcat(const Node* node, const char* op, int* num_args) {
+  if (node->op != op || Attr(node, "dim", "1") != "1") return false;
+  return ParseInteger(Attr(node, "num_args"), num_args) && *num_args >= 1 &&
+         static_cast<int>(node->inputs.size()) == (op == kConcat ? 1 : 3) * *num_args;
+}
+
+// The quantized parts of output 0 of MXNet's quantized concat `concat`, in
+// channel order, expanding the parts that are themselves such concats (a
+// dense block's chain): the BatchNorm then reads every part in its own range.
+void QuantizedConcatParts(const Node* concat, std::vector<QuantizedPart>* parts, int depth = 0) {
+  int n = 0;
+  IsChannelConcat(concat, kQuantizedConcat, &n);
+  for (int i = 0; i < n; ++i) {
+    const QuantizedPart part{concat->inputs[i], concat->inputs[n + 2 * i],
+                             concat->inputs[n + 2 * i + 1]};
+    const Node* inner = part.data.node;
+    int unused = 0;
+    if (depth < 64 && part.data.entry == 0 && IsChannelConcat(inner, kQuantizedConcat, &unused) &&
+        part.min.node == inner && part.min.entry == 1 && part.max.node == inner &&
+        part.max.entry == 2) {
+      QuantizedConcatParts(inner, parts, depth + 1);
+    } else {
+      parts->push_back(part);
+    }
+  }
+}
+
+// The quantized parts of the fp32 Concat `concat` whose every input is a
+// dequantize (or such a Concat): false if one is not.
+bool DequantizedConcatParts(const Node* concat, std::vector<QuantizedPart>* parts, int depth = 0) {
+  int n = 0;
+  if (depth > 64 || !IsChannelConcat(concat, kConcat, &n)) return false;
+  for (int i = 0; i < n; ++i) {
+    const Node* in = concat->inputs[i].node;
+    if (concat->inputs[i].entry != 0) return false;
+    if (in->op == kDequantize) {
+      parts->push_back({in->inputs[0], in->inputs[1], in->inputs[2]});
+    } else if (!DequantizedConcatParts(in, parts, depth + 1)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Detaches `node` if nothing uses it any more, then the concats and
+// dequantizes that only it read.
+void DetachIfUnused(const Graph* graph, Node* node) {
+  for (int i = 0; i < 3; ++i) {
+    if (UseCount(graph, node, i) != 0) return;
+  }
+  std::vector<Node*> inputs;
+  for (const NodeEntry& e : node->inputs) inputs.push_back(e.node);
+  DetachNode(node);
+  for (Node* in : inputs) {
+    if (in->op == kQuantizedConcat || in->op == kConcat || in->op == kDequantize) {
+      DetachIfUnused(graph, in);
+    }
+  }
+}
+
+// Makes `bn` the concat BatchNorm op reading `parts` (its parameters stay):
+// data_0..n-1, gamma, beta, moving_mean, moving_var, min_0, max_0, ...
+void BecomeConcatBatchNorm(Node* bn, const std::vector<QuantizedPart>& parts) {
+  const std::vector<NodeEntry> params(bn->inputs.begin() + 1, bn->inputs.begin() + 5);
+  DetachNode(bn);
+  for (const QuantizedPart& p : parts) SetInput(bn, bn->inputs.size(), p.data.node, p.data.entry);
+  for (const NodeEntry& p : params) SetInput(bn, bn->inputs.size(), p.node, p.entry);
+  for (const QuantizedPart& p : parts) {
+    SetInput(bn, bn->inputs.size(), p.min.node, p.min.entry);
+    SetInput(bn, bn->inputs.size(), p.max.node, p.max.entry);
+  }
+  const bool pooled =
+      bn->op == kQuantizedBatchNormReluPoolOp || bn->op == kQuantizedBatchNormActPoolOp;
+  if (bn->op == kQuantizedBatchNormReluOp || bn->op == kQuantizedBatchNormReluPoolOp) {
+    bn->attrs["act_type"] = "relu";
+  }
+  bn->op = pooled ? kQuantizedConcatBatchNormPoolOp : kQuantizedConcatBatchNormOp;
+  bn->attrs["num_args"] = std::to_string(parts.size());
+  bn->attrs["dim"] = "1";
+  NoteRewrite(bn, "concat_batch_norm");
+}
+
+// A plugin BatchNorm over the channels (axis 1) that can read a concat's
+// parts instead (the quantized ones, pooled or not).
+bool ReadsConcatParts(const Node* bn) {
+  return (bn->op == kQuantizedBatchNormOp || bn->op == kQuantizedBatchNormReluOp ||
+          bn->op == kQuantizedBatchNormActOp || bn->op == kQuantizedBatchNormReluPoolOp ||
+          bn->op == kQuantizedBatchNormActPoolOp) &&
+         Attr(bn, "axis", "1") == "1";
+}
+
 // dequantize -> BatchNorm [-> ReLU] -> quantize_v2  =>  one quantized op.
 void QuantizeBetweenDequantizeAndQuantize(Graph* graph, const PassOptions& options) {
   for (Node* bn : NodesInOrder(graph)) {
@@ -398,9 +515,17 @@ void QuantizeBeforeFloatOps(Graph* graph, const PassOptions& options) {
     bool mean_var = false;
     if (!ParseBool(Attr(bn, "output_mean_var", "false"), &mean_var) || mean_var) continue;
     Node* dequantize = bn->inputs[0].node;
-    if (dequantize->op != kDequantize || bn->inputs[0].entry != 0 ||
-        UseCount(graph, dequantize, 0) != 1 || UseCount(graph, bn, 1) != 0 ||
-        UseCount(graph, bn, 2) != 0) {
+    if (bn->inputs[0].entry != 0 || UseCount(graph, bn, 1) != 0 || UseCount(graph, bn, 2) != 0) {
+      continue;
+    }
+    // Or an fp32 Concat of dequantized parts (its other readers keep it).
+    std::vector<QuantizedPart> parts;
+    if (dequantize->op == kConcat) {
+      if (IsExcluded(options, dequantize) || Attr(bn, "axis", "1") != "1" ||
+          !DequantizedConcatParts(dequantize, &parts)) {
+        continue;
+      }
+    } else if (dequantize->op != kDequantize || UseCount(graph, dequantize, 0) != 1) {
       continue;
     }
     Node* act = SoleConsumer(graph, bn, 3);
@@ -412,14 +537,20 @@ void QuantizeBeforeFloatOps(Graph* graph, const PassOptions& options) {
     for (const NodeEntry& use : ConsumersOf(last, 0)) feeds_quantize |= use.node->op == kQuantize;
     if (feeds_quantize) continue;  // the other rewrites' case
     Node* after = graph->addNode(bn->name + "_dequantize", kDequantize);
-    RedirectUses(graph, last, 0, after, 0);               // before `after` reads bn
-    const std::vector<NodeEntry> q = dequantize->inputs;  // copy: data, min, max
-    SetInput(bn, 0, q[0].node, q[0].entry);
-    SetInput(bn, 5, q[1].node, q[1].entry);
-    SetInput(bn, 6, q[2].node, q[2].entry);
-    DetachNode(dequantize);
+    RedirectUses(graph, last, 0, after, 0);  // before `after` reads bn
     NoteRewrite(bn, "quantized_before_fp32_ops");
-    BecomeFused(bn, act, kQuantizedOps);
+    if (parts.empty()) {
+      const std::vector<NodeEntry> q = dequantize->inputs;  // copy: data, min, max
+      SetInput(bn, 0, q[0].node, q[0].entry);
+      SetInput(bn, 5, q[1].node, q[1].entry);
+      SetInput(bn, 6, q[2].node, q[2].entry);
+      DetachNode(dequantize);
+      BecomeFused(bn, act, kQuantizedOps);
+    } else {
+      BecomeFused(bn, act, kQuantizedOps);
+      BecomeConcatBatchNorm(bn, parts);
+      DetachIfUnused(graph, dequantize);
+    }
     if (act != nullptr) DetachNode(act);
     RangeFromOptions(options, last->name, bn);
     for (int i = 0; i < 3; ++i) SetInput(after, i, bn, i);
@@ -497,6 +628,10 @@ bool IsGlobalAvgPooling(const Node* node, const char* op = kQuantizedPooling) {
 const char* PooledOp(const Node* bn) {
   if (bn->op == kQuantizedBatchNormReluOp) return kQuantizedBatchNormReluPoolOp;
   if (bn->op == kQuantizedBatchNormActOp && !HasCurve(bn)) return kQuantizedBatchNormActPoolOp;
+  // The concat op after an activation (pooling a plain BatchNorm is not a head).
+  if (bn->op == kQuantizedConcatBatchNormOp && !Attr(bn, "act_type").empty() && !HasCurve(bn)) {
+    return kQuantizedConcatBatchNormPoolOp;
+  }
   return nullptr;
 }
 
@@ -579,6 +714,43 @@ void FuseMeanHead(Graph* graph, const PassOptions& options) {
   }
 }
 
+// quantized_concat -> quantized_batch_norm (_relu, _act)
+//   =>  quantized_concat_batch_norm reading the concat's parts.
+void FuseQuantizedConcat(Graph* graph, const PassOptions& options) {
+  for (Node* bn : NodesInOrder(graph)) {
+    if (!ReadsConcatParts(bn) || IsExcluded(options, bn) || bn->inputs.size() != 7) continue;
+    Node* concat = bn->inputs[0].node;
+    int n = 0;
+    if (bn->inputs[0].entry != 0 || !IsChannelConcat(concat, kQuantizedConcat, &n) ||
+        bn->inputs[5].node != concat || bn->inputs[5].entry != 1 || bn->inputs[6].node != concat ||
+        bn->inputs[6].entry != 2 || IsExcluded(options, concat)) {
+      continue;
+    }
+    std::vector<QuantizedPart> parts;
+    QuantizedConcatParts(concat, &parts);
+    BecomeConcatBatchNorm(bn, parts);
+    DetachIfUnused(graph, concat);
+  }
+}
+
+// dequantize.. -> Concat -> BatchNorm [-> act] -> quantize_v2 (smart mode
+// leaves a concat fp32 when its inputs are not all quantized ops' outputs)
+//   =>  quantized_concat_batch_norm reading the dequantizes' inputs, with
+//     the quantize's range.  The Concat stays for its other readers.
+void QuantizeAfterFloatConcat(Graph* graph, const PassOptions& options) {
+  for (Node* bn : NodesInOrder(graph)) {
+    Node* act = nullptr;
+    Node* quantize = QuantizeAfterFp32BatchNorm(graph, options, bn, &act);
+    if (quantize == nullptr || bn->inputs[0].entry != 0 || Attr(bn, "axis", "1") != "1") continue;
+    Node* concat = bn->inputs[0].node;
+    std::vector<QuantizedPart> parts;
+    if (IsExcluded(options, concat) || !DequantizedConcatParts(concat, &parts)) continue;
+    TakeOverQuantize(graph, bn, act, quantize, kQuantizedOps, "quantized_fp32_bn");
+    BecomeConcatBatchNorm(bn, parts);
+    DetachIfUnused(graph, concat);
+  }
+}
+
 // A uint8 (re)quantize of possibly negative data emits int8.
 void AvoidUint8ForSignedInput(Graph* graph, const PassOptions& options) {
   for (Node* quantize : NodesInOrder(graph)) {
@@ -606,7 +778,13 @@ void MarkPluginNodes(Graph* graph) {
 void HintParameterShapes(Graph* graph) {
   for (Node* node : NodesInOrder(graph)) {
     if (!IsPluginOp(node->op)) continue;
-    for (size_t i = 1; i < 5 && i < node->inputs.size(); ++i) {
+    // gamma, beta, moving_mean, moving_var follow the data (num_args inputs
+    // of the concat op).
+    int first = 1;
+    if (IsConcatBatchNormOp(node->op) && !ParseInteger(Attr(node, "num_args"), &first)) {
+      continue;
+    }
+    for (size_t i = first; i < static_cast<size_t>(first) + 4 && i < node->inputs.size(); ++i) {
       Node* param = node->inputs[i].node;
       if (param->op != "null" || param->tensor == nullptr) continue;
       std::string shape = "(";
@@ -629,6 +807,7 @@ mxnet::ext::MXReturnValue QuantizeBatchNormPass(
       return mxnet::ext::MX_FAIL;
     }
     if (options.quantize_fp32_bn) {
+      QuantizeAfterFloatConcat(graph, options);
       QuantizeNeighbours(graph, options);
       QuantizeBetweenDequantizeAndQuantize(graph, options);
       QuantizeFloatInputBatchNorm(graph, options);
@@ -640,6 +819,7 @@ mxnet::ext::MXReturnValue QuantizeBatchNormPass(
       FuseGlobalAvgPooling(graph, options);
       FuseMeanHead(graph, options);
     }
+    FuseQuantizedConcat(graph, options);
     AvoidUint8ForSignedInput(graph, options);
     MarkPluginNodes(graph);
     HintParameterShapes(graph);

@@ -214,4 +214,73 @@ bool FoldScaleShiftFloatInput(const BatchNormAttrs& attrs, const ChannelParams& 
   return true;
 }
 
+namespace {
+
+// The parameters of channels [begin, begin + channels) of `params`.
+ChannelParams ChannelSlice(const ChannelParams& params, int64_t begin, int64_t channels) {
+  return {params.gamma + begin, params.beta + begin, params.moving_mean + begin,
+          params.moving_var + begin, channels};
+}
+
+// Names the input (and where its channels start) of a folding error.
+std::string InputError(size_t input, int64_t first_channel, const std::string& error) {
+  return "concatenated input " + std::to_string(input) + " (channels from " +
+         std::to_string(first_channel) + "): " + error;
+}
+
+}  // namespace
+
+bool FoldConcatScaleShift(const BatchNormAttrs& attrs, const ChannelParams& params,
+                          const std::vector<ConcatInput>& inputs, QuantType out_type,
+                          std::vector<FoldedScaleShift>* folded, std::string* error,
+                          bool mean_follows) {
+  int64_t total = 0;
+  for (const ConcatInput& in : inputs) {
+    if (in.channels <= 0) {
+      *error = "every concatenated input needs at least one channel";
+      return false;
+    }
+    total += in.channels;
+  }
+  if (inputs.empty() || total != params.channels) {
+    *error = "the concatenated inputs have " + std::to_string(total) + " channels, the BatchNorm " +
+             std::to_string(params.channels);
+    return false;
+  }
+  BatchNormAttrs shared = attrs;
+  // One input is the single-input op exactly (its derived range stays in
+  // double; the union below is the float range the op writes out).
+  if (!attrs.has_calib_range && inputs.size() > 1) {
+    // The union of the ranges derived for each input becomes the one range.
+    float lo = 0.f, hi = 0.f;
+    int64_t begin = 0;
+    for (const ConcatInput& in : inputs) {
+      FoldedScaleShift f;
+      if (!FoldScaleShift(attrs, ChannelSlice(params, begin, in.channels), in.min_data, in.max_data,
+                          in.type, out_type, &f, error, mean_follows)) {
+        *error = InputError(&in - inputs.data(), begin, *error);
+        return false;
+      }
+      lo = std::min(lo, f.min_output);
+      hi = std::max(hi, f.max_output);
+      begin += in.channels;
+    }
+    shared.has_calib_range = true;
+    shared.min_calib_range = lo;
+    shared.max_calib_range = hi;
+  }
+  folded->assign(inputs.size(), FoldedScaleShift());
+  int64_t begin = 0;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const ConcatInput& in = inputs[i];
+    if (!FoldScaleShift(shared, ChannelSlice(params, begin, in.channels), in.min_data, in.max_data,
+                        in.type, out_type, &(*folded)[i], error, mean_follows)) {
+      *error = InputError(i, begin, *error);
+      return false;
+    }
+    begin += in.channels;
+  }
+  return true;
+}
+
 }  // namespace bnq

@@ -84,4 +84,24 @@ bool FoldScaleShift(const BatchNormAttrs& attrs, const ChannelParams& params, fl
 bool FoldScaleShiftFloatInput(const BatchNormAttrs& attrs, const ChannelParams& params,
                               QuantType out_type, FoldedScaleShift* folded, std::string* error);
 
+// One input of a concatenation along the channel axis that a BatchNorm reads
+// (the _concat_batch_norm op): its channels, its own range and type.
+struct ConcatInput {
+  int64_t channels;
+  float min_data;
+  float max_data;
+  QuantType type;
+};
+
+// Folds a BatchNorm over the concatenation of `inputs` (in order, their
+// channels summing to params.channels): one FoldedScaleShift per input, each
+// from that input's step, so that no channel is rescaled into another input's
+// range first.  All share one output range: the calibrated one, else the
+// union of the ranges derived for each input.  `mean_follows` as in
+// FoldScaleShift (the _global_avg_pool form).
+bool FoldConcatScaleShift(const BatchNormAttrs& attrs, const ChannelParams& params,
+                          const std::vector<ConcatInput>& inputs, QuantType out_type,
+                          std::vector<FoldedScaleShift>* folded, std::string* error,
+                          bool mean_follows = false);
+
 }  // namespace bnq

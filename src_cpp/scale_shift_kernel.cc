@@ -24,6 +24,15 @@ dnnl::memory::dims ChannelDims(const ScaleShiftShape& s) {
 
 tag PlainTag(const ScaleShiftShape& s) { return s.inner == 1 ? tag::ab : tag::abc; }
 
+// dst: plain like src, or a channel slice of a tensor with dst_channels.
+dnnl::memory::desc DstDesc(const ScaleShiftShape& s) {
+  if (s.dst_channels == 0 || s.dst_channels == s.channels) {
+    return {DataDims(s), s.dst_type, PlainTag(s)};
+  }
+  if (s.inner == 1) return {DataDims(s), s.dst_type, {s.dst_channels, 1}};
+  return {DataDims(s), s.dst_type, {s.dst_channels * s.inner, s.inner, 1}};
+}
+
 }  // namespace
 
 void AppendActivation(float negative_slope, float clamp_lo, float clamp_hi, dnnl::post_ops* ops) {
@@ -86,7 +95,7 @@ dnnl::binary ScaleShiftKernel::MakePrimitive(const ScaleShiftShape& shape) const
   const auto plain = PlainTag(shape);
   const dnnl::memory::desc src_md(DataDims(shape), shape.src_type, plain);
   const dnnl::memory::desc channel_md(ChannelDims(shape), dt::f32, plain);
-  const dnnl::memory::desc dst_md(DataDims(shape), shape.dst_type, plain);
+  const dnnl::memory::desc dst_md = DstDesc(shape);
   int unused = 0;
   dnnl::primitive_attr attr;
   attr.set_post_ops(PostOps(shape, &unused));
@@ -103,7 +112,7 @@ void ScaleShiftKernel::Run(const ScaleShiftShape& shape, const void* src, const 
   dnnl::memory src_mem({DataDims(shape), shape.src_type, plain}, engine_, const_cast<void*>(src));
   dnnl::memory scale_mem({ChannelDims(shape), dt::f32, plain}, engine_, const_cast<float*>(scale));
   dnnl::memory shift_mem({ChannelDims(shape), dt::f32, plain}, engine_, const_cast<float*>(shift));
-  dnnl::memory dst_mem({DataDims(shape), shape.dst_type, plain}, engine_, dst);
+  dnnl::memory dst_mem(DstDesc(shape), engine_, dst);
 
   std::unordered_map<int, dnnl::memory> args = {
       {DNNL_ARG_SRC_0, src_mem},

@@ -38,11 +38,16 @@ struct ScaleShiftShape {
   float clamp_lo = -std::numeric_limits<float>::infinity();
   float clamp_hi = std::numeric_limits<float>::infinity();
   FusedActivation::Kind curve = FusedActivation::Kind::kNone;
+  // The channels of a dst row when dst is a slice of a wider tensor (outer,
+  // dst_channels, inner) that starts at the slice's first element (a
+  // concatenation's part); 0: dst is dense like src.
+  int64_t dst_channels = 0;
 
   bool operator==(const ScaleShiftShape& o) const {
     return outer == o.outer && channels == o.channels && inner == o.inner &&
            src_type == o.src_type && dst_type == o.dst_type && negative_slope == o.negative_slope &&
-           clamp_lo == o.clamp_lo && clamp_hi == o.clamp_hi && curve == o.curve;
+           clamp_lo == o.clamp_lo && clamp_hi == o.clamp_hi && curve == o.curve &&
+           dst_channels == o.dst_channels;
   }
 };
 

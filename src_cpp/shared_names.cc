@@ -14,7 +14,8 @@ std::string SharedNamesJson() {
   for (const char* op : {bnq::kQuantizedBatchNormOp, bnq::kQuantizedBatchNormReluOp,
                          bnq::kQuantizedBatchNormReluPoolOp, bnq::kBatchNormQuantizeOp,
                          bnq::kBatchNormReluQuantizeOp, bnq::kQuantizedBatchNormActOp,
-                         bnq::kBatchNormActQuantizeOp, bnq::kQuantizedBatchNormActPoolOp}) {
+                         bnq::kBatchNormActQuantizeOp, bnq::kQuantizedBatchNormActPoolOp,
+                         bnq::kQuantizedConcatBatchNormOp, bnq::kQuantizedConcatBatchNormPoolOp}) {
     ops += (ops.empty() ? "" : ", ") + Quoted(op);
   }
   return "{\"batch_norm_ops\": [" + ops + "], \"region_op\": " + Quoted(bnq::kRegionOp) +

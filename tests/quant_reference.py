@@ -150,3 +150,28 @@ def pooled_batch_norm(q, gamma, beta, mean, var, min_data, max_data, eps=1e-3, f
                                                 mean, var, eps, fix_gamma, act)
     out_dtype = 'uint8' if nonnegative(act) else 'int8'
     return quantize(pooled, out_dtype, min_out, max_out), min_out, max_out
+
+
+def concat_batch_norm(parts, gamma, beta, mean, var, eps=1e-3, fix_gamma=True,
+                      min_calib_range=None, max_calib_range=None, act=None):
+    """BatchNorm [+ act] over the concatenation along axis 1 of quantized
+    `parts` ((q, min_data, max_data) each, in its own range), quantized once.
+    Without a calibrated range: the union of the ranges derived for each part
+    (with its channels' parameters).  Returns (q_out, min_output, max_output)."""
+    x = np.concatenate([dequantize(q, lo, hi) for q, lo, hi in parts], axis=1)
+    y = activate(batch_norm(x, gamma, beta, mean, var, eps, fix_gamma, axis=1), act)
+    if min_calib_range is not None:
+        min_out, max_out = min_calib_range, max_calib_range
+        if nonnegative(act):
+            min_out, max_out = 0.0, max(max_calib_range, 0.0)
+    else:
+        min_out = max_out = 0.0
+        begin = 0
+        for q, lo, hi in parts:
+            c = slice(begin, begin + q.shape[1])
+            part_lo, part_hi = derived_output_range(str(q.dtype), lo, hi, gamma[c], beta[c],
+                                                    mean[c], var[c], eps, fix_gamma, act)
+            min_out, max_out = min(min_out, part_lo), max(max_out, part_hi)
+            begin += q.shape[1]
+    out_dtype = 'uint8' if nonnegative(act) else 'int8'
+    return quantize(y, out_dtype, min_out, max_out), min_out, max_out

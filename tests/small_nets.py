@@ -53,6 +53,45 @@ def bn_on_input():
     return mx.sym.Flatten(_conv(r, 'conv_c', 4, kernel=1), name='flat')
 
 
+def _dense_layer(x, name, growth):
+    """BN -> ReLU -> conv (the new features of a dense block)."""
+    bn = mx.sym.BatchNorm(x, fix_gamma=False, eps=1e-5, name=name + '_bn')
+    return _conv(mx.sym.Activation(bn, act_type='relu', name=name + '_relu'), name + '_conv',
+                 growth)
+
+
+def bn_after_concat(head='conv', quantized_concat=False, act_type='relu'):
+    """A dense block as densenet's: stem conv -> ReLU (uint8), then twice
+    concat(x, BN -> ReLU -> conv(x)) (int8 features), then BN -> ReLU -> a
+    conv, or with head='pool' a global average pooling -> FC.  Every BN reads
+    a concat of parts in their own ranges (the second one a nested concat)."""
+    data = mx.sym.var('data')
+    x = mx.sym.Activation(_conv(data, 'stem', 6), act_type='relu', name='stem_relu')
+    if quantized_concat:  # MXNet's smart mode then quantizes the concats (as in densenet121)
+        x = mx.sym.Pooling(x, kernel=(3, 3), stride=(1, 1), pad=(1, 1), pool_type='max',
+                           name='stem_pool')
+    for i in range(2):
+        x = mx.sym.concat(x, _dense_layer(x, 'layer%d' % i, 5), dim=1, name='concat%d' % i)
+    r = mx.sym.Activation(mx.sym.BatchNorm(x, fix_gamma=False, eps=1e-5, name='bn'),
+                          act_type=act_type, name='act')
+    if head == 'pool':
+        p = mx.sym.Pooling(r, kernel=(1, 1), global_pool=True, pool_type='avg', name='pool')
+        return mx.sym.FullyConnected(mx.sym.Flatten(p, name='flat'), num_hidden=5, name='fc')
+    return mx.sym.Flatten(_conv(r, 'conv_c', 4, kernel=1), name='flat')
+
+
+def bn_after_concat_pool():
+    return bn_after_concat(head='pool')
+
+
+def bn_after_quantized_concat():
+    return bn_after_concat(quantized_concat=True)
+
+
+def bn_after_quantized_concat_pool():
+    return bn_after_concat(head='pool', quantized_concat=True)
+
+
 def random_params(sym, data_shape, seed=0):
     rng = np.random.default_rng(seed)
     arg_shapes, _, aux_shapes = sym.infer_shape(data=data_shape)
@@ -76,5 +115,7 @@ def quantize_mxnet(sym, args, aux, calib_data, calib_mode='naive', **kwargs):
 
 # The package's helper (runs a symbol on one batch); sqnr_db is the package's too.
 forward = run_symbol
-__all__ = ['bn_after_add', 'bn_after_pool', 'bn_relu_global_pool', 'bn_on_input', 'random_params',
+__all__ = ['bn_after_add', 'bn_after_pool', 'bn_relu_global_pool', 'bn_on_input',
+           'bn_after_concat', 'bn_after_concat_pool', 'bn_after_quantized_concat',
+           'bn_after_quantized_concat_pool', 'random_params',
            'quantize_mxnet', 'forward', 'sqnr_db']

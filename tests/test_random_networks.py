@@ -157,19 +157,24 @@ def results(tmp_path_factory):
     return rows
 
 
-def test_every_batchnorm_and_activation_not_after_a_concat_is_quantized(results):
-    """What stays fp32 is a BatchNorm (and its activation) reading an fp32
-    Concat, possibly through fp32 pooling: MXNet's int8 concat would rescale
-    its inputs to one range (quantized_bn_pass.cc, QuantizedTwin)."""
+def test_every_batchnorm_and_activation_not_after_a_pooled_concat_is_quantized(results):
+    """A BatchNorm after a concat reads the concat's quantized parts
+    (_contrib_quantized_concat_batch_norm); what stays fp32 is a BatchNorm
+    (and its activation) reading an fp32 pooling of an fp32 Concat."""
+    concat_bns = 0
     for row in results:
         nodes = row['int8']['nodes']
+        concat_bns += sum(n['op'].startswith('_contrib_quantized_concat_batch_norm')
+                          for n in nodes)
         for n in nodes:
             if n['op'] not in FLOAT_ACTS:
                 continue
             source = nodes[n['inputs'][0][0]]
-            while source['op'] in FLOAT_ACTS + ('Pooling', 'Flatten'):
+            while source['op'] in FLOAT_ACTS:
                 source = nodes[source['inputs'][0][0]]
-            assert source['op'] == 'Concat', (row['seed'], n['name'], source['op'])
+            assert source['op'] == 'Pooling', (row['seed'], n['name'], source['op'])
+            assert nodes[source['inputs'][0][0]]['op'] == 'Concat', (row['seed'], n['name'])
+    assert concat_bns > 0
 
 
 def test_no_more_round_trips_than_mxnet(results):

@@ -369,12 +369,27 @@ def test_concat_in_region_matches_mxnet(left, right, calib_mode):
 
 
 @pytest.mark.parametrize('net', [small_nets.bn_after_add, small_nets.bn_after_pool,
-                                 small_nets.bn_relu_global_pool, small_nets.bn_on_input])
+                                 small_nets.bn_relu_global_pool, small_nets.bn_on_input,
+                                 small_nets.bn_after_concat, small_nets.bn_after_concat_pool,
+                                 small_nets.bn_after_quantized_concat,
+                                 small_nets.bn_after_quantized_concat_pool])
 @pytest.mark.parametrize('calib_mode', ['naive', 'none'])
 def test_plugin_batch_norm_gives_the_same_bits_inside_a_region(net, calib_mode):
     _, psym, _, _ = compare_with_mxnet(net(), (4, 4, 8, 8), calib_mode=calib_mode)
     ops = [op for region in region_ops(psym).values() for op in region]
     assert any(mxnet_bnq.library.PLUGIN_OPS[0] in op or 'batch_norm' in op for op in ops), ops
+
+
+@pytest.mark.parametrize('act_type', ['tanh', 'sigmoid'])
+@pytest.mark.parametrize('calib_mode', ['naive', 'none'])
+def test_concat_batch_norm_with_a_curve_gives_the_same_bits_inside_a_region(act_type, calib_mode):
+    """A curve runs in oneDNN's binary primitive, one per concatenated part,
+    each writing its channels of the output (the path every activation takes
+    without AVX-512)."""
+    sym = small_nets.bn_after_concat(quantized_concat=True, act_type=act_type)
+    _, psym, _, _ = compare_with_mxnet(sym, (2, 4, 7, 9), calib_mode=calib_mode)
+    ops = [op for region in region_ops(psym).values() for op in region]
+    assert ops.count('_contrib_quantized_concat_batch_norm') == 2, ops
 
 
 @pytest.mark.parametrize('channels', [3, 16, 37, 70, 150])

@@ -137,6 +137,51 @@ void FuzzConvScales(const std::vector<float>& f) {
 
 }  // namespace
 
+// The concat fold: two parts (int8, then uint8 in another range) share one
+// output range, each with finite factors; one part is FoldScaleShift itself.
+void FuzzConcatFold(const bnq::BatchNormAttrs& attrs, const bnq::ChannelParams& params,
+                    float min_data, float max_data) {
+  const auto out = bnq::FusedOutputType(attrs.act);
+  std::vector<bnq::FoldedScaleShift> folded;
+  std::string error;
+  const bnq::ConcatInput whole{params.channels, min_data, max_data, bnq::QuantType::kInt8};
+  bnq::FoldedScaleShift single;
+  std::string single_error;
+  const bool single_ok = bnq::FoldScaleShift(attrs, params, min_data, max_data,
+                                             bnq::QuantType::kInt8, out, &single, &single_error);
+  const bool one_ok = bnq::FoldConcatScaleShift(attrs, params, {whole}, out, &folded, &error);
+  Check(one_ok == single_ok && (one_ok || !error.empty()));
+  if (one_ok) {
+    Check(folded.size() == 1 && folded[0].scale == single.scale &&
+          folded[0].shift == single.shift && folded[0].min_output == single.min_output &&
+          folded[0].max_output == single.max_output);
+  }
+  if (params.channels < 2) return;
+  const int64_t first = params.channels / 2;
+  const std::vector<bnq::ConcatInput> parts = {
+      {first, min_data, max_data, bnq::QuantType::kInt8},
+      {params.channels - first, 0.f, std::fabs(max_data) * 0.25f, bnq::QuantType::kUint8}};
+  error.clear();
+  if (!bnq::FoldConcatScaleShift(attrs, params, parts, out, &folded, &error)) {
+    Check(!error.empty());
+    return;
+  }
+  Check(folded.size() == 2 && folded[0].scale.size() == static_cast<size_t>(first) &&
+        folded[1].scale.size() == static_cast<size_t>(params.channels - first));
+  Check(folded[0].min_output == folded[1].min_output &&
+        folded[0].max_output == folded[1].max_output &&
+        folded[0].min_output <= folded[0].max_output);
+  for (const auto& f : folded) {
+    for (size_t c = 0; c < f.scale.size(); ++c) {
+      Check(std::isfinite(f.scale[c]) && std::isfinite(f.shift[c]));
+    }
+  }
+  // Channel counts that do not add up are an error, not a read past the parameters.
+  error.clear();
+  Check(!bnq::FoldConcatScaleShift(attrs, params, {parts[0]}, out, &folded, &error) &&
+        !error.empty());
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const char* bytes = reinterpret_cast<const char*>(data);
   const size_t split = std::find(bytes, bytes + size, '\0') - bytes;
@@ -145,6 +190,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string error;
   bnq::PassOptions pass_options;
   if (!bnq::ParsePassOptions(options, &pass_options, &error)) Check(!error.empty());
+
+  error.clear();
+  bnq::ConcatBatchNormAttrs concat_attrs;
+  if (bnq::ParseConcatBatchNormAttrs(options, &concat_attrs, &error)) {
+    Check(concat_attrs.num_args >= 1 && concat_attrs.num_args <= 1024);
+  } else {
+    Check(!error.empty());
+  }
 
   error.clear();
   bnq::BatchNormAttrs attrs;
@@ -168,6 +221,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   relu.kind = bnq::FusedActivation::Kind::kRelu;
   for (const bnq::FusedActivation& act : {attrs.act, relu}) {
     attrs.act = act;
+    FuzzConcatFold(attrs, params, floats[0], floats[1]);
     const auto out = bnq::FusedOutputType(act);
     for (auto in : {bnq::QuantType::kInt8, bnq::QuantType::kUint8}) {
       bnq::FoldedScaleShift folded;

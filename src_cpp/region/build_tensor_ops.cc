@@ -209,6 +209,199 @@ void CompiledRegion::Builder::BatchNorm(const Node* node, const BatchNormOpAttrs
   SetOutputs(node, dst, out_lo, out_hi);
 }
 
+// The concat BatchNorm op (concat_batch_norm_op.cc): each input's channels
+// folded with that input's range and written to their place in the output,
+// one step per input, the same arithmetic as outside regions.
+void CompiledRegion::Builder::ConcatBatchNorm(const Node* node, const BatchNormOpAttrs& a) {
+  const int n = a.num_concat;
+  std::vector<int> srcs(n);
+  std::vector<RangeEnd> mins(n), maxs(n);
+  std::vector<ConcatInput> parts(n);
+  bool run_time = false;
+  dims out_dims;
+  for (int i = 0; i < n; ++i) {
+    srcs[i] = Data(node->inputs[i]);
+    const dnnl::memory::desc md = r_.values_[srcs[i]].md;
+    const dims d = md.get_dims();
+    if (d.size() < 2) Fail(node, "expects data with a channel axis");
+    if (i == 0) {
+      out_dims = d;
+      out_dims[1] = 0;
+    }
+    for (size_t k = 0; k < d.size(); ++k) {
+      if (k != 1 && (d.size() != out_dims.size() || d[k] != out_dims[k])) {
+        Fail(node, "inputs that cannot be concatenated along the channels");
+      }
+    }
+    out_dims[1] += d[1];
+    mins[i] = End(node->inputs[n + 4 + 2 * i]);
+    maxs[i] = End(node->inputs[n + 4 + 2 * i + 1]);
+    run_time = run_time || AtRunTime({mins[i], maxs[i]});
+    parts[i] = {d[1], 0.f, 0.f, ToQuantType(md.get_data_type(), node)};
+  }
+  const int64_t c = out_dims[1];
+  // Copies: a rescale hook folds them again at each forward.
+  const std::vector<float> gamma = Floats(Param(node->inputs[n], mxnet::ext::kFloat32, c));
+  const std::vector<float> beta = Floats(Param(node->inputs[n + 1], mxnet::ext::kFloat32, c));
+  const std::vector<float> mean = Floats(Param(node->inputs[n + 2], mxnet::ext::kFloat32, c));
+  const std::vector<float> var = Floats(Param(node->inputs[n + 3], mxnet::ext::kFloat32, c));
+  const QuantType out_type = FusedOutputType(a.bn.act);
+  const dt dst_type = out_type == QuantType::kUint8 ? dt::u8 : dt::s8;
+  const std::string name = node->name;
+  // The folds for the ranges of `ranges` (any valid ones at build time when
+  // they are measured at run time); throws what cannot be folded.
+  auto fold = [=](const Ranges& ranges, bool built) {
+    std::vector<ConcatInput> now = parts;
+    for (int i = 0; i < n; ++i) {
+      now[i].min_data = built && run_time ? 0.f : mins[i].Get(ranges);
+      now[i].max_data = built && run_time ? 1.f : maxs[i].Get(ranges);
+    }
+    const ChannelParams params{gamma.data(), beta.data(), mean.data(), var.data(), c};
+    std::vector<FoldedScaleShift> folded;
+    std::string error;
+    if (!FoldConcatScaleShift(a.bn, params, now, out_type, &folded, &error, a.global_avg_pool)) {
+      throw std::runtime_error(name + ": " + error);
+    }
+    return folded;
+  };
+  const std::vector<FoldedScaleShift> folded = fold(r_.ranges_, true);
+  const int range_slot = run_time ? NewRangeSlots() : -1;
+  const RangeEnd out_lo = run_time ? Slot(range_slot) : Constant(folded[0].min_output);
+  const RangeEnd out_hi = run_time ? Slot(range_slot + 1) : Constant(folded[0].max_output);
+  const int ndims = static_cast<int>(out_dims.size());
+  const dnnl::memory::desc plain_out = PlainDesc(out_dims, dst_type);
+
+  if (a.global_avg_pool) {
+    // Each part's BN+act means (as the single-input op's step), then one
+    // concatenation of the (N, c_i, 1, 1) results.
+    std::vector<ActivationMeanStep*> steps;
+    std::vector<int> means;
+    std::vector<dnnl::memory::desc> mean_mds;
+    for (int i = 0; i < n; ++i) {
+      const dnnl::memory::desc md = r_.values_[srcs[i]].md;
+      const dims d = md.get_dims();
+      int src = srcs[i];
+      if (!IsChannelsLast(md) && md != PlainDesc(d, md.get_data_type())) {
+        src = InLayout(node, src, ChannelsLast(md));
+      }
+      MeanShape shape{
+          d[0], d[1], 1,
+          IsChannelsLast(r_.values_[src].md) ? MeanLayout::kChannelsLast : MeanLayout::kPlanar};
+      for (size_t k = 2; k < d.size(); ++k) shape.count *= d[k];
+      dims pooled(d.size(), 1);
+      pooled[0] = d[0];
+      pooled[1] = d[1];
+      mean_mds.push_back(PlainDesc(pooled, dst_type));
+      means.push_back(NewValue(mean_mds.back()));
+      auto* step = new ActivationMeanStep(name + "/" + std::to_string(i), src, means.back(),
+                                          folded[i], md.get_data_type(), dst_type, shape);
+      r_.steps_.emplace_back(step);
+      steps.push_back(step);
+    }
+    dims pooled_out(out_dims.size(), 1);
+    pooled_out[0] = out_dims[0];
+    pooled_out[1] = c;
+    dnnl::concat::primitive_desc pd(r_.engine_, PlainDesc(pooled_out, dst_type), 1, mean_mds);
+    const int dst = NewValue(pd.dst_desc());
+    PrimitiveStep* s = AddStep(node, "/concat", dnnl::concat(pd));
+    for (int i = 0; i < n; ++i) s->Read(DNNL_ARG_MULTIPLE_SRC + i, means[i], mean_mds[i]);
+    s->Write(DNNL_ARG_DST, dst, pd.dst_desc());
+    if (run_time) {
+      steps[0]->set_rescale([=](Ranges& ranges) {
+        std::vector<FoldedScaleShift> f = fold(ranges, false);
+        ranges[range_slot] = f[0].min_output;
+        ranges[range_slot + 1] = f[0].max_output;
+        for (int i = 0; i < n; ++i) steps[i]->SetScaleShift(std::move(f[i]));
+      });
+    }
+    SetOutputs(node, dst, out_lo, out_hi);
+    return;
+  }
+
+  if (folded[0].curve == FusedActivation::Kind::kNone && HandKernelsAllowed()) {
+    // The hand-vectorized kernel on channels-last data, each input into its
+    // channels of the output rows.
+    const int dst = NewValue(ChannelsLast(plain_out));
+    std::vector<ChannelAffineStep*> steps;
+    int64_t begin = 0;
+    for (int i = 0; i < n; ++i) {
+      const dnnl::memory::desc md = r_.values_[srcs[i]].md;
+      const int src = IsChannelsLast(md) ? srcs[i] : InLayout(node, srcs[i], ChannelsLast(md));
+      int64_t pixels = 1;
+      for (size_t k = 0; k < out_dims.size(); ++k) pixels *= k == 1 ? 1 : out_dims[k];
+      auto* step = new ChannelAffineStep(name + "/" + std::to_string(i), src, dst, folded[i],
+                                         md.get_data_type(), dst_type, pixels, c, begin);
+      r_.steps_.emplace_back(step);
+      steps.push_back(step);
+      begin += parts[i].channels;
+    }
+    if (run_time) {
+      steps[0]->set_rescale([=](Ranges& ranges) {
+        std::vector<FoldedScaleShift> f = fold(ranges, false);
+        ranges[range_slot] = f[0].min_output;
+        ranges[range_slot + 1] = f[0].max_output;
+        for (int i = 0; i < n; ++i) steps[i]->SetScaleShift(std::move(f[i]));
+      });
+    }
+    SetOutputs(node, dst, out_lo, out_hi);
+    return;
+  }
+  // oneDNN's binary primitive per input (as the op outside regions), each
+  // writing a channel slice of the output.
+  const dnnl::memory::desc dst_md =
+      IsChannelsLast(r_.values_[srcs[0]].md) ? ChannelsLast(plain_out) : plain_out;
+  const int dst = NewValue(dst_md);
+  constexpr int kShift = DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1;
+  std::vector<PrimitiveStep*> steps;
+  std::vector<int> output_scale_args;
+  int64_t begin = 0;
+  for (int i = 0; i < n; ++i) {
+    const dnnl::memory::desc in_md = r_.values_[srcs[i]].md;
+    const FoldedScaleShift& f = folded[i];
+    dims channel_dims(ndims, 1);
+    channel_dims[1] = parts[i].channels;
+    const dnnl::memory::desc channel_md = PlainDesc(channel_dims, dt::f32);
+    dims part_dims = out_dims, offsets(ndims, 0);
+    part_dims[1] = parts[i].channels;
+    offsets[1] = begin;
+    const dnnl::memory::desc part_md = dst_md.submemory_desc(part_dims, offsets);
+    dnnl::post_ops ops;
+    ops.append_binary(dnnl::algorithm::binary_add, channel_md);
+    AppendActivation(f.negative_slope, f.clamp_lo, f.clamp_hi, &ops);
+    const int output_scale_arg = AppendCurve(f.curve, ndims, &ops);
+    dnnl::primitive_attr attr;
+    attr.set_post_ops(ops);
+    dnnl::binary::primitive_desc pd(r_.engine_, dnnl::algorithm::binary_mul, in_md, channel_md,
+                                    part_md, attr);
+    PrimitiveStep* s = AddStep(node, "/" + std::to_string(i), dnnl::binary(pd));
+    s->Read(DNNL_ARG_SRC_0, srcs[i], in_md);
+    s->Constant(DNNL_ARG_SRC_1, Owned(r_.engine_, channel_md, f.scale.data()));
+    s->Constant(kShift, Owned(r_.engine_, channel_md, f.shift.data()));
+    if (output_scale_arg != 0) {
+      s->Constant(output_scale_arg, Owned(r_.engine_, ScalarDesc(ndims), &f.output_scale));
+    }
+    s->Write(DNNL_ARG_DST, dst, part_md);
+    steps.push_back(s);
+    output_scale_args.push_back(output_scale_arg);
+    begin += parts[i].channels;
+  }
+  if (run_time) {
+    steps[0]->set_rescale([=](Ranges& ranges) {
+      const std::vector<FoldedScaleShift> f = fold(ranges, false);
+      ranges[range_slot] = f[0].min_output;
+      ranges[range_slot + 1] = f[0].max_output;
+      for (int i = 0; i < n; ++i) {
+        std::copy(f[i].scale.begin(), f[i].scale.end(), steps[i]->ConstantFloats(DNNL_ARG_SRC_1));
+        std::copy(f[i].shift.begin(), f[i].shift.end(), steps[i]->ConstantFloats(kShift));
+        if (output_scale_args[i] != 0) {
+          *steps[i]->ConstantFloats(output_scale_args[i]) = f[i].output_scale;
+        }
+      }
+    });
+  }
+  SetOutputs(node, dst, out_lo, out_hi);
+}
+
 CompiledRegion::Builder::AddScales CompiledRegion::Builder::ScalesOfAdd(const AddAttrs& a,
                                                                         QuantType lq, QuantType rq,
                                                                         dt out_type, float lhs_abs,

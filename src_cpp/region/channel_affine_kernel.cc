@@ -44,8 +44,8 @@ BNQ_AVX512 inline __m512 Activate(__m512 v, __m512 slope, __m512 lo, __m512 hi) 
 
 template <ByteType kSrc, ByteType kDst, bool kActivation>
 BNQ_AVX512 void Rows(const void* src, const float* scale, const float* shift,
-                     const LevelActivation& act, void* dst, int64_t channels, int64_t begin,
-                     int64_t end) {
+                     const LevelActivation& act, void* dst, int64_t channels, int64_t dst_pitch,
+                     int64_t begin, int64_t end) {
   const __m512 slope = _mm512_set1_ps(act.negative_slope);
   const __m512 lo = _mm512_set1_ps(act.clamp_lo), hi = _mm512_set1_ps(act.clamp_hi);
   const auto* in = static_cast<const uint8_t*>(src);
@@ -54,7 +54,7 @@ BNQ_AVX512 void Rows(const void* src, const float* scale, const float* shift,
   const __mmask16 tail = static_cast<__mmask16>((1u << (channels - full)) - 1);
   for (int64_t p = begin; p < end; ++p) {
     const uint8_t* x = in + p * channels;
-    uint8_t* y = out + p * channels;
+    uint8_t* y = out + p * dst_pitch;
     for (int64_t c = 0; c < full; c += 16) {
       // Separate multiply and add (no FMA), in oneDNN's order.
       const __m512 v = _mm512_mul_ps(LoadBytes<kSrc>(x + c, 0xffff), _mm512_loadu_ps(scale + c));
@@ -76,16 +76,20 @@ BNQ_AVX512 void Rows(const void* src, const float* scale, const float* shift,
 template <bool kActivation>
 void RowsOfTypes(const void* src, ByteType src_type, const float* scale, const float* shift,
                  const LevelActivation& act, void* dst, ByteType dst_type, int64_t channels,
-                 int64_t begin, int64_t end) {
+                 int64_t dst_pitch, int64_t begin, int64_t end) {
   using B = ByteType;
   if (src_type == B::kInt8 && dst_type == B::kInt8) {
-    Rows<B::kInt8, B::kInt8, kActivation>(src, scale, shift, act, dst, channels, begin, end);
+    Rows<B::kInt8, B::kInt8, kActivation>(src, scale, shift, act, dst, channels, dst_pitch, begin,
+                                          end);
   } else if (src_type == B::kInt8) {
-    Rows<B::kInt8, B::kUint8, kActivation>(src, scale, shift, act, dst, channels, begin, end);
+    Rows<B::kInt8, B::kUint8, kActivation>(src, scale, shift, act, dst, channels, dst_pitch, begin,
+                                           end);
   } else if (dst_type == B::kInt8) {
-    Rows<B::kUint8, B::kInt8, kActivation>(src, scale, shift, act, dst, channels, begin, end);
+    Rows<B::kUint8, B::kInt8, kActivation>(src, scale, shift, act, dst, channels, dst_pitch, begin,
+                                           end);
   } else {
-    Rows<B::kUint8, B::kUint8, kActivation>(src, scale, shift, act, dst, channels, begin, end);
+    Rows<B::kUint8, B::kUint8, kActivation>(src, scale, shift, act, dst, channels, dst_pitch, begin,
+                                            end);
   }
 }
 
@@ -98,12 +102,14 @@ bool ChannelAffineKernelAvailable() {
 
 void ChannelAffineRows(const void* src, ByteType src_type, const float* scale, const float* shift,
                        const LevelActivation& act, void* dst, ByteType dst_type, int64_t channels,
-                       int64_t begin, int64_t end) {
+                       int64_t dst_pitch, int64_t begin, int64_t end) {
   if (act.negative_slope != 1.f || act.clamp_lo > -std::numeric_limits<float>::infinity() ||
       act.clamp_hi < std::numeric_limits<float>::infinity()) {
-    RowsOfTypes<true>(src, src_type, scale, shift, act, dst, dst_type, channels, begin, end);
+    RowsOfTypes<true>(src, src_type, scale, shift, act, dst, dst_type, channels, dst_pitch, begin,
+                      end);
   } else {  // ReLU and plain BatchNorm: the saturation is the whole activation
-    RowsOfTypes<false>(src, src_type, scale, shift, act, dst, dst_type, channels, begin, end);
+    RowsOfTypes<false>(src, src_type, scale, shift, act, dst, dst_type, channels, dst_pitch, begin,
+                       end);
   }
 }
 

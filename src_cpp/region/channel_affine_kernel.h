@@ -35,11 +35,13 @@ struct LevelActivation {
   float clamp_hi = std::numeric_limits<float>::infinity();
 };
 
-// Pixels [begin, end) of a (pixels, channels) row-major tensor.  Requires
-// ChannelAffineKernelAvailable().
+// Pixels [begin, end) of a (pixels, channels) row-major tensor into dst,
+// whose rows are `dst_pitch` >= channels elements apart (a channel slice of a
+// wider tensor, e.g. a concatenation's part; channels for a dense one).
+// Requires ChannelAffineKernelAvailable().
 void ChannelAffineRows(const void* src, ByteType src_type, const float* scale, const float* shift,
                        const LevelActivation& act, void* dst, ByteType dst_type, int64_t channels,
-                       int64_t begin, int64_t end);
+                       int64_t dst_pitch, int64_t begin, int64_t end);
 
 }  // namespace region
 }  // namespace bnq

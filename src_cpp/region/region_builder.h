@@ -226,6 +226,7 @@ class CompiledRegion::Builder {
   int Flattened(const Node* node, int value);
   void Flatten(const Node* node);
   void BatchNorm(const Node* node, const BatchNormOpAttrs& a);
+  void ConcatBatchNorm(const Node* node, const BatchNormOpAttrs& a);
 
   // `md` if strided (plain, NHWC, ...), else the plain layout of its dims.
   static dnnl::memory::desc StridedOrPlain(const dnnl::memory::desc& md) {

@@ -57,7 +57,11 @@ void CompiledRegion::Builder::Build(const std::vector<MXTensor>& outputs) {
         Flatten(node);
         break;
       case OpKind::kBatchNorm:
-        BatchNorm(node, parsed.bn);
+        if (parsed.bn.num_concat > 0) {
+          ConcatBatchNorm(node, parsed.bn);
+        } else {
+          BatchNorm(node, parsed.bn);
+        }
         break;
       case OpKind::kQuantize:
         Quantize(node, parsed.quantize);

@@ -442,9 +442,38 @@ bool ParseFullyConnected(const Node* node, FullyConnectedAttrs* fc, std::string*
   return true;
 }
 
+bool ParseConcatBatchNormOp(const Node* node, BatchNormOpAttrs* bn, std::string* why) {
+  ConcatBatchNormAttrs parsed;
+  if (!ParseConcatBatchNormAttrs(node->attrs, &parsed, why)) return false;
+  if (parsed.bn.axis != 1 || parsed.dim != 1) {  // regions hold NCHW-ordered tensors
+    *why = "BatchNorm over a concat along axis " + std::to_string(parsed.bn.axis) +
+           " (regions need axis 1)";
+    return false;
+  }
+  if (static_cast<int>(node->inputs.size()) != 3 * parsed.num_args + 4) {
+    *why = "the op has " + std::to_string(node->inputs.size()) +
+           " inputs for num_args=" + std::to_string(parsed.num_args);
+    return false;
+  }
+  const FusedActivation& act = parsed.bn.act;
+  if (act.kind == FusedActivation::Kind::kClip && act.a_min != 0 && !parsed.bn.has_calib_range) {
+    *why = "clip with a_min != 0 without a calibrated range";
+    return false;
+  }
+  bn->global_avg_pool = node->op == kQuantizedConcatBatchNormPoolOp;
+  if (bn->global_avg_pool && IsCurve(act)) {
+    *why = "global average pooling after a curve (the op refuses it)";
+    return false;
+  }
+  bn->bn = parsed.bn;
+  bn->num_concat = parsed.num_args;
+  return true;
+}
+
 bool ParseBatchNormOp(const Node* node, BatchNormOpAttrs* bn, std::string* why) {
   std::string error;
   const std::string& op = node->op;
+  if (IsConcatBatchNormOp(op)) return ParseConcatBatchNormOp(node, bn, why);
   const bool act_op = op == kQuantizedBatchNormActOp || op == kBatchNormActQuantizeOp ||
                       op == kQuantizedBatchNormActPoolOp;
   if (!ParseBatchNormAttrs(node->attrs, &bn->bn, &error, act_op)) {

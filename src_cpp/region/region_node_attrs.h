@@ -109,6 +109,8 @@ struct BatchNormOpAttrs {
   BatchNormAttrs bn;  // with the fused activation (bn.act)
   bool global_avg_pool = false;
   bool float_input = false;
+  // The concatenated inputs of _contrib_quantized_concat_batch_norm (0: one data input).
+  int num_concat = 0;
 };
 
 struct RegionNode {

@@ -185,11 +185,13 @@ void AddIntoInt32(const int32_t* conv, const Operand* operand, float scale, bool
 
 ChannelAffineStep::ChannelAffineStep(std::string name, int src, int dst,
                                      const FoldedScaleShift& folded, dt src_type, dt dst_type,
-                                     int64_t pixels)
+                                     int64_t pixels, int64_t dst_pitch, int64_t dst_offset)
     : Step(std::move(name)),
       src_type_(ToByteType(src_type)),
       dst_type_(ToByteType(dst_type)),
-      pixels_(pixels) {
+      pixels_(pixels),
+      dst_pitch_(dst_pitch),
+      dst_offset_(dst_offset) {
   reads_.push_back(src);
   writes_.push_back(dst);
   SetScaleShift(folded);
@@ -198,8 +200,9 @@ ChannelAffineStep::ChannelAffineStep(std::string name, int src, int dst,
 void ChannelAffineStep::Execute(dnnl::stream& stream, const std::vector<Value>& values, Ranges&) {
   stream.wait();  // the input comes from the primitive before
   const void* src = values[reads_[0]].data;
-  void* dst = values[writes_[0]].data;
+  void* dst = static_cast<uint8_t*>(values[writes_[0]].data) + dst_offset_;  // bytes
   const int64_t channels = static_cast<int64_t>(scale_.size());
+  const int64_t pitch = dst_pitch_ > 0 ? dst_pitch_ : channels;
 #pragma omp parallel
   {
     const int64_t threads = omp_get_num_threads(), thread = omp_get_thread_num();
@@ -207,7 +210,7 @@ void ChannelAffineStep::Execute(dnnl::stream& stream, const std::vector<Value>& 
     const int64_t begin = std::min(pixels_, thread * chunk);
     const int64_t end = std::min(pixels_, begin + chunk);
     ChannelAffineRows(src, src_type_, scale_.data(), shift_.data(), act_, dst, dst_type_, channels,
-                      begin, end);
+                      pitch, begin, end);
   }
 }
 
