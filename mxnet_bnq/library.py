@@ -27,7 +27,7 @@ MARKER_OP = names.QUANTIZED_BATCH_NORM_RELU
 # Ops only the plugin provides (MXNet has its own _contrib_quantized_batch_norm:
 # the plugin's marks its nodes with names.PLUGIN_ATTR instead).
 PLUGIN_OPS = tuple(op for op in names.BATCH_NORM_OPS if op != names.QUANTIZED_BATCH_NORM) + \
-    (names.REGION_OP,)
+    (names.QUANTIZED_AVG_POOLING, names.REGION_OP)
 PLUGIN_ATTR = names.PLUGIN_ATTR
 
 _LOG = logging.getLogger(__name__)

@@ -22,6 +22,9 @@ BATCH_NORM_OPS = (QUANTIZED_BATCH_NORM, QUANTIZED_BATCH_NORM_RELU, QUANTIZED_BAT
                   BATCH_NORM_ACT_QUANTIZE, QUANTIZED_BATCH_NORM_ACT_POOL,
                   QUANTIZED_CONCAT_BATCH_NORM, QUANTIZED_CONCAT_BATCH_NORM_POOL)
 
+# MXNet's quantized average pooling, writing the mean in its own calibrated range.
+QUANTIZED_AVG_POOLING = '_contrib_quantized_avg_pooling'
+
 # The subgraph op of an int8 region and the partitioner that makes it.
 REGION_OP = '_bnq_quantized_region'
 PARTITIONER = 'BNQ_REGIONS'

@@ -69,4 +69,28 @@ bool ParseBool(const std::string& text, bool* value) {
   return false;
 }
 
+bool ParseTuple(const std::string& text, std::vector<int64_t>* out) {
+  std::string s = Trim(text);
+  if (!s.empty() && (s.front() == '(' || s.front() == '[')) {
+    if (s.size() < 2 || (s.back() != ')' && s.back() != ']')) return false;
+    s = s.substr(1, s.size() - 2);
+  }
+  out->clear();
+  size_t start = 0;
+  while (start <= s.size()) {
+    size_t end = s.find(',', start);
+    if (end == std::string::npos) end = s.size();
+    const std::string item = Trim(s.substr(start, end - start));
+    if (!item.empty()) {
+      int v = 0;
+      if (!ParseInteger(item, &v)) return false;
+      out->push_back(v);
+    } else if (end != s.size()) {
+      return false;  // an empty item before a comma
+    }
+    start = end + 1;
+  }
+  return true;
+}
+
 }  // namespace bnq

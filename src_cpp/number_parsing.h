@@ -3,7 +3,9 @@
 // no "inf"/"nan" words), surrounding whitespace allowed, nothing else.
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 namespace bnq {
 
@@ -18,5 +20,8 @@ bool ParseInteger(const std::string& text, int* value);
 
 // true/false/1/0, case-insensitive.
 bool ParseBool(const std::string& text, bool* value);
+
+// A tuple of integers as MXNet writes it: "(3, 3)", "[3,3]", "(3,)" or "3".
+bool ParseTuple(const std::string& text, std::vector<int64_t>* out);
 
 }  // namespace bnq

@@ -29,6 +29,9 @@ inline bool IsConcatBatchNormOp(const std::string& op) {
   return op == kQuantizedConcatBatchNormOp || op == kQuantizedConcatBatchNormPoolOp;
 }
 
+// MXNet's quantized average pooling, writing the mean in its own calibrated range.
+constexpr char kQuantizedAvgPoolingOp[] = "_contrib_quantized_avg_pooling";
+
 // The subgraph op of a region (BNQ_REGIONS partitioner): a whole int8 region
 // run inside the library.
 constexpr char kRegionOp[] = "_bnq_quantized_region";

@@ -17,6 +17,13 @@
 //  sigmoid, tanh, softrelu, gelu); with a ReLU the result is the _relu op,
 //  with another activation the _act op.
 //
+//  PoolConcatParts: an fp32 max Pooling of an fp32 Concat of dequantized
+//  tensors pools each part in int8 instead (exact), so that the BatchNorm
+//  after it reads the parts (below):
+//       dequantize.. -> Concat -> Pooling(max)
+//         =>  quantized_pooling.. -> dequantize.. -> Concat
+//     Only where the concat and its dequantizes have no other reader.
+//
 //  QuantizeAfterFloatConcat: a BatchNorm left fp32 after an fp32 Concat of
 //  dequantized tensors (smart mode leaves such a concat fp32), that feeds a
 //  quantize:
@@ -69,6 +76,11 @@
 //     chain) each in its own range.  MXNet's int8 concat rescales every part
 //     to the largest range first, and the BatchNorm then amplifies the coarse
 //     steps of the channels from small ranges (densenet121 lost 4.7 dB).
+//  RequantizeAveragePooling: MXNet's quantized average pooling becomes the
+//  plugin's, which writes the mean in the range calibrated on the pooled
+//  output (relu_calib_ranges by the pooling's name, else marked missing):
+//  MXNet's rounds it again at the input's step, and a mean's range is
+//  smaller (densenet121's transitions).
 //  AvoidUint8ForSignedInput: a uint8 quantize or requantize whose input may
 //  be negative (no calibrated range, or a negative one) emits int8.  With
 //  quantized_dtype='uint8' MXNet emits them even for signed data: its
@@ -99,6 +111,7 @@
 #include "number_parsing.h"
 #include "op_names.h"
 #include "pass_options.h"
+#include "pooling_attrs.h"
 
 namespace bnq {
 namespace {
@@ -466,6 +479,47 @@ bool BetterLeftFloat(const Graph* graph, const PassOptions& options, const Node*
   return any;
 }
 
+// dequantize.. -> Concat -> max Pooling (-> BatchNorm ...)
+//   =>  quantized_pooling.. -> dequantize.. -> Concat (-> BatchNorm ...)
+// Max pooling commutes with the concat (it pools each channel) and with
+// quantization (exact in int8): each part is pooled in int8, and the
+// BatchNorm after the concat then reads the quantized parts (the concat
+// BatchNorm op).  Only where the concat and its dequantizes have no other
+// reader: never more dequantize nodes.
+void PoolConcatParts(Graph* graph, const PassOptions& options) {
+  for (Node* pool : NodesInOrder(graph)) {
+    if (QuantizedTwin(pool) != kQuantizedPooling || Attr(pool, "pool_type", "max") != "max" ||
+        IsExcluded(options, pool) || pool->inputs.size() != 1 || pool->inputs[0].entry != 0 ||
+        !LeadsToBatchNorm(pool)) {
+      continue;
+    }
+    Node* concat = pool->inputs[0].node;
+    int n = 0;
+    if (!IsChannelConcat(concat, kConcat, &n) || IsExcluded(options, concat) ||
+        UseCount(graph, concat, 0) != 1) {
+      continue;
+    }
+    bool parts_dequantized = true;
+    for (const NodeEntry& e : concat->inputs) {
+      parts_dequantized = parts_dequantized && e.node->op == kDequantize && e.entry == 0 &&
+                          UseCount(graph, e.node, 0) == 1;
+    }
+    if (!parts_dequantized) continue;
+    for (int i = 0; i < n; ++i) {
+      Node* dequantize = concat->inputs[i].node;
+      Node* part = graph->addNode(pool->name + "_part" + std::to_string(i), kQuantizedPooling);
+      part->attrs = pool->attrs;
+      part->attrs.erase(kRewriteAttr);
+      NoteRewrite(part, "pooled_concat_part");
+      const std::vector<NodeEntry> q = dequantize->inputs;  // copy: data, min, max
+      for (int k = 0; k < 3; ++k) SetInput(part, k, q[k].node, q[k].entry);
+      for (int k = 0; k < 3; ++k) SetInput(dequantize, k, part, k);
+    }
+    RedirectUses(graph, pool, 0, concat, 0);
+    DetachNode(pool);
+  }
+}
+
 void QuantizeNeighbours(Graph* graph, const PassOptions& options) {
   for (Node* node : NodesInOrder(graph)) {
     const char* twin = QuantizedTwin(node);
@@ -751,6 +805,24 @@ void QuantizeAfterFloatConcat(Graph* graph, const PassOptions& options) {
   }
 }
 
+// quantized_pooling(avg)  =>  quantized_avg_pooling, with the range
+// calibrated on the pooled output (from relu_calib_ranges by the pooling's
+// name, else marked missing: the flow calibrates it in the same run).
+void RequantizeAveragePooling(Graph* graph, const PassOptions& options) {
+  for (Node* pool : NodesInOrder(graph)) {
+    if (pool->op != kQuantizedPooling || Attr(pool, "pool_type", "max") != "avg" ||
+        IsExcluded(options, pool) || pool->inputs.size() != 3) {
+      continue;
+    }
+    PoolingAttrs parsed;
+    std::string why;
+    if (!ParsePoolingAttrs(pool->attrs, &parsed, &why)) continue;  // MXNet's op runs the rest
+    pool->op = kQuantizedAvgPoolingOp;
+    RangeFromOptions(options, pool->name, pool);
+    NoteRewrite(pool, "own_range");
+  }
+}
+
 // A uint8 (re)quantize of possibly negative data emits int8.
 void AvoidUint8ForSignedInput(Graph* graph, const PassOptions& options) {
   for (Node* quantize : NodesInOrder(graph)) {
@@ -769,7 +841,9 @@ void AvoidUint8ForSignedInput(Graph* graph, const PassOptions& options) {
 // The plugin attribute on every node of the plugin's BatchNorm ops.
 void MarkPluginNodes(Graph* graph) {
   for (Node* node : NodesInOrder(graph)) {
-    if (IsPluginOp(node->op)) node->attrs[kPluginAttr] = kPluginAttrVersion;
+    if (IsPluginOp(node->op) || node->op == kQuantizedAvgPoolingOp) {
+      node->attrs[kPluginAttr] = kPluginAttrVersion;
+    }
   }
 }
 
@@ -807,6 +881,7 @@ mxnet::ext::MXReturnValue QuantizeBatchNormPass(
       return mxnet::ext::MX_FAIL;
     }
     if (options.quantize_fp32_bn) {
+      PoolConcatParts(graph, options);
       QuantizeAfterFloatConcat(graph, options);
       QuantizeNeighbours(graph, options);
       QuantizeBetweenDequantizeAndQuantize(graph, options);
@@ -820,6 +895,7 @@ mxnet::ext::MXReturnValue QuantizeBatchNormPass(
       FuseMeanHead(graph, options);
     }
     FuseQuantizedConcat(graph, options);
+    RequantizeAveragePooling(graph, options);
     AvoidUint8ForSignedInput(graph, options);
     MarkPluginNodes(graph);
     HintParameterShapes(graph);

@@ -241,8 +241,37 @@ def test_pooling_in_region_matches_mxnet(pool, act, calib_mode):
         y = mx.sym.Activation(y, act_type='relu', name='relu')
     y = mx.sym.Pooling(y, name='pool', **pool)
     y = conv(y, 'after', 5, (1, 1))
-    compare_with_mxnet(y, (2, 3, 11, 9), claimed=['_contrib_quantized_pooling'],
-                       calib_mode=calib_mode)
+    # Our flow makes an average pooling the plugin's (the mean in its own range).
+    op = '_contrib_quantized_pooling' if pool['pool_type'] == 'max' else \
+        mxnet_bnq.names.QUANTIZED_AVG_POOLING
+    compare_with_mxnet(y, (2, 3, 11, 9), claimed=[op], calib_mode=calib_mode)
+
+
+@pytest.mark.parametrize('pool', [
+    dict(kernel=(3, 3), stride=(2, 2), pad=(1, 1)),
+    dict(kernel=(3, 3), stride=(1, 1), pad=(1, 1), count_include_pad=False),
+    dict(kernel=(2, 2), stride=(2, 2), pooling_convention='full'),
+    dict(kernel=(1, 1), global_pool=True),
+])
+@pytest.mark.parametrize('calib_mode', ['naive', 'none'])
+def test_mxnet_average_pooling_in_region_matches_mxnet(pool, calib_mode):
+    """MXNet's own flow's int8 average pooling (our flow replaces it), in a region."""
+    data = mx.sym.var('data')
+    y = mx.sym.Pooling(conv(data, 'conv', 6, (3, 3), pad=(1, 1)), name='pool', pool_type='avg',
+                       **pool)
+    y = conv(y, 'after', 5, (1, 1))
+    shape = (2, 3, 11, 9)
+    args, aux = small_nets.random_params(y, shape, 0)
+    rng = np.random.default_rng(1)
+    calib, x = rng.normal(0, 1, (8,) + shape[1:]).astype('f'), rng.normal(0, 1, shape).astype('f')
+    qsym, qargs, qaux = small_nets.quantize_mxnet(y, args, aux, calib, calib_mode=calib_mode,
+                                                  quantized_dtype='auto')
+    psym = mxnet_bnq.partition(qsym, qargs, qaux)
+    ops = [op for region in region_ops(psym).values() for op in region]
+    assert '_contrib_quantized_pooling' in ops, ops
+    (expected,), (got,) = run_symbol(qsym, qargs, qaux, x), run_symbol(psym, qargs, qaux, x)
+    (step,) = output_steps(qsym, qargs, qaux, x)
+    assert_within_one_lsb(expected, got, step)
 
 
 @pytest.mark.parametrize('no_bias', [False, True])

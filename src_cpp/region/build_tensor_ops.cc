@@ -2,6 +2,7 @@
 // elemwise_add and concat.
 #include <algorithm>
 
+#include "../avg_pooling_kernel.h"
 #include "../scale_shift_kernel.h"
 #include "region_builder.h"
 
@@ -13,16 +14,13 @@ void CompiledRegion::Builder::Pooling(const Node* node, PoolingAttrs a) {
   const Value in = r_.values_[data];  // a copy: NewValue() may move the vector
   const dims d = in.md.get_dims();
   if (d.size() != 4) Fail(node, "expects 4-D data");
-  if (a.global) a.kernel = {d[2], d[3]};
   dims out_dims{d[0], d[1], 0, 0}, pad_r(2);
   for (int i = 0; i < 2; ++i) {
-    const int64_t span = d[2 + i] + 2 * a.pad[i] - a.kernel[i];
-    if (span < 0) Fail(node, "the pooling kernel is larger than the padded input");
-    const int64_t size =
-        (a.full_convention ? (span + a.stride[i] - 1) / a.stride[i] : span / a.stride[i]) + 1;
-    out_dims[2 + i] = size;
-    pad_r[i] = (size - 1) * a.stride[i] + a.kernel[i] - d[2 + i] - a.pad[i];
+    if (!PooledSize(a, i, d[2 + i], &out_dims[2 + i], &pad_r[i])) {
+      Fail(node, "the pooling kernel is larger than the padded input");
+    }
   }
+  if (a.global) a.kernel = {d[2], d[3]};
   const dnnl::algorithm alg = a.max                 ? dnnl::algorithm::pooling_max
                               : a.count_include_pad ? dnnl::algorithm::pooling_avg_include_padding
                                                     : dnnl::algorithm::pooling_avg_exclude_padding;
@@ -35,6 +33,49 @@ void CompiledRegion::Builder::Pooling(const Node* node, PoolingAttrs a) {
   s->Read(DNNL_ARG_SRC, data, in.md);
   s->Write(DNNL_ARG_DST, dst, pd.dst_desc());
   SetOutputs(node, dst, End(node->inputs[1]), End(node->inputs[2]));
+}
+
+// The plugin's average pooling (avg_pooling_kernel.h): channels-last in and
+// out, the primitive the op runs outside regions, the mean scaled by the
+// input's step over the output's.
+void CompiledRegion::Builder::AvgPoolingInOwnRange(const Node* node, const PoolingAttrs& a,
+                                                   const OwnRange& range) {
+  int data = Data(node->inputs[0]);
+  const dnnl::memory::desc in_md = r_.values_[data].md;
+  AvgPoolingShape shape;
+  std::string why;
+  if (!MakeAvgPoolingShape(a, in_md.get_dims(), in_md.get_data_type(), &shape, &why)) {
+    Fail(node, why);
+  }
+  const dnnl::memory::desc src_md(shape.src, shape.type, tag::nhwc);
+  const dnnl::memory::desc dst_md(shape.dst, shape.type, tag::nhwc);
+  data = InLayout(node, data, src_md);
+  const RangeEnd in_lo = End(node->inputs[1]), in_hi = End(node->inputs[2]);
+  const bool run_time = AtRunTime({in_lo, in_hi});
+  // The output range and the scale from the input range.
+  auto rule = [=](const Ranges& r) {
+    return AvgPoolingOutputRange(range.calibrated, range.min, range.max, in_lo.Get(r),
+                                 in_hi.Get(r));
+  };
+  const AvgPoolingRange built = rule(r_.ranges_);
+  const int dst = NewValue(dst_md);
+  PrimitiveStep* s =
+      AddStep(node, "", dnnl::pooling_forward(AvgPoolingDesc(r_.engine_, shape, src_md, dst_md)));
+  s->Read(DNNL_ARG_SRC, data, src_md);
+  s->Constant(kAvgPoolingScaleArg, Owned(r_.engine_, ScalarDesc(4), &built.scale));
+  s->Write(DNNL_ARG_DST, dst, dst_md);
+  if (!run_time) {
+    SetOutputs(node, dst, built.min, built.max);
+    return;
+  }
+  const int slot = NewRangeSlots();
+  s->set_rescale([=](Ranges& ranges) {
+    const AvgPoolingRange now = rule(ranges);
+    *s->ConstantFloats(kAvgPoolingScaleArg) = now.scale;
+    ranges[slot] = now.min;
+    ranges[slot + 1] = now.max;
+  });
+  SetOutputs(node, dst, Slot(slot), Slot(slot + 1));
 }
 
 void CompiledRegion::Builder::Relu(const Node* node) {

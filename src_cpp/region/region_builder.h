@@ -222,6 +222,7 @@ class CompiledRegion::Builder {
 
   // Pooling, relu, flatten, BatchNorm, add, concat (build_tensor_ops.cc).
   void Pooling(const Node* node, PoolingAttrs a);
+  void AvgPoolingInOwnRange(const Node* node, const PoolingAttrs& a, const OwnRange& range);
   void Relu(const Node* node);
   int Flattened(const Node* node, int value);
   void Flatten(const Node* node);

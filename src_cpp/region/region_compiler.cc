@@ -48,7 +48,11 @@ void CompiledRegion::Builder::Build(const std::vector<MXTensor>& outputs) {
         FullyConnected(node, parsed.fc);
         break;
       case OpKind::kPooling:
-        Pooling(node, parsed.pool);
+        if (parsed.pool_own_range) {
+          AvgPoolingInOwnRange(node, parsed.pool, parsed.pool_range);
+        } else {
+          Pooling(node, parsed.pool);
+        }
         break;
       case OpKind::kRelu:
         Relu(node);

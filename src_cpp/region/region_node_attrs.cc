@@ -17,31 +17,6 @@ bool IsHidden(const std::string& key) {
          key.compare(key.size() - 2, 2, "__") == 0;
 }
 
-// "(3, 3)", "[3,3]", "(3,)" or "3" -> {3, 3}, {3}.
-bool ParseTuple(const std::string& text, std::vector<int64_t>* out) {
-  std::string s = Trim(text);
-  if (!s.empty() && (s.front() == '(' || s.front() == '[')) {
-    if (s.size() < 2 || (s.back() != ')' && s.back() != ']')) return false;
-    s = s.substr(1, s.size() - 2);
-  }
-  out->clear();
-  size_t start = 0;
-  while (start <= s.size()) {
-    size_t end = s.find(',', start);
-    if (end == std::string::npos) end = s.size();
-    const std::string item = Trim(s.substr(start, end - start));
-    if (!item.empty()) {
-      int v = 0;
-      if (!ParseInteger(item, &v)) return false;
-      out->push_back(v);
-    } else if (end != s.size()) {
-      return false;  // an empty item before a comma
-    }
-    start = end + 1;
-  }
-  return true;
-}
-
 bool Bool(const Attrs& attrs, const char* key, bool fallback, bool* value, std::string* why) {
   auto it = attrs.find(key);
   if (it == attrs.end()) {
@@ -300,62 +275,13 @@ bool ParseConv(const Node* node, ConvAttrs* conv, std::string* why) {
 }
 
 bool ParsePooling(const Node* node, PoolingAttrs* pool, std::string* why) {
-  const Attrs& a = node->attrs;
-  if (!OnlyKnownKeys(a,
+  if (!OnlyKnownKeys(node->attrs,
                      {"kernel", "stride", "pad", "pool_type", "global_pool", "pooling_convention",
                       "count_include_pad", "layout", "cudnn_off", "p_value"},
                      why)) {
     return false;
   }
-  if (!Bool(a, "global_pool", false, &pool->global, why)) return false;
-  auto type = a.find("pool_type");
-  const std::string t = type == a.end() ? "max" : Trim(type->second);
-  if (t != "max" && t != "avg") {
-    *why = "pool_type " + t + " is not supported in regions";
-    return false;
-  }
-  pool->max = t == "max";
-  auto conv = a.find("pooling_convention");
-  const std::string c = conv == a.end() ? "valid" : Trim(conv->second);
-  if (c != "valid" && c != "full") {
-    *why = "pooling_convention " + c + " is not supported in regions";
-    return false;
-  }
-  pool->full_convention = c == "full";
-  auto layout = a.find("layout");
-  if (layout != a.end() && Trim(layout->second) != "NCHW" && Trim(layout->second) != "None") {
-    *why = "pooling layout " + layout->second + " is not supported in regions";
-    return false;
-  }
-  auto cip = a.find("count_include_pad");
-  if (cip != a.end() && Trim(cip->second) != "None" &&
-      !ParseBool(cip->second, &pool->count_include_pad)) {
-    *why = "cannot parse count_include_pad='" + cip->second + "'";
-    return false;
-  }
-  if (pool->global) {
-    pool->kernel.assign(2, 0);  // set from the input shape
-    pool->stride.assign(2, 1);
-    pool->pad.assign(2, 0);
-    return true;
-  }
-  auto k = a.find("kernel");
-  if (k == a.end() || !ParseTuple(k->second, &pool->kernel) || pool->kernel.size() != 2) {
-    *why = "only 2-D pooling with a kernel is supported in regions";
-    return false;
-  }
-  if (!Spatial(a, "stride", 2, 1, &pool->stride, why) ||
-      !Spatial(a, "pad", 2, 0, &pool->pad, why)) {
-    return false;
-  }
-  for (int i = 0; i < 2; ++i) {
-    if (pool->kernel[i] <= 0 || pool->stride[i] <= 0 || pool->pad[i] < 0 ||
-        pool->pad[i] >= pool->kernel[i]) {
-      *why = "invalid pooling kernel/stride/pad";
-      return false;
-    }
-  }
-  return true;
+  return ParsePoolingAttrs(node->attrs, pool, why);
 }
 
 bool ParseFullyConnected(const Node* node, FullyConnectedAttrs* fc, std::string* why) {
@@ -574,6 +500,22 @@ bool ParseRegionNode(const Node* node, RegionNode* out, std::string* why) {
   if (op == "_contrib_quantized_pooling") {
     out->kind = OpKind::kPooling;
     return ParsePooling(node, &out->pool, why);
+  }
+  if (op == kQuantizedAvgPoolingOp) {
+    out->kind = OpKind::kPooling;
+    out->pool_own_range = true;
+    if (!OnlyKnownKeys(node->attrs,
+                       {"kernel", "stride", "pad", "pool_type", "global_pool", "pooling_convention",
+                        "count_include_pad", "layout", "cudnn_off", "p_value", "min_calib_range",
+                        "max_calib_range"},
+                       why) ||
+        !CalibRange(node->attrs, &out->pool_range.calibrated, &out->pool_range.min,
+                    &out->pool_range.max, why)) {
+      return false;
+    }
+    Attrs avg = node->attrs;
+    avg["pool_type"] = "avg";
+    return ParsePoolingAttrs(avg, &out->pool, why);
   }
   if (op == "_contrib_quantized_act") {
     out->kind = OpKind::kRelu;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "../batch_norm_attrs.h"
+#include "../pooling_attrs.h"
 #include "mxnet/lib_api.h"
 
 namespace bnq {
@@ -85,14 +86,6 @@ struct ConvAttrs {
   int data_min_input() const;  // then data_max, sum_min, sum_max
 };
 
-struct PoolingAttrs {
-  std::vector<int64_t> kernel, stride, pad;
-  bool max = true;  // else average
-  bool global = false;
-  bool full_convention = false;  // pooling_convention='full' (ceil)
-  bool count_include_pad = true;
-};
-
 struct FullyConnectedAttrs {
   int64_t num_hidden = 0;
   bool no_bias = false;
@@ -113,10 +106,18 @@ struct BatchNormOpAttrs {
   int num_concat = 0;
 };
 
+// The plugin's average pooling: the mean in its own calibrated range.
+struct OwnRange {
+  bool calibrated = false;
+  float min = 0.f, max = 0.f;
+};
+
 struct RegionNode {
   OpKind kind;
   ConvAttrs conv;
   PoolingAttrs pool;
+  bool pool_own_range = false;  // the plugin's _contrib_quantized_avg_pooling
+  OwnRange pool_range;
   FullyConnectedAttrs fc;
   BatchNormOpAttrs bn;
   QuantizeAttrs quantize;

@@ -1,0 +1,153 @@
+"""_contrib_quantized_avg_pooling: MXNet's quantized average pooling writing
+the mean in its own calibrated range.  Against MXNet's own
+_contrib_quantized_pooling (no calibrated range: the same bits), a numpy
+reference of the arithmetic (calibrated: the real mean quantized once at the
+output's step), inside regions (the same bits), and in the flow."""
+import json
+
+import mxnet as mx
+import numpy as np
+import pytest
+import quant_reference as ref
+import small_nets
+from bn_cases import assert_within_one_step
+
+import mxnet_bnq
+from mxnet_bnq import names
+
+POOLINGS = [dict(kernel=(2, 2), stride=(2, 2)),
+            dict(kernel=(3, 3), stride=(1, 1), pad=(1, 1)),
+            dict(kernel=(3, 3), stride=(2, 2), pad=(1, 1), count_include_pad=False),
+            dict(kernel=(3, 2), stride=(2, 1)),
+            dict(kernel=(1, 1), global_pool=True),
+            dict(kernel=(2, 2), stride=(2, 2), pooling_convention='full')]
+
+
+def quantized_input(rng, dtype, shape=(2, 5, 7, 9)):
+    lo, hi = ref.LIMITS[dtype]
+    q = rng.integers(lo, hi + 1, shape).astype(dtype)
+    return q, (-2.0 if dtype == 'int8' else 0.0), 2.0
+
+
+def run(q, lo, hi, **attrs):
+    out = mx.nd.contrib.quantized_avg_pooling(mx.nd.array(q, dtype=q.dtype), mx.nd.array([lo]),
+                                              mx.nd.array([hi]), **attrs)
+    return out[0].asnumpy(), float(out[1].asscalar()), float(out[2].asscalar())
+
+
+def reference_mean(x, kernel, stride=(1, 1), pad=(0, 0), count_include_pad=True,
+                   global_pool=False):
+    """Average pooling (valid convention) of real NCHW `x` in float64."""
+    if global_pool:
+        return x.mean(axis=(2, 3), keepdims=True)
+    n, c, h, w = x.shape
+    padded = np.pad(x, ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])))
+    inside = np.pad(np.ones((h, w)), ((pad[0], pad[0]), (pad[1], pad[1])))
+    oh = (h + 2 * pad[0] - kernel[0]) // stride[0] + 1
+    ow = (w + 2 * pad[1] - kernel[1]) // stride[1] + 1
+    out = np.zeros((n, c, oh, ow))
+    for i in range(oh):
+        for j in range(ow):
+            rows = slice(i * stride[0], i * stride[0] + kernel[0])
+            cols = slice(j * stride[1], j * stride[1] + kernel[1])
+            count = kernel[0] * kernel[1] if count_include_pad else inside[rows, cols].sum()
+            out[:, :, i, j] = padded[:, :, rows, cols].sum(axis=(2, 3)) / count
+    return out
+
+
+@pytest.mark.parametrize('pooling', POOLINGS, ids=str)
+@pytest.mark.parametrize('dtype', ['int8', 'uint8'])
+def test_without_a_range_it_is_mxnet_quantized_pooling(rng, pooling, dtype):
+    q, lo, hi = quantized_input(rng, dtype)
+    theirs = mx.nd.contrib.quantized_pooling(mx.nd.array(q, dtype=dtype), mx.nd.array([lo]),
+                                             mx.nd.array([hi]), pool_type='avg', **pooling)
+    ours = run(q, lo, hi, **pooling)
+    np.testing.assert_array_equal(ours[0], theirs[0].asnumpy())
+    assert ours[1:] == (theirs[1].asscalar(), theirs[2].asscalar())
+
+
+@pytest.mark.parametrize('pooling', [p for p in POOLINGS if 'pooling_convention' not in p],
+                         ids=str)
+@pytest.mark.parametrize('dtype', ['int8', 'uint8'])
+def test_the_mean_is_rounded_once_in_its_own_range(rng, pooling, dtype):
+    q, lo, hi = quantized_input(rng, dtype)
+    out_lo, out_hi = (-1.1 if dtype == 'int8' else 0.0), 1.3
+    got, glo, ghi = run(q, lo, hi, min_calib_range=out_lo, max_calib_range=out_hi, **pooling)
+    mean = reference_mean(ref.dequantize(q, lo, hi), **pooling)
+    expected = ref.quantize(mean, dtype, out_lo, out_hi)
+    assert (glo, ghi) == pytest.approx((out_lo, out_hi))
+    assert_within_one_step(got, expected, levels=mean / ref.step(dtype, out_lo, out_hi))
+
+
+@pytest.mark.parametrize('attrs,match', [
+    (dict(kernel=(2, 2), pool_type='max'), "pool_type must be 'avg'"),
+    (dict(kernel=(2, 2), min_calib_range=0.5), 'must be given together'),
+    (dict(kernel=(2, 2), min_calib_range=2, max_calib_range=1), 'greater than max_calib_range'),
+    (dict(kernel=(2, 2), max_calib_range='x', min_calib_range=0), 'cannot parse attribute'),
+    (dict(kernel=(2, 2), no_such_key=1), "unknown attribute 'no_such_key'"),
+    (dict(kernel=(2, 2, 2)), 'only 2-D pooling'),
+    (dict(kernel=(9, 9)), 'kernel is larger than the padded input'),
+    (dict(kernel=(2, 2), layout='NHWC'), 'layout NHWC is not supported'),
+])
+def test_bad_attributes_are_clear_errors(rng, attrs, match):
+    q, lo, hi = quantized_input(rng, 'int8')
+    with pytest.raises(mx.MXNetError, match=match):
+        run(q, lo, hi, **attrs)
+    assert run(q, lo, hi, kernel=(2, 2))[0].shape == (2, 5, 6, 8)  # the process lives on
+
+
+def avg_pool_net():
+    """conv + conv -> average pooling -> BN -> ReLU -> conv, and the pooled
+    tensor summed into the last conv (as the residual of a ResNet stage)."""
+    data = mx.sym.var('data')
+    s = small_nets._conv(data, 'conv_a', 8) + small_nets._conv(data, 'conv_b', 8)
+    p = mx.sym.Pooling(s, kernel=(2, 2), stride=(2, 2), pool_type='avg', name='pool')
+    bn = mx.sym.BatchNorm(p, fix_gamma=False, eps=1e-5, name='bn')
+    r = mx.sym.Activation(bn, act_type='relu', name='relu')
+    return mx.sym.Flatten(small_nets._conv(r, 'conv_c', 8) + p, name='flat')
+
+
+@pytest.mark.parametrize('calib_mode', ['naive', 'none'])
+def test_the_flow_calibrates_the_pooled_output(calib_mode):
+    sym = avg_pool_net()
+    shape = (4, 3, 8, 8)
+    args, aux = small_nets.random_params(sym, shape, 3)
+    rng = np.random.default_rng(4)
+    calib = rng.normal(0, 1, (16,) + shape[1:]).astype('f')
+    qsym, qargs, qaux = mxnet_bnq.quantize_model_mkldnn(
+        sym, args, aux, calib_mode=calib_mode, label_names=None, quantized_dtype='auto',
+        calib_data=mx.io.NDArrayIter(calib, batch_size=16), num_calib_examples=16,
+        regions=False)
+    (pool,) = [n for n in json.loads(qsym.tojson())['nodes']
+               if n['op'] == names.QUANTIZED_AVG_POOLING]
+    assert pool['attrs'][names.PLUGIN_ATTR] == '1'
+    if calib_mode == 'none':  # no range to write: MXNet's op's range
+        assert 'min_calib_range' not in pool['attrs']
+        return
+    # The range of the fp32 pooling's output over the calibration data.
+    internals = sym.get_internals()
+    (fp32_pool,) = small_nets.forward(internals['pool_output'], args, aux, calib)
+    assert float(pool['attrs']['min_calib_range']) == pytest.approx(fp32_pool.min(), rel=1e-6)
+    assert float(pool['attrs']['max_calib_range']) == pytest.approx(fp32_pool.max(), rel=1e-6)
+    # Inside a region: the same bits.
+    psym = mxnet_bnq.partition(qsym, qargs, qaux)
+    x = rng.normal(0, 1, shape).astype('f')
+    (outside,), (inside,) = (small_nets.forward(s, qargs, qaux, x) for s in (qsym, psym))
+    ops = [m['op'] for n in json.loads(psym.tojson())['nodes'] for g in n.get('subgraphs', [])
+           for m in g['nodes']]
+    assert names.QUANTIZED_AVG_POOLING in ops, ops
+    np.testing.assert_array_equal(inside, outside)
+
+
+def test_a_range_wider_than_the_input_passes_the_input_range_on(rng):
+    """Every mean lies within the input's range: a wider calibrated range
+    (e.g. an input range clipped by entropy calibration, or all zeros) would
+    only coarsen the step.  Then MXNet's op's bits and range."""
+    q, lo, hi = quantized_input(rng, 'int8')
+    plain = run(q, lo, hi, kernel=(2, 2), stride=(2, 2))
+    wide = run(q, lo, hi, kernel=(2, 2), stride=(2, 2), min_calib_range=-3, max_calib_range=3)
+    np.testing.assert_array_equal(wide[0], plain[0])
+    assert wide[1:] == plain[1:] == (lo, hi)
+    zeros = np.zeros_like(q)
+    out = run(zeros, 0.0, 0.0, kernel=(2, 2), min_calib_range=0, max_calib_range=1e-20)
+    assert out[1:] == (0.0, 0.0) and not out[0].any()
