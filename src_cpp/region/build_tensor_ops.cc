@@ -311,6 +311,17 @@ void CompiledRegion::Builder::ConcatBatchNorm(const Node* node, const BatchNormO
   const RangeEnd out_hi = run_time ? Slot(range_slot + 1) : Constant(folded[0].max_output);
   const int ndims = static_cast<int>(out_dims.size());
   const dnnl::memory::desc plain_out = PlainDesc(out_dims, dst_type);
+  // With a measured input range: fold again at each forward, into every
+  // part's hand-written step (the mean or the affine map).
+  auto RefoldAtRunTime = [=](const auto& steps) {
+    if (!run_time) return;
+    steps[0]->set_rescale([=](Ranges& ranges) {
+      std::vector<FoldedScaleShift> f = fold(ranges, false);
+      ranges[range_slot] = f[0].min_output;
+      ranges[range_slot + 1] = f[0].max_output;
+      for (int i = 0; i < n; ++i) steps[i]->SetScaleShift(std::move(f[i]));
+    });
+  };
 
   if (a.global_avg_pool) {
     // Each part's BN+act means (as the single-input op's step), then one
@@ -347,14 +358,7 @@ void CompiledRegion::Builder::ConcatBatchNorm(const Node* node, const BatchNormO
     PrimitiveStep* s = AddStep(node, "/concat", dnnl::concat(pd));
     for (int i = 0; i < n; ++i) s->Read(DNNL_ARG_MULTIPLE_SRC + i, means[i], mean_mds[i]);
     s->Write(DNNL_ARG_DST, dst, pd.dst_desc());
-    if (run_time) {
-      steps[0]->set_rescale([=](Ranges& ranges) {
-        std::vector<FoldedScaleShift> f = fold(ranges, false);
-        ranges[range_slot] = f[0].min_output;
-        ranges[range_slot + 1] = f[0].max_output;
-        for (int i = 0; i < n; ++i) steps[i]->SetScaleShift(std::move(f[i]));
-      });
-    }
+    RefoldAtRunTime(steps);
     SetOutputs(node, dst, out_lo, out_hi);
     return;
   }
@@ -376,14 +380,7 @@ void CompiledRegion::Builder::ConcatBatchNorm(const Node* node, const BatchNormO
       steps.push_back(step);
       begin += parts[i].channels;
     }
-    if (run_time) {
-      steps[0]->set_rescale([=](Ranges& ranges) {
-        std::vector<FoldedScaleShift> f = fold(ranges, false);
-        ranges[range_slot] = f[0].min_output;
-        ranges[range_slot + 1] = f[0].max_output;
-        for (int i = 0; i < n; ++i) steps[i]->SetScaleShift(std::move(f[i]));
-      });
-    }
+    RefoldAtRunTime(steps);
     SetOutputs(node, dst, out_lo, out_hi);
     return;
   }
