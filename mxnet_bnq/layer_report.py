@@ -38,6 +38,7 @@ FATES = {
     names.BATCH_NORM_ACT_QUANTIZE: None,
     names.QUANTIZED_BATCH_NORM_ACT_POOL: None,
     names.QUANTIZED_CONCAT_BATCH_NORM: None,
+    names.QUANTIZED_CONCAT_BATCH_NORM_POOL: None,
 }
 
 
@@ -116,13 +117,15 @@ def _fates(fp32_sym, qsym, excluded_sym_names, excluded_op_names):
         row = {'kind': 'batch_norm', 'layer': name, 'node': None, 'fate': 'removed', 'detail': ''}
         if qnode is not None and qnode['op'] in FATES:
             attrs = qnode.get('attrs', {})
-            fate = FATES[qnode['op']] or _act_fate(attrs)
-            if qnode['op'] == names.QUANTIZED_BATCH_NORM_ACT_POOL:
+            fate = FATES[qnode['op']] or (_act_fate(attrs) if 'act_type' in attrs else 'int8')
+            if qnode['op'] in (names.QUANTIZED_BATCH_NORM_ACT_POOL,
+                               names.QUANTIZED_CONCAT_BATCH_NORM_POOL):
                 head, out = fate.rsplit(', ', 1)  # not the comma of clip(a, b)
                 fate = head + '+global avg pool, ' + out
-            if qnode['op'] == names.QUANTIZED_CONCAT_BATCH_NORM:
-                fate = (_act_fate(attrs) if 'act_type' in attrs else 'int8') + \
-                    ', reading %s concatenated inputs in their own ranges' % attrs.get('num_args')
+            if qnode['op'] in (names.QUANTIZED_CONCAT_BATCH_NORM,
+                               names.QUANTIZED_CONCAT_BATCH_NORM_POOL):
+                fate += ', reading %s concatenated inputs in their own ranges' % (
+                    attrs.get('num_args'))
             row.update(node=qnode['name'], fate=fate, detail=attrs.get(names.REWRITE_ATTR, ''))
             if qnode['op'] == 'BatchNorm':
                 row['detail'] = _why_fp32(name, excluded_sym_names, excluded_op_names)

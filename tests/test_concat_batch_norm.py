@@ -209,3 +209,19 @@ def test_dense_block_logits_at_least_as_close_as_batchnorms_left_fp32(quantized_
     _, ours = quantize(sym, (4, 4, 8, 8))
     _, fp32_bn = quantize(sym, (4, 4, 8, 8), bn_mode='fp32')
     assert ours >= fp32_bn - 0.05, (ours, fp32_bn)
+
+
+def test_report_gives_each_concat_batchnorm_its_fate():
+    sym = small_nets.bn_after_concat('pool', quantized_concat=True)
+    shape = (4, 4, 8, 8)
+    args, aux = small_nets.random_params(sym, shape, 0)
+    calib = np.random.default_rng(1).normal(0, 1, (16,) + shape[1:]).astype('f')
+    qsym, _, _ = mxnet_bnq.quantize_model_mkldnn(
+        sym, args, aux, calib_mode='naive', label_names=None, quantized_dtype='auto',
+        calib_data=mx.io.NDArrayIter(calib, batch_size=16), num_calib_examples=16, regions=False)
+    fates = {r['layer']: r['fate'] for r in mxnet_bnq.report(sym, qsym) if r['kind'] == 'batch_norm'}
+    assert fates == {
+        'layer0_bn': 'int8 BN+ReLU, uint8 out',
+        'layer1_bn': 'int8 BN+relu, uint8 out, reading 2 concatenated inputs in their own ranges',
+        'bn': 'int8 BN+relu+global avg pool, uint8 out, reading 3 concatenated inputs in their '
+              'own ranges'}, fates
