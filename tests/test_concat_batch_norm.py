@@ -219,7 +219,8 @@ def test_report_gives_each_concat_batchnorm_its_fate():
     qsym, _, _ = mxnet_bnq.quantize_model_mkldnn(
         sym, args, aux, calib_mode='naive', label_names=None, quantized_dtype='auto',
         calib_data=mx.io.NDArrayIter(calib, batch_size=16), num_calib_examples=16, regions=False)
-    fates = {r['layer']: r['fate'] for r in mxnet_bnq.report(sym, qsym) if r['kind'] == 'batch_norm'}
+    rows = mxnet_bnq.report(sym, qsym)
+    fates = {r['layer']: r['fate'] for r in rows if r['kind'] == 'batch_norm'}
     assert fates == {
         'layer0_bn': 'int8 BN+ReLU, uint8 out',
         'layer1_bn': 'int8 BN+relu, uint8 out, reading 2 concatenated inputs in their own ranges',
