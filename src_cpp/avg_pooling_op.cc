@@ -32,11 +32,6 @@ struct AvgPoolingAttrs {
   float min_calib = 0.f, max_calib = 0.f;
 };
 
-bool IsHiddenKey(const std::string& key) {
-  return key.size() > 4 && key.compare(0, 2, "__") == 0 &&
-         key.compare(key.size() - 2, 2, "__") == 0;
-}
-
 bool ParseRange(const std::string& text, bool* present, float* value) {
   *present = false;
   if (Trim(text) == "None") return true;
@@ -60,7 +55,8 @@ bool Parse(const std::unordered_map<std::string, std::string>& attrs, AvgPooling
       ok = ParseRange(kv.second, &has_max, &a.max_calib);
     } else if (key != "kernel" && key != "stride" && key != "pad" && key != "pool_type" &&
                key != "global_pool" && key != "pooling_convention" && key != "count_include_pad" &&
-               key != "layout" && key != "cudnn_off" && key != "p_value" && !IsHiddenKey(key)) {
+               key != "layout" && key != "cudnn_off" && key != "p_value" &&
+               !IsHiddenAttribute(key)) {
       *error = "unknown attribute '" + key + "'";
       return false;
     }
@@ -122,12 +118,7 @@ MXReturnValue InferType(const std::unordered_map<std::string, std::string>& /*at
 
 MXReturnValue InferSType(const std::unordered_map<std::string, std::string>& /*attrs*/,
                          std::vector<int>* in_stypes, std::vector<int>* out_stypes) {
-  for (int& s : *in_stypes) {
-    if (s >= 0 && s != kDefaultStorage) return Fail(kOp, "only dense inputs are supported");
-    s = kDefaultStorage;
-  }
-  for (int& s : *out_stypes) s = kDefaultStorage;
-  return MX_SUCCESS;
+  return DenseStorageOnly(kOp, in_stypes, out_stypes);
 }
 
 MXReturnValue InferShape(const std::unordered_map<std::string, std::string>& attrs,

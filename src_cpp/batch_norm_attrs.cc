@@ -25,11 +25,6 @@ bool ParseOptionalFloat(const std::string& text, bool* present, float* value) {
   return true;
 }
 
-bool IsHidden(const std::string& key) {
-  return key.size() > 4 && key.compare(0, 2, "__") == 0 &&
-         key.compare(key.size() - 2, 2, "__") == 0;
-}
-
 bool ParseFiniteFloat(const std::string& text, float* value) {
   bool present = false;
   return ParseOptionalFloat(text, &present, value) && present;
@@ -160,7 +155,7 @@ bool ParseBatchNormAttrs(const std::unordered_map<std::string, std::string>& att
       ok = ParseOptionalFloat(val, &has_min, &parsed.min_calib_range);
     } else if (key == "max_calib_range") {
       ok = ParseOptionalFloat(val, &has_max, &parsed.max_calib_range);
-    } else if (IsHidden(key)) {
+    } else if (IsHiddenAttribute(key)) {
       continue;
     } else {
       *error = "unknown attribute '" + key + "'";

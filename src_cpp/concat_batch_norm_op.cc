@@ -114,12 +114,7 @@ MXReturnValue InferType(const std::unordered_map<std::string, std::string>& attr
 template <const OpTraits& T>
 MXReturnValue InferSType(const std::unordered_map<std::string, std::string>& /*attrs*/,
                          std::vector<int>* in_stypes, std::vector<int>* out_stypes) {
-  for (int& s : *in_stypes) {
-    if (s >= 0 && s != kDefaultStorage) return Fail(T.name, "only dense inputs are supported");
-    s = kDefaultStorage;
-  }
-  for (int& s : *out_stypes) s = kDefaultStorage;
-  return MX_SUCCESS;
+  return DenseStorageOnly(T.name, in_stypes, out_stypes);
 }
 
 // The channel axis of every input, checked against `dim`; the output shape.

@@ -93,4 +93,9 @@ bool ParseTuple(const std::string& text, std::vector<int64_t>* out) {
   return true;
 }
 
+bool IsHiddenAttribute(const std::string& key) {
+  return key.size() > 4 && key.compare(0, 2, "__") == 0 &&
+         key.compare(key.size() - 2, 2, "__") == 0;
+}
+
 }  // namespace bnq

@@ -21,6 +21,9 @@ bool ParseInteger(const std::string& text, int* value);
 // true/false/1/0, case-insensitive.
 bool ParseBool(const std::string& text, bool* value);
 
+// MXNet's hidden attributes ("__name__"), which no op parses.
+bool IsHiddenAttribute(const std::string& key);
+
 // A tuple of integers as MXNet writes it: "(3, 3)", "[3,3]", "(3,)" or "3".
 bool ParseTuple(const std::string& text, std::vector<int64_t>* out);
 

@@ -54,6 +54,18 @@ mxnet::ext::MXReturnValue Guarded(const char* op, Body body) {
   }
 }
 
+// Storage type inference of every plugin op: dense inputs and outputs only.
+inline mxnet::ext::MXReturnValue DenseStorageOnly(const char* op, std::vector<int>* in_stypes,
+                                                  std::vector<int>* out_stypes) {
+  for (int& s : *in_stypes) {
+    if (s >= 0 && s != mxnet::ext::kDefaultStorage)
+      return Fail(op, "only dense inputs are supported");
+    s = mxnet::ext::kDefaultStorage;
+  }
+  for (int& s : *out_stypes) s = mxnet::ext::kDefaultStorage;
+  return mxnet::ext::MX_SUCCESS;
+}
+
 // MXNet hands partially known shapes with unknown dimensions as -1, which
 // the library API turns into this value.
 constexpr unsigned int kUnknownDim = static_cast<unsigned int>(-1);

@@ -149,17 +149,6 @@ MXReturnValue InferTypeImpl(const std::unordered_map<std::string, std::string>& 
 }
 
 template <const OpTraits& T>
-MXReturnValue InferSTypeImpl(const std::unordered_map<std::string, std::string>& attrs,
-                             std::vector<int>* in_stypes, std::vector<int>* out_stypes) {
-  for (int& s : *in_stypes) {
-    if (s >= 0 && s != kDefaultStorage) return Fail(T.name, "only dense inputs are supported");
-    s = kDefaultStorage;
-  }
-  for (int& s : *out_stypes) s = kDefaultStorage;
-  return MX_SUCCESS;
-}
-
-template <const OpTraits& T>
 MXReturnValue InferShapeImpl(const std::unordered_map<std::string, std::string>& attrs,
                              std::vector<std::vector<unsigned int>>* in_shapes,
                              std::vector<std::vector<unsigned int>>* out_shapes) {
@@ -310,9 +299,9 @@ MXReturnValue InferType(const std::unordered_map<std::string, std::string>& attr
 }
 
 template <const OpTraits& T>
-MXReturnValue InferSType(const std::unordered_map<std::string, std::string>& attrs,
+MXReturnValue InferSType(const std::unordered_map<std::string, std::string>& /*attrs*/,
                          std::vector<int>* in_stypes, std::vector<int>* out_stypes) {
-  return Guarded(T.name, [&] { return InferSTypeImpl<T>(attrs, in_stypes, out_stypes); });
+  return DenseStorageOnly(T.name, in_stypes, out_stypes);
 }
 
 template <const OpTraits& T>

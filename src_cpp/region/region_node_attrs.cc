@@ -12,11 +12,6 @@ namespace {
 
 using Attrs = std::unordered_map<std::string, std::string>;
 
-bool IsHidden(const std::string& key) {
-  return key.size() > 4 && key.compare(0, 2, "__") == 0 &&
-         key.compare(key.size() - 2, 2, "__") == 0;
-}
-
 bool Bool(const Attrs& attrs, const char* key, bool fallback, bool* value, std::string* why) {
   auto it = attrs.find(key);
   if (it == attrs.end()) {
@@ -62,7 +57,7 @@ bool CalibRange(const Attrs& attrs, bool* calibrated, float* min, float* max, st
 // Attributes the region knows for `op`; any other (not hidden) key stops the claim.
 bool OnlyKnownKeys(const Attrs& attrs, std::initializer_list<const char*> known, std::string* why) {
   for (const auto& kv : attrs) {
-    if (IsHidden(kv.first)) continue;
+    if (IsHiddenAttribute(kv.first)) continue;
     bool found = false;
     for (const char* k : known) found = found || kv.first == k;
     if (!found) {
