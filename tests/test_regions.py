@@ -8,6 +8,7 @@ import sys
 
 import conv_reference as cref
 import graph_probe
+import int8_arithmetic
 import mxnet as mx
 import numpy as np
 import pytest
@@ -165,7 +166,8 @@ def test_convolution_in_region_matches_mxnet(case):
     reference, step, mxnet_right = graph_probe.fused_conv_reference(
         qsym, qargs, qaux, x, dequantize['inputs'][0][0])
     (got,) = run_symbol(psym, qargs, qaux, x)
-    assert_within_one_lsb(reference.astype(np.float64) * step, got, step)
+    if int8_arithmetic.EXACT:
+        assert_within_one_lsb(reference.astype(np.float64) * step, got, step)
     if mxnet_right and not mxnet_crashes(case):
         (expected,) = run_symbol(qsym, qargs, qaux, x)
         assert_within_one_lsb(expected, got, step)
@@ -193,6 +195,7 @@ def test_uncalibrated_convolution_in_region_matches_mxnet(case):
         assert any('drops the clip' in r for r in reasons), reasons
 
 
+@pytest.mark.skipif(not int8_arithmetic.EXACT, reason=int8_arithmetic.WHY_NOT_EXACT)
 @pytest.mark.parametrize('relu', [False, True])
 @pytest.mark.parametrize('seed', [0, 1])
 def test_uncalibrated_convolution_in_region_matches_numpy_reference(relu, seed):
@@ -307,6 +310,7 @@ def test_int8_output_fully_connected_in_region_matches_mxnet(relu, no_bias, gran
     assert ops.count('_sg_mkldnn_fully_connected') == 2, ops
 
 
+@pytest.mark.skipif(not int8_arithmetic.EXACT, reason=int8_arithmetic.WHY_NOT_EXACT)
 @pytest.mark.parametrize('relu', [False, True])
 @pytest.mark.parametrize('seed', [0, 1, 2])
 @pytest.mark.parametrize('granularity', ['tensor-wise', 'channel-wise'])
@@ -494,6 +498,7 @@ def test_uint8_sum_operand_is_read_as_uint8():
     assert np.abs(mxnet_result - got).max() > step  # MXNet's bug is visible here
 
 
+@pytest.mark.skipif(not int8_arithmetic.EXACT, reason=int8_arithmetic.WHY_NOT_EXACT)
 @pytest.mark.parametrize('case', [
     dict(bn=dict(gamma=None, eps=1e-5, fix_gamma=False), relu=True, no_bias=True),
     dict(bn=None, relu=False, no_bias=False),
@@ -533,6 +538,7 @@ def test_convolution_in_region_matches_numpy_reference(case):
     assert_within_one_lsb(expected.astype(np.float64) * float(step), got, float(step))
 
 
+@pytest.mark.skipif(not int8_arithmetic.EXACT, reason=int8_arithmetic.WHY_NOT_EXACT)
 @pytest.mark.parametrize('bn', [False, True])
 @pytest.mark.parametrize('nonnegative', [False, True])
 def test_fused_gelu_in_region_is_gelu_of_the_real_values(bn, nonnegative):

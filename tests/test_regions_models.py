@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import int8_arithmetic
 import model_zoo
 import mxnet as mx
 import numpy as np
@@ -127,7 +128,8 @@ def test_uncalibrated_resnet18_v2_runs_in_one_region_as_mxnet_does(tmp_path):
 
 def test_resnet18_v1_regions_follow_the_reference_at_every_convolution(tmp_path):
     """Each fused convolution of quantized resnet18_v1, run as a region, against
-    the numpy reference; MXNet itself is wrong from the first downsampling block
+    the numpy reference (against MXNet's op where it is right, on CPUs without
+    exact int8 arithmetic); MXNet itself is wrong from the first downsampling block
     on (an int8 sum operand into a uint8 conv+sum+relu clips at 127)."""
     import graph_probe
     sym, args, aux = model_zoo.export('resnet18_v1', str(tmp_path))
@@ -143,8 +145,12 @@ def test_resnet18_v1_regions_follow_the_reference_at_every_convolution(tmp_path)
         reference, _, mxnet_right = graph_probe.fused_conv_reference(qsym, qargs, qaux, x, i, memo)
         out = qsym.get_internals()[names[g['node_row_ptr'][i]]]
         (got,) = run_symbol(mxnet_bnq.partition(out, qargs, qaux), qargs, qaux, x)
-        off = np.abs(got.astype(np.int64) - reference.astype(np.int64))
-        assert off.max() <= 1 and (off > 0).mean() <= 1e-4, (node['name'], off.max())
+        if int8_arithmetic.EXACT:
+            off = np.abs(got.astype(np.int64) - reference.astype(np.int64))
+            assert off.max() <= 1 and (off > 0).mean() <= 1e-4, (node['name'], off.max())
+        elif mxnet_right:  # the CPU's arithmetic, which MXNet's oneDNN shares
+            (expected,) = run_symbol(out, qargs, qaux, x)
+            np.testing.assert_array_equal(got, expected, err_msg=node['name'])
         wrong_in_mxnet += not mxnet_right
     assert wrong_in_mxnet >= 3  # the downsampling blocks and what follows them
 

@@ -78,7 +78,6 @@ void CompiledRegion::Builder::Conv(const Node* node, const ConvAttrs& a) {
   const dt out_type = !a.calibrated ? dt::s32 : a.uint8_output() ? dt::u8 : dt::s8;
   const dims w_dims = g == 1 ? dims{oc, ic, a.kernel[0], a.kernel[1]}
                              : dims{g, oc / g, ic / g, a.kernel[0], a.kernel[1]};
-  const dnnl::memory::desc w_plain(w_dims, dt::s8, g == 1 ? tag::oihw : tag::goihw);
   const dnnl::memory::desc bias_md({oc}, dt::f32, tag::a);
 
   dnnl::post_ops ops;
@@ -134,7 +133,20 @@ void CompiledRegion::Builder::Conv(const Node* node, const ConvAttrs& a) {
                                                dnnl::memory::desc(w_dims, dt::s8, tag::any),
                                                bias_md, dst_md, strides, dilates, pad, pad, attr);
 
-  dnnl::memory weights_mem = Reordered(w_plain, q.weights.data(), pd.weights_desc());
+  // The weights reach oneDNN as the unrounded products w * scale, rounded by
+  // its reorder: on CPUs without VNNI the convolution's weights are stored
+  // halved (u8 x s8 pairs must fit 16 bits), and MXNet's oneDNN rounds
+  // w * scale / 2 once; rounding our int8 weights again would differ.
+  std::vector<float> scaled(weights.size());
+  for (int64_t c = 0; c < oc; ++c) {
+    const float s = q.weight_scales[q.weight_scales.size() == 1 ? 0 : c];
+    for (int64_t k = 0; k < per_channel; ++k) {
+      scaled[c * per_channel + k] = weights[c * per_channel + k] * s;
+    }
+  }
+  dnnl::memory weights_mem =
+      Reordered(dnnl::memory::desc(w_dims, dt::f32, g == 1 ? tag::oihw : tag::goihw),
+                scaled.data(), pd.weights_desc());
   std::vector<float> bias_f32(oc, 0.f);
   for (int64_t c = 0; c < oc; ++c) {
     // One requantize scale uncalibrated (where the rescale hook sets the bias again).

@@ -130,6 +130,7 @@ bool QuantizeConv(const ConvOutput& out, int64_t out_channels, int64_t per_chann
       q->weights[c * per_channel + k] = SaturateRoundS8(weights[c * per_channel + k] * s);
     }
   }
+  q->weight_scales = weight_scales;
   q->bias.clear();
   if (out.calibrated && bias != nullptr) {
     q->bias.resize(out_channels);

@@ -50,6 +50,8 @@ struct ConvOutput {
 
 struct QuantizedConv {
   std::vector<int8_t> weights;    // same element order as the float weights
+  // round(w * weight_scales[c]) gives `weights`; one value uncalibrated.
+  std::vector<float> weight_scales;
   std::vector<int32_t> bias;      // empty without a bias
   std::vector<float> requantize;  // per output channel (calibrated) or one value
   float data_scale = 0.f;
