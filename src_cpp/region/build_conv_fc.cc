@@ -145,8 +145,8 @@ void CompiledRegion::Builder::Conv(const Node* node, const ConvAttrs& a) {
     }
   }
   dnnl::memory weights_mem =
-      Reordered(dnnl::memory::desc(w_dims, dt::f32, g == 1 ? tag::oihw : tag::goihw),
-                scaled.data(), pd.weights_desc());
+      Reordered(dnnl::memory::desc(w_dims, dt::f32, g == 1 ? tag::oihw : tag::goihw), scaled.data(),
+                pd.weights_desc());
   std::vector<float> bias_f32(oc, 0.f);
   for (int64_t c = 0; c < oc; ++c) {
     // One requantize scale uncalibrated (where the rescale hook sets the bias again).

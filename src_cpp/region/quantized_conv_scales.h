@@ -49,7 +49,7 @@ struct ConvOutput {
 };
 
 struct QuantizedConv {
-  std::vector<int8_t> weights;    // same element order as the float weights
+  std::vector<int8_t> weights;  // same element order as the float weights
   // round(w * weight_scales[c]) gives `weights`; one value uncalibrated.
   std::vector<float> weight_scales;
   std::vector<int32_t> bias;      // empty without a bias
