@@ -195,14 +195,14 @@ void CompiledRegion::Builder::BatchNorm(const Node* node, const BatchNormOpAttrs
   // The hand-written kernel knows the linear activations only; a curve runs
   // in oneDNN's primitive, as the op outside regions does (the same bits).
   if (!a.float_input && folded.curve == FusedActivation::Kind::kNone && IsChannelsLast(in.md) &&
-      HandKernelsAllowed()) {
+      HandKernelIsa() != AffineIsa::kNone) {
     // dst = src * scale[c] + shift[c] with the hand-vectorized kernel, in NHWC.
     int64_t pixels = 1;
     for (size_t i = 0; i < d.size(); ++i) pixels *= i == 1 ? 1 : d[i];
     const dnnl::memory::desc dst_md = WithType(in.md, dst_type);
     const int dst = NewValue(dst_md);
-    auto* step = new ChannelAffineStep(node->name, data, dst, folded, in.md.get_data_type(),
-                                       dst_type, pixels);
+    auto* step = new ChannelAffineStep(node->name, HandKernelIsa(), data, dst, folded,
+                                       in.md.get_data_type(), dst_type, pixels);
     r_.steps_.emplace_back(step);
     RefoldAtRunTime(step);
     SetOutputs(node, dst, out_lo, out_hi);
@@ -363,7 +363,7 @@ void CompiledRegion::Builder::ConcatBatchNorm(const Node* node, const BatchNormO
     return;
   }
 
-  if (folded[0].curve == FusedActivation::Kind::kNone && HandKernelsAllowed()) {
+  if (folded[0].curve == FusedActivation::Kind::kNone && HandKernelIsa() != AffineIsa::kNone) {
     // The hand-vectorized kernel on channels-last data, each input into its
     // channels of the output rows.
     const int dst = NewValue(ChannelsLast(plain_out));
@@ -374,8 +374,8 @@ void CompiledRegion::Builder::ConcatBatchNorm(const Node* node, const BatchNormO
       const int src = IsChannelsLast(md) ? srcs[i] : InLayout(node, srcs[i], ChannelsLast(md));
       int64_t pixels = 1;
       for (size_t k = 0; k < out_dims.size(); ++k) pixels *= k == 1 ? 1 : out_dims[k];
-      auto* step = new ChannelAffineStep(name + "/" + std::to_string(i), src, dst, folded[i],
-                                         md.get_data_type(), dst_type, pixels, c, begin);
+      auto* step = new ChannelAffineStep(name + "/" + std::to_string(i), HandKernelIsa(), src, dst,
+                                         folded[i], md.get_data_type(), dst_type, pixels, c, begin);
       r_.steps_.emplace_back(step);
       steps.push_back(step);
       begin += parts[i].channels;

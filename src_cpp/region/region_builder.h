@@ -108,16 +108,24 @@ inline dnnl::memory::desc WithType(const dnnl::memory::desc& md, dt type) {
   return {md.get_dims(), type, md.get_strides()};
 }
 
-// The hand-vectorized AVX-512 kernels run where the CPU has them and oneDNN
-// may use AVX-512 too (ONEDNN_MAX_CPU_ISA limits both, so tests of older
-// instruction sets run oneDNN's primitives everywhere).
-inline bool HandKernelsAllowed() {
-  static const bool allowed = [] {
-    const int isa = static_cast<int>(dnnl::get_effective_cpu_isa());
-    return ChannelAffineKernelAvailable() &&
-           (isa & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core;
+// The hand-vectorized kernels run with the widest instruction set that the
+// CPU has and oneDNN may use too (ONEDNN_MAX_CPU_ISA limits both, so tests of
+// older instruction sets run the AVX2 kernel, or oneDNN's primitives below
+// AVX2).
+inline AffineIsa HandKernelIsa() {
+  static const AffineIsa isa = [] {
+    const int onednn = static_cast<int>(dnnl::get_effective_cpu_isa());
+    const AffineIsa cpu = ChannelAffineCpuIsa();
+    if (cpu == AffineIsa::kAvx512 &&
+        (onednn & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core) {
+      return AffineIsa::kAvx512;
+    }
+    if (cpu != AffineIsa::kNone && (onednn & dnnl_cpu_isa_avx2) == dnnl_cpu_isa_avx2) {
+      return AffineIsa::kAvx2;
+    }
+    return AffineIsa::kNone;
   }();
-  return allowed;
+  return isa;
 }
 
 inline QuantType ToQuantType(dt type, const Node* node) {

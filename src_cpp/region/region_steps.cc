@@ -183,10 +183,11 @@ void AddIntoInt32(const int32_t* conv, const Operand* operand, float scale, bool
 
 }  // namespace
 
-ChannelAffineStep::ChannelAffineStep(std::string name, int src, int dst,
+ChannelAffineStep::ChannelAffineStep(std::string name, AffineIsa isa, int src, int dst,
                                      const FoldedScaleShift& folded, dt src_type, dt dst_type,
                                      int64_t pixels, int64_t dst_pitch, int64_t dst_offset)
     : Step(std::move(name)),
+      isa_(isa),
       src_type_(ToByteType(src_type)),
       dst_type_(ToByteType(dst_type)),
       pixels_(pixels),
@@ -209,8 +210,8 @@ void ChannelAffineStep::Execute(dnnl::stream& stream, const std::vector<Value>& 
     const int64_t chunk = (pixels_ + threads - 1) / threads;
     const int64_t begin = std::min(pixels_, thread * chunk);
     const int64_t end = std::min(pixels_, begin + chunk);
-    ChannelAffineRows(src, src_type_, scale_.data(), shift_.data(), act_, dst, dst_type_, channels,
-                      pitch, begin, end);
+    ChannelAffineRows(isa_, src, src_type_, scale_.data(), shift_.data(), act_, dst, dst_type_,
+                      channels, pitch, begin, end);
   }
 }
 

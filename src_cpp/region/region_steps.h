@@ -138,9 +138,10 @@ class ChannelAffineStep : public Step {
  public:
   // dst's rows hold `dst_pitch` channels (0: as many as src), this step's
   // starting at `dst_offset` (a concatenation's part).
-  ChannelAffineStep(std::string name, int src, int dst, const FoldedScaleShift& folded,
-                    dnnl::memory::data_type src_type, dnnl::memory::data_type dst_type,
-                    int64_t pixels, int64_t dst_pitch = 0, int64_t dst_offset = 0);
+  ChannelAffineStep(std::string name, AffineIsa isa, int src, int dst,
+                    const FoldedScaleShift& folded, dnnl::memory::data_type src_type,
+                    dnnl::memory::data_type dst_type, int64_t pixels, int64_t dst_pitch = 0,
+                    int64_t dst_offset = 0);
   void Bind(const dnnl::engine&, const std::vector<Value>&) override {}
   void Execute(dnnl::stream& stream, const std::vector<Value>& values, Ranges& ranges) override;
   void SetScaleShift(FoldedScaleShift folded);
@@ -148,6 +149,7 @@ class ChannelAffineStep : public Step {
  private:
   std::vector<float> scale_, shift_;
   LevelActivation act_;
+  AffineIsa isa_;
   ByteType src_type_, dst_type_;
   int64_t pixels_, dst_pitch_, dst_offset_;
 };
