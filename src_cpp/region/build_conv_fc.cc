@@ -133,20 +133,13 @@ void CompiledRegion::Builder::Conv(const Node* node, const ConvAttrs& a) {
                                                dnnl::memory::desc(w_dims, dt::s8, tag::any),
                                                bias_md, dst_md, strides, dilates, pad, pad, attr);
 
-  // The weights reach oneDNN as the unrounded products w * scale, rounded by
-  // its reorder: on CPUs without VNNI the convolution's weights are stored
-  // halved (u8 x s8 pairs must fit 16 bits), and MXNet's oneDNN rounds
-  // w * scale / 2 once; rounding our int8 weights again would differ.
-  std::vector<float> scaled(weights.size());
-  for (int64_t c = 0; c < oc; ++c) {
-    const float s = q.weight_scales[q.weight_scales.size() == 1 ? 0 : c];
-    for (int64_t k = 0; k < per_channel; ++k) {
-      scaled[c * per_channel + k] = weights[c * per_channel + k] * s;
-    }
-  }
+  // The unrounded products w * scale, rounded by oneDNN's reorder: on CPUs
+  // without VNNI it stores the weights halved (u8 x s8 pairs must fit 16 bits),
+  // and MXNet's oneDNN rounds w * scale / 2 once; our int8 weights rounded
+  // again would differ.
   dnnl::memory weights_mem =
-      Reordered(dnnl::memory::desc(w_dims, dt::f32, g == 1 ? tag::oihw : tag::goihw), scaled.data(),
-                pd.weights_desc());
+      Reordered(dnnl::memory::desc(w_dims, dt::f32, g == 1 ? tag::oihw : tag::goihw),
+                q.scaled_weights.data(), pd.weights_desc());
   std::vector<float> bias_f32(oc, 0.f);
   for (int64_t c = 0; c < oc; ++c) {
     // One requantize scale uncalibrated (where the rescale hook sets the bias again).

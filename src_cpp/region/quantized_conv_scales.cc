@@ -124,13 +124,15 @@ bool QuantizeConv(const ConvOutput& out, int64_t out_channels, int64_t per_chann
   }
 
   q->weights.resize(count);
+  q->scaled_weights.resize(count);
   for (int64_t c = 0; c < out_channels; ++c) {
     const float s = weight_scales[out.calibrated ? c : 0];
     for (int64_t k = 0; k < per_channel; ++k) {
-      q->weights[c * per_channel + k] = SaturateRoundS8(weights[c * per_channel + k] * s);
+      const int64_t i = c * per_channel + k;
+      q->scaled_weights[i] = weights[i] * s;
+      q->weights[i] = SaturateRoundS8(q->scaled_weights[i]);
     }
   }
-  q->weight_scales = weight_scales;
   q->bias.clear();
   if (out.calibrated && bias != nullptr) {
     q->bias.resize(out_channels);

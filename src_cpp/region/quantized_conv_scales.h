@@ -50,8 +50,10 @@ struct ConvOutput {
 
 struct QuantizedConv {
   std::vector<int8_t> weights;  // same element order as the float weights
-  // round(w * weight_scales[c]) gives `weights`; one value uncalibrated.
-  std::vector<float> weight_scales;
+  // The unrounded products w * weight scale (`weights` is their saturated
+  // rounding): what the region hands oneDNN's reorder, which halves them on
+  // CPUs without VNNI before it rounds, as MXNet's oneDNN does.
+  std::vector<float> scaled_weights;
   std::vector<int32_t> bias;      // empty without a bias
   std::vector<float> requantize;  // per output channel (calibrated) or one value
   float data_scale = 0.f;
