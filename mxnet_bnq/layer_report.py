@@ -37,6 +37,7 @@ FATES = {
     names.QUANTIZED_BATCH_NORM_ACT: None,
     names.BATCH_NORM_ACT_QUANTIZE: None,
     names.QUANTIZED_BATCH_NORM_ACT_POOL: None,
+    names.BATCH_NORM_ACT_POOL_QUANTIZE: None,
     names.QUANTIZED_CONCAT_BATCH_NORM: None,
     names.QUANTIZED_CONCAT_BATCH_NORM_POOL: None,
 }
@@ -119,6 +120,7 @@ def _fates(fp32_sym, qsym, excluded_sym_names, excluded_op_names):
             attrs = qnode.get('attrs', {})
             fate = FATES[qnode['op']] or (_act_fate(attrs) if 'act_type' in attrs else 'int8')
             if qnode['op'] in (names.QUANTIZED_BATCH_NORM_ACT_POOL,
+                               names.BATCH_NORM_ACT_POOL_QUANTIZE,
                                names.QUANTIZED_CONCAT_BATCH_NORM_POOL):
                 head, out = fate.rsplit(', ', 1)  # not the comma of clip(a, b)
                 fate = head + '+global avg pool, ' + out

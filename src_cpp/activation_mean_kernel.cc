@@ -123,12 +123,22 @@ void RunFrom(const MeanShape& s, const void* src, const FoldedScaleShift& f, Qua
 
 }  // namespace
 
-void MeanOfActivation(const MeanShape& shape, QuantType src_type, const void* src,
+MeanSource MeanSourceOf(QuantType type) {
+  return type == QuantType::kInt8 ? MeanSource::kInt8 : MeanSource::kUint8;
+}
+
+void MeanOfActivation(const MeanShape& shape, MeanSource src_type, const void* src,
                       const FoldedScaleShift& folded, QuantType dst_type, void* dst) {
-  if (src_type == QuantType::kInt8) {
-    RunFrom<int8_t>(shape, src, folded, dst_type, dst);
-  } else {
-    RunFrom<uint8_t>(shape, src, folded, dst_type, dst);
+  switch (src_type) {
+    case MeanSource::kInt8:
+      RunFrom<int8_t>(shape, src, folded, dst_type, dst);
+      break;
+    case MeanSource::kUint8:
+      RunFrom<uint8_t>(shape, src, folded, dst_type, dst);
+      break;
+    case MeanSource::kFloat32:
+      RunFrom<float>(shape, src, folded, dst_type, dst);
+      break;
   }
 }
 

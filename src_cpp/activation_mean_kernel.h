@@ -17,6 +17,8 @@
 // the op outside regions (planar NCHW) and the region step (channels last).
 // No oneDNN: its pooling and reduction primitives know no per-channel affine
 // map before the mean, and run reference kernels on some of these layouts.
+// The source is quantized levels, or real values (float32) for a fold of
+// real-valued input (FoldScaleShiftFloatInput).
 #pragma once
 
 #include <cstdint>
@@ -37,10 +39,14 @@ struct MeanShape {
   MeanLayout layout = MeanLayout::kPlanar;
 };
 
+// What the mean reads: int8 or uint8 levels, or float32 values.
+enum class MeanSource { kInt8, kUint8, kFloat32 };
+MeanSource MeanSourceOf(QuantType type);
+
 // src: `src_type` values of `shape`; `folded`: a fold with mean_follows for
 // `channels`; dst: batch x channels of `dst_type`.  Splits the work over
 // OpenMP threads.
-void MeanOfActivation(const MeanShape& shape, QuantType src_type, const void* src,
+void MeanOfActivation(const MeanShape& shape, MeanSource src_type, const void* src,
                       const FoldedScaleShift& folded, QuantType dst_type, void* dst);
 
 }  // namespace bnq

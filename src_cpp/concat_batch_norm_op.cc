@@ -283,7 +283,7 @@ MXReturnValue Forward(const std::unordered_map<std::string, std::string>& attrs,
       for (int i = 0; i < in.n; ++i) {
         const int64_t c = parts[i].channels;
         means.resize(outer * c);
-        MeanOfActivation({outer, c, inner, MeanLayout::kPlanar}, parts[i].type,
+        MeanOfActivation({outer, c, inner, MeanLayout::kPlanar}, MeanSourceOf(parts[i].type),
                          t[in.Data(i)].data_ptr, folded[i], out_type, means.data());
         for (int64_t o = 0; o < outer; ++o) {
           std::copy(means.begin() + o * c, means.begin() + (o + 1) * c, dst + o * channels + begin);

@@ -19,6 +19,7 @@ constexpr char kQuantizedBatchNormActOp[] = "_contrib_quantized_batch_norm_act";
 constexpr char kBatchNormActQuantizeOp[] = "_contrib_batch_norm_act_quantize";
 // The same followed by global average pooling (as the _relu_global_avg_pool op).
 constexpr char kQuantizedBatchNormActPoolOp[] = "_contrib_quantized_batch_norm_act_global_avg_pool";
+constexpr char kBatchNormActPoolQuantizeOp[] = "_contrib_batch_norm_act_global_avg_pool_quantize";
 // BatchNorm [+ act] over a concatenation of quantized inputs, each in its own range.
 constexpr char kQuantizedConcatBatchNormOp[] = "_contrib_quantized_concat_batch_norm";
 constexpr char kQuantizedConcatBatchNormPoolOp[] =
@@ -59,8 +60,8 @@ inline bool IsPluginOp(const std::string& op) {
   for (const char* name :
        {kQuantizedBatchNormOp, kQuantizedBatchNormReluOp, kQuantizedBatchNormReluPoolOp,
         kBatchNormQuantizeOp, kBatchNormReluQuantizeOp, kQuantizedBatchNormActOp,
-        kBatchNormActQuantizeOp, kQuantizedBatchNormActPoolOp, kQuantizedConcatBatchNormOp,
-        kQuantizedConcatBatchNormPoolOp}) {
+        kBatchNormActQuantizeOp, kQuantizedBatchNormActPoolOp, kBatchNormActPoolQuantizeOp,
+        kQuantizedConcatBatchNormOp, kQuantizedConcatBatchNormPoolOp}) {
     if (op == name) return true;
   }
   return false;

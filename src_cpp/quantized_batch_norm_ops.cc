@@ -35,6 +35,11 @@
 //                                       the _act op followed by the mean,
 //                                       as the _relu_global_avg_pool op
 //                                       (relu, clip and leaky only).
+//   _contrib_batch_norm_act_global_avg_pool_quantize
+//                                       the same on real-valued data, as the
+//                                       _act_quantize op: the mean of the
+//                                       exact BN+act values (a head after an
+//                                       fp32 pooling or concat).
 //
 // Inputs: data, gamma, beta, moving_mean, moving_var, and for the quantized
 // data of the _contrib_quantized_* ops min_data, max_data.
@@ -79,6 +84,8 @@ constexpr OpTraits kBatchNormAct{kQuantizedBatchNormActOp, ActFrom::kAttributes,
 constexpr OpTraits kFloatBatchNormAct{kBatchNormActQuantizeOp, ActFrom::kAttributes, false, true};
 constexpr OpTraits kBatchNormActPool{kQuantizedBatchNormActPoolOp, ActFrom::kAttributes, true,
                                      false};
+constexpr OpTraits kFloatBatchNormActPool{kBatchNormActPoolQuantizeOp, ActFrom::kAttributes, true,
+                                          true};
 
 // The op's attributes, its activation included.
 bool ParseOpAttrs(const OpTraits& traits, const std::unordered_map<std::string, std::string>& attrs,
@@ -250,7 +257,8 @@ MXReturnValue Compute(const OpTraits& traits, const BatchNormAttrs& attrs,
   const bool integer_data = ToQuantType(data.dtype, &in_type);
   if (integer_data) shape.src_type = ToDnnl(in_type);
   if (traits.float_input) {  // the values themselves, whatever their type
-    folded_ok = FoldScaleShiftFloatInput(attrs, params, out_type, &folded, &error);
+    folded_ok =
+        FoldScaleShiftFloatInput(attrs, params, out_type, &folded, &error, traits.global_avg_pool);
   } else {
     folded_ok = FoldScaleShift(attrs, params, *Floats(in[kMinData]), *Floats(in[kMaxData]), in_type,
                                out_type, &folded, &error, traits.global_avg_pool);
@@ -263,7 +271,8 @@ MXReturnValue Compute(const OpTraits& traits, const BatchNormAttrs& attrs,
   if (traits.global_avg_pool) {
     // The mean of each channel's unrounded BN+act values, in the output range.
     const MeanShape mean_shape{shape.outer, shape.channels, shape.inner, MeanLayout::kPlanar};
-    MeanOfActivation(mean_shape, in_type, data.data_ptr, folded, out_type, (*out)[0].data_ptr);
+    const MeanSource source = integer_data ? MeanSourceOf(in_type) : MeanSource::kFloat32;
+    MeanOfActivation(mean_shape, source, data.data_ptr, folded, out_type, (*out)[0].data_ptr);
   } else {
     SharedKernel().Run(shape, data.data_ptr, folded.scale.data(), folded.shift.data(),
                        folded.output_scale, (*out)[0].data_ptr);
@@ -335,3 +344,5 @@ BNQ_REGISTER_BATCH_NORM_OP(_contrib_batch_norm_quantize, bnq::kFloatBatchNorm);
 BNQ_REGISTER_BATCH_NORM_OP(_contrib_batch_norm_relu_quantize, bnq::kFloatBatchNormRelu);
 BNQ_REGISTER_BATCH_NORM_OP(_contrib_quantized_batch_norm_act, bnq::kBatchNormAct);
 BNQ_REGISTER_BATCH_NORM_OP(_contrib_batch_norm_act_quantize, bnq::kFloatBatchNormAct);
+BNQ_REGISTER_BATCH_NORM_OP(_contrib_batch_norm_act_global_avg_pool_quantize,
+                           bnq::kFloatBatchNormActPool);

@@ -48,6 +48,13 @@
 //     its range from relu_calib_ranges (by the act's, else the BatchNorm's
 //     name), else marked missing (__bnq_missing_relu_range__) and derived;
 //     after an fp32 Concat of dequantized parts, the concat BatchNorm op
+//  QuantizeFloatInputMeanHead: a head left fp32 on fp32 data (e.g. after an
+//  fp32 pooling of an fp32 Concat): BatchNorm, a linear activation, a mean
+//  over H and W, as QuantizeFloatInputBatchNorm does without the mean:
+//       x -> BatchNorm -> act -> mean(axis=(2, 3)) -> quantize_v2
+//         =>  x -> batch_norm_act_global_avg_pool_quantize [-> quantized_flatten]
+//     (the mean of the exact values); without a calibrated range,
+//         =>  x -> quantize_v2 -> quantized_batch_norm_act_global_avg_pool
 //  FuseDequantizedActivation: a quantized BatchNorm whose activation MXNet
 //  left fp32 (it quantizes only the ReLU):
 //       quantized_batch_norm -> dequantize -> act -> quantize_v2
@@ -768,6 +775,89 @@ void FuseMeanHead(Graph* graph, const PassOptions& options) {
   }
 }
 
+// The head of a BatchNorm on fp32 data (e.g. after an fp32 pooling of an fp32
+// Concat, which smart mode leaves fp32): BatchNorm -> a linear activation
+// the ops fuse -> a mean over H and W (or a global average Pooling) ->
+// quantize_v2, each the only reader of the one before.  Returns the
+// quantize and sets `act`, `mean` and `keepdims`; nullptr if not that.
+Node* MeanHeadAfterFp32BatchNorm(const Graph* graph, const PassOptions& options, Node* bn,
+                                 Node** act, Node** mean, bool* keepdims) {
+  if (bn->op != kBatchNorm || IsExcluded(options, bn) || bn->inputs.size() != 5 ||
+      bn->inputs[0].node->op == kDequantize || !PoolsOverSpatialAxes(bn)) {
+    return nullptr;
+  }
+  bool mean_var = false;
+  if (!ParseBool(Attr(bn, "output_mean_var", "false"), &mean_var) || mean_var) return nullptr;
+  *act = SoleConsumer(graph, bn, 3);
+  std::unordered_map<std::string, std::string> fused;
+  // Pooling a BatchNorm without an activation is not a head; a curve cannot be averaged in levels.
+  if (*act == nullptr || !FusableActivation(*act, &fused) || IsExcluded(options, *act)) {
+    return nullptr;
+  }
+  FusedActivation kind;
+  kind.kind = ActivationKind(fused.at("act_type"));
+  if (IsCurve(kind)) return nullptr;
+  *mean = SoleConsumer(graph, *act, 1);
+  if (*mean == nullptr || IsExcluded(options, *mean)) return nullptr;
+  if (IsGlobalAvgPooling(*mean, "Pooling")) {
+    *keepdims = true;
+  } else if (!IsSpatialMean(*mean, keepdims)) {
+    return nullptr;
+  }
+  Node* quantize = SoleConsumer(graph, *mean, 1);
+  return quantize != nullptr && quantize->op == kQuantize && !IsExcluded(options, quantize)
+             ? quantize
+             : nullptr;
+}
+
+// x (fp32) -> BatchNorm -> act -> mean(axis=(2, 3)) -> quantize_v2
+//   =>  x -> batch_norm_act_global_avg_pool_quantize [-> quantized_flatten]
+// with the quantize's range (calibrated on the mean): the mean of the exact
+// BN+act values, as fp32 would take it, rounded once.  Without a calibrated
+// range (calib_mode none) the input is quantized at run time instead:
+//   =>  x -> quantize_v2 -> quantized_batch_norm_relu (_act)_global_avg_pool
+void QuantizeFloatInputMeanHead(Graph* graph, const PassOptions& options) {
+  for (Node* bn : NodesInOrder(graph)) {
+    Node *act = nullptr, *mean = nullptr;
+    bool keepdims = false;
+    Node* quantize = MeanHeadAfterFp32BatchNorm(graph, options, bn, &act, &mean, &keepdims);
+    if (quantize == nullptr) continue;
+    std::unordered_map<std::string, std::string> fused;
+    FusableActivation(act, &fused);
+    bn->attrs[kFusedActivationAttr] = act->name;
+    if (HasCalibratedRange(quantize)) {
+      bn->op = kBatchNormActPoolQuantizeOp;
+    } else {
+      // The uint8 input quantize would clip a negative input (its sign is
+      // known only at run time), as in QuantizeFloatInputBatchNorm.
+      Node* input_quantize = graph->addNode(bn->name + "_data_quantize", kQuantize);
+      input_quantize->attrs["out_type"] =
+          options.quantized_dtype == "uint8" ? "auto" : options.quantized_dtype;
+      const NodeEntry data = bn->inputs[0];
+      SetInput(input_quantize, 0, data.node, data.entry);
+      SetInput(bn, 0, input_quantize, 0);
+      SetInput(bn, 5, input_quantize, 1);
+      SetInput(bn, 6, input_quantize, 2);
+      bn->op = IsRelu(fused) ? kQuantizedBatchNormReluPoolOp : kQuantizedBatchNormActPoolOp;
+    }
+    if (bn->op != kQuantizedBatchNormReluPoolOp) {  // the _act ops take the activation
+      for (const auto& kv : fused) bn->attrs[kv.first] = kv.second;
+    }
+    TakeRange(bn, quantize);
+    NoteRewrite(bn, "quantized_fp32_input_bn");
+    NoteRewrite(bn, IsRelu(fused) ? "fused_relu" : "fused_" + fused.at("act_type"));
+    NoteRewrite(bn, "mean_head");
+    Node* out = bn;
+    if (!keepdims) {  // (N, C, 1, 1) -> (N, C), MXNet's int8 flatten passes the range on
+      out = graph->addNode(mean->name + "_flatten", kQuantizedFlatten);
+      for (int i = 0; i < 3; ++i) SetInput(out, i, bn, i);
+    }
+    TakeOverOutputs(graph, quantize, out);
+    DetachNode(mean);
+    DetachNode(act);
+  }
+}
+
 // quantized_concat -> quantized_batch_norm (_relu, _act)
 //   =>  quantized_concat_batch_norm reading the concat's parts.
 void FuseQuantizedConcat(Graph* graph, const PassOptions& options) {
@@ -886,7 +976,8 @@ mxnet::ext::MXReturnValue QuantizeBatchNormPass(
       QuantizeNeighbours(graph, options);
       QuantizeBetweenDequantizeAndQuantize(graph, options);
       QuantizeFloatInputBatchNorm(graph, options);
-      QuantizeBeforeFloatOps(graph, options);
+      QuantizeBeforeFloatOps(graph, options);  // first: it reads a concat's parts
+      if (options.fuse_pooling) QuantizeFloatInputMeanHead(graph, options);
     }
     FuseDequantizedActivation(graph, options);
     if (options.fuse_relu) FuseBatchNormRelu(graph, options);

@@ -201,15 +201,20 @@ bool FoldScaleShift(const BatchNormAttrs& attrs, const ChannelParams& params, fl
 }
 
 bool FoldScaleShiftFloatInput(const BatchNormAttrs& attrs, const ChannelParams& params,
-                              QuantType out_type, FoldedScaleShift* folded, std::string* error) {
+                              QuantType out_type, FoldedScaleShift* folded, std::string* error,
+                              bool mean_follows) {
   if (!attrs.has_calib_range) {
     *error = "float32 input needs a calibrated output range (min_calib_range, max_calib_range)";
     return false;
   }
   if (!CheckOutputType(attrs, out_type, error)) return false;
+  if (mean_follows && IsCurve(attrs.act)) {
+    *error = "global average pooling after a curve (sigmoid, tanh, softrelu, gelu) is not fused";
+    return false;
+  }
   std::vector<double> a, b;
   if (!BatchNormAffine(attrs, params, &a, &b, error)) return false;
-  FillScaleShift(a, b, 1.0, CalibratedOutputRange(attrs, folded), out_type, attrs.act, false,
+  FillScaleShift(a, b, 1.0, CalibratedOutputRange(attrs, folded), out_type, attrs.act, mean_follows,
                  folded);
   return true;
 }

@@ -80,9 +80,10 @@ bool FoldScaleShift(const BatchNormAttrs& attrs, const ChannelParams& params, fl
 
 // The same for real-valued input (float32, or integers taken as they are:
 // step 1): the map quantizes the BatchNorm's output directly.  Needs the
-// calibrated output range in `attrs`.
+// calibrated output range in `attrs` (the mean's with `mean_follows`).
 bool FoldScaleShiftFloatInput(const BatchNormAttrs& attrs, const ChannelParams& params,
-                              QuantType out_type, FoldedScaleShift* folded, std::string* error);
+                              QuantType out_type, FoldedScaleShift* folded, std::string* error,
+                              bool mean_follows = false);
 
 // One input of a concatenation along the channel axis that a BatchNorm reads
 // (the _concat_batch_norm op): its channels, its own range and type.

@@ -270,6 +270,66 @@ def test_mean_head_becomes_the_pooled_op(act, attrs, calib_mode, keepdims):
                                atol=1e-6 * np.abs(expected).max())
 
 
+def bn_act_head_after_pooled_concat(act):
+    """conv, conv -> Concat -> average Pooling -> BN -> act -> mean -> FC:
+    smart mode leaves the concat, the pooling and the head fp32."""
+    data = mx.sym.var('data')
+    c = mx.sym.concat(conv(data, 'conv_a', 8), conv(data, 'conv_b', 4), dim=1, name='concat')
+    p = mx.sym.Pooling(c, kernel=(2, 2), stride=(2, 2), pool_type='avg', name='pool')
+    bn = mx.sym.BatchNorm(p, fix_gamma=False, eps=1e-5, name='bn')
+    return mx.sym.FullyConnected(mx.sym.mean(act(bn), axis=(2, 3), name='mean'),
+                                 num_hidden=5, name='fc')
+
+
+@pytest.mark.parametrize('act,attrs', ACTIVATIONS[:3] + [RELU], ids=IDS[:3] + ['relu'])
+@pytest.mark.parametrize('calib_mode', ['naive', 'none'])
+def test_mean_head_on_fp32_data_becomes_one_op(act, attrs, calib_mode):
+    """A head whose BatchNorm reads fp32 data (an fp32 average pooling of an
+    fp32 concat): calibrated, one op from the fp32 values to the pooled int8
+    (the mean of the exact BN+act values, in the range calibrated on the
+    mean: the graph with the BatchNorm left fp32, rounded the same once);
+    uncalibrated, the input is quantized at run time for the quantized pooled
+    op.  No BatchNorm, activation or mean left, no more quantize/dequantize
+    nodes, and the same values inside regions."""
+    sym = bn_act_head_after_pooled_concat(act)
+    args, aux = small_nets.random_params(sym, SHAPE)
+    calib = data(1)
+    qsym, qargs, qaux = quantize(sym, args, aux, calib, calib_mode=calib_mode)
+    fp32_bn, fargs, faux = quantize(sym, args, aux, calib, calib_mode=calib_mode, bn_mode='fp32')
+    bn = node(qsym, 'bn')
+    if calib_mode == 'naive':
+        expected_op = '_contrib_batch_norm_act_global_avg_pool_quantize'
+        expected_attrs = dict(attrs or {'act_type': 'relu'})
+    else:
+        expected_op = ('_contrib_quantized_batch_norm_act_global_avg_pool' if attrs else
+                       '_contrib_quantized_batch_norm_relu_global_avg_pool')
+        expected_attrs = attrs
+    assert_fused(bn, expected_op, expected_attrs)
+    assert bn['attrs']['__bnq_rewrite__'].endswith('mean_head'), bn['attrs']
+    left = ops(qsym)
+    assert not (ACTIVATION_OPS | {'BatchNorm', 'mean'}) & set(left), left
+
+    def round_trips(s):
+        return sum(op in ('_contrib_quantize_v2', '_contrib_dequantize') for op in ops(s))
+    assert round_trips(qsym) <= round_trips(fp32_bn), (left, ops(fp32_bn))
+    x = data(2)[:8]
+    (fp32,) = small_nets.forward(sym, args, aux, x)
+    (int8,) = small_nets.forward(qsym, qargs, qaux, x)
+    (with_fp32_bn,) = small_nets.forward(fp32_bn, fargs, faux, x)
+    if calib_mode == 'naive':
+        assert small_nets.sqnr_db(fp32, int8) >= small_nets.sqnr_db(fp32, with_fp32_bn) - 0.05
+    assert small_nets.sqnr_db(fp32, int8) > (15 if calib_mode == 'none' else 20)
+    psym = mxnet_bnq.partition(qsym, qargs, qaux, data_shapes={'data': SHAPE})
+    left = [n for n in mxnet_bnq.region_report(psym)['left_to_mxnet'] if n['node'] == 'bn']
+    if calib_mode == 'none' and attrs.get('a_min') not in (None, '0'):
+        assert len(left) == 1 and 'a_min' in left[0]['reason'], left
+    else:
+        assert not left, left
+    expected = run_symbol(qsym, qargs, qaux, x)[0]
+    np.testing.assert_allclose(run_symbol(psym, qargs, qaux, x)[0], expected, rtol=1e-5,
+                               atol=1e-6 * np.abs(expected).max())
+
+
 def global_avg_pool(x, axis, keepdims, name):
     """gluon's GlobalAvgPool2D, as the reduction of bn_act_before_reduction."""
     del axis, keepdims  # over H and W, keeping them as 1

@@ -251,6 +251,46 @@ def test_act_global_avg_pool_op_refuses_a_curve(rng, act):
     assert act_attrs(act) == {'act_type': act[0]}
 
 
+@pytest.mark.parametrize('shape', [(2, 8, 5, 5), (3, 20, 7, 7), (2, 4, 3, 3, 3), (3, 4, 9)])
+@pytest.mark.parametrize('act', LINEAR_ACTIVATIONS)
+@pytest.mark.parametrize('x_dtype', ['float32', 'uint8'])
+def test_float_input_act_global_avg_pool_op_matches_reference(rng, shape, act, x_dtype):
+    """BN + act + global average pooling on real-valued data (float32, or raw
+    uint8 values): the real mean of the real BN+act values, quantized once in
+    the calibrated (pooled) range, as fp32 BatchNorm -> act -> mean ->
+    quantize_v2 would give it."""
+    from bn_cases import act_attrs
+    case = make_case(rng, shape)
+    x = (rng.normal(0, 2, shape) if x_dtype == 'float32' else
+         rng.integers(0, 256, shape)).astype(x_dtype)
+    lo, hi = float(min(ref.activate(-0.5, act), 0)), float(ref.activate(1.0, act))
+    params = [mx.nd.array(case[k], dtype='float32') for k in ('gamma', 'beta', 'mean', 'var')]
+    attrs = dict(fix_gamma=False, eps=1e-5, min_calib_range=lo, max_calib_range=hi,
+                 **act_attrs(act))
+    out = mx.nd.contrib.batch_norm_act_global_avg_pool_quantize(
+        mx.nd.array(x, dtype=x_dtype), *params, **{k: str(v) for k, v in attrs.items()})
+    y = ref.activate(ref.batch_norm(x.astype(np.float64), case['gamma'], case['beta'],
+                                    case['mean'], case['var'], 1e-5, False, 1), act)
+    pooled = y.mean(axis=tuple(range(2, len(shape))), keepdims=True)
+    dtype = 'uint8' if ref.nonnegative(act) else 'int8'
+    lo_ref = 0.0 if dtype == 'uint8' else lo
+    q = out[0].asnumpy()
+    assert q.shape == shape[:2] + (1,) * (len(shape) - 2)
+    assert_within_one_step(q, ref.quantize(pooled, dtype, lo_ref, hi))
+    assert (float(out[1].asscalar()), float(out[2].asscalar())) == pytest.approx((lo_ref, hi))
+
+
+@pytest.mark.parametrize('act', CURVES)
+def test_float_input_act_global_avg_pool_op_refuses_a_curve(rng, act):
+    from bn_cases import act_attrs
+    params = [mx.nd.ones((4,))] * 4
+    with pytest.raises(mx.MXNetError, match="act_type '%s' cannot be fused with global average"
+                       % act[0]):
+        mx.nd.contrib.batch_norm_act_global_avg_pool_quantize(
+            mx.nd.ones((2, 4, 3, 3)), *params, min_calib_range='0', max_calib_range='1',
+            **act_attrs(act))
+
+
 @pytest.mark.parametrize('shape', [(4, 16, 7, 7), (4, 16, 2, 7), (8, 16, 4, 7), (4, 8, 8, 8)])
 def test_global_avg_pool_op_rounds_once_where_mxnet_rounds_twice(rng, shape):
     """In the BN+ReLU range (derived: nothing saturates), the fused op is at

@@ -17,6 +17,7 @@ from mxnet.gluon import nn
 
 import mxnet_bnq
 from mxnet_bnq.layer_report import sqnr_db
+from mxnet_bnq.names import BATCH_NORM_ACT_POOL_QUANTIZE
 
 SPELLINGS = ['relu', 'Activation', 'clip', 'LeakyReLU']
 FLOAT_ACTS = ('BatchNorm', 'relu', 'Activation', 'clip', 'LeakyReLU')
@@ -158,24 +159,22 @@ def results(tmp_path_factory):
     return rows
 
 
-def test_every_batchnorm_and_activation_not_after_a_pooled_concat_is_quantized(results):
-    """A BatchNorm after a concat reads the concat's quantized parts
-    (_contrib_quantized_concat_batch_norm); what stays fp32 is a BatchNorm
-    (and its activation) reading an fp32 pooling of an fp32 Concat."""
-    concat_bns = 0
+def test_every_batchnorm_and_activation_is_quantized(results):
+    """No BatchNorm or activation is left fp32.  A BatchNorm after a concat
+    reads the concat's quantized parts (_contrib_quantized_concat_batch_norm);
+    the head BatchNorm after an fp32 pooling of an fp32 Concat (which smart
+    mode leaves fp32) runs from the fp32 values to the pooled int8
+    (_contrib_batch_norm_act_global_avg_pool_quantize)."""
+    fused = {'concat': 0, 'fp32_head': 0}
     for row in results:
         nodes = row['int8']['nodes']
-        concat_bns += sum(n['op'].startswith('_contrib_quantized_concat_batch_norm')
-                          for n in nodes)
-        for n in nodes:
-            if n['op'] not in FLOAT_ACTS:
-                continue
-            source = nodes[n['inputs'][0][0]]
-            while source['op'] in FLOAT_ACTS:
-                source = nodes[source['inputs'][0][0]]
-            assert source['op'] == 'Pooling', (row['seed'], n['name'], source['op'])
-            assert nodes[source['inputs'][0][0]]['op'] == 'Concat', (row['seed'], n['name'])
-    assert concat_bns > 0
+        fused['concat'] += sum(n['op'].startswith('_contrib_quantized_concat_batch_norm')
+                               for n in nodes)
+        fused['fp32_head'] += sum(n['op'] == BATCH_NORM_ACT_POOL_QUANTIZE
+                                  for n in nodes)
+        left = [(n['name'], n['op']) for n in nodes if n['op'] in FLOAT_ACTS]
+        assert not left, (row['seed'], left)
+    assert fused['concat'] > 0 and fused['fp32_head'] > 0, fused
 
 
 def test_no_more_round_trips_than_mxnet(results):

@@ -266,6 +266,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (int64_t c = 0; c < channels; ++c) {
       Check(std::isfinite(folded.scale[c]) && std::isfinite(folded.shift[c]));
     }
+    // Followed by a mean: the same factors, explicit bounds; a curve refused.
+    bnq::FoldedScaleShift pooled;
+    std::string pooled_error;
+    const bool pooled_ok =
+        bnq::FoldScaleShiftFloatInput(attrs, params, out, &pooled, &pooled_error, true);
+    Check(pooled_ok != bnq::IsCurve(act) && pooled_ok == pooled_error.empty());
+    if (pooled_ok) {
+      Check(pooled.scale == folded.scale && pooled.shift == folded.shift &&
+            pooled.min_output == folded.min_output && pooled.max_output == folded.max_output);
+    }
   }
   return 0;
 }

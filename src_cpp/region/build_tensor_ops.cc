@@ -147,10 +147,10 @@ void CompiledRegion::Builder::BatchNorm(const Node* node, const BatchNormOpAttrs
     const ChannelParams params{gamma.data(), beta.data(), mean.data(), var.data(), c};
     FoldedScaleShift folded;
     std::string error;
-    const bool ok = a.float_input
-                        ? FoldScaleShiftFloatInput(a.bn, params, out_type, &folded, &error)
-                        : FoldScaleShift(a.bn, params, min, max, in_type, out_type, &folded, &error,
-                                         a.global_avg_pool);
+    const bool ok = a.float_input ? FoldScaleShiftFloatInput(a.bn, params, out_type, &folded,
+                                                             &error, a.global_avg_pool)
+                                  : FoldScaleShift(a.bn, params, min, max, in_type, out_type,
+                                                   &folded, &error, a.global_avg_pool);
     if (!ok) throw std::runtime_error(name + ": " + error);
     return folded;
   };

@@ -396,7 +396,7 @@ bool ParseBatchNormOp(const Node* node, BatchNormOpAttrs* bn, std::string* why) 
   const std::string& op = node->op;
   if (IsConcatBatchNormOp(op)) return ParseConcatBatchNormOp(node, bn, why);
   const bool act_op = op == kQuantizedBatchNormActOp || op == kBatchNormActQuantizeOp ||
-                      op == kQuantizedBatchNormActPoolOp;
+                      op == kQuantizedBatchNormActPoolOp || op == kBatchNormActPoolQuantizeOp;
   if (!ParseBatchNormAttrs(node->attrs, &bn->bn, &error, act_op)) {
     *why = error;
     return false;
@@ -404,9 +404,10 @@ bool ParseBatchNormOp(const Node* node, BatchNormOpAttrs* bn, std::string* why) 
   if (!act_op && op != kQuantizedBatchNormOp && op != kBatchNormQuantizeOp) {
     bn->bn.act.kind = FusedActivation::Kind::kRelu;  // the _relu ops
   }
-  bn->global_avg_pool = op == kQuantizedBatchNormReluPoolOp || op == kQuantizedBatchNormActPoolOp;
-  bn->float_input =
-      op == kBatchNormQuantizeOp || op == kBatchNormReluQuantizeOp || op == kBatchNormActQuantizeOp;
+  bn->global_avg_pool = op == kQuantizedBatchNormReluPoolOp || op == kQuantizedBatchNormActPoolOp ||
+                        op == kBatchNormActPoolQuantizeOp;
+  bn->float_input = op == kBatchNormQuantizeOp || op == kBatchNormReluQuantizeOp ||
+                    op == kBatchNormActQuantizeOp || op == kBatchNormActPoolQuantizeOp;
   const FusedActivation& act = bn->bn.act;
   if (bn->global_avg_pool && IsCurve(act)) {
     *why = "global average pooling after a curve (the op refuses it)";

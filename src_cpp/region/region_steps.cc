@@ -61,7 +61,9 @@ ActivationMeanStep::ActivationMeanStep(std::string name, int src, int dst, Folde
                                        dnnl::memory::data_type dst_type, const MeanShape& shape)
     : Step(std::move(name)),
       folded_(std::move(folded)),
-      src_type_(src_type == dnnl::memory::data_type::s8 ? QuantType::kInt8 : QuantType::kUint8),
+      src_type_(src_type == dnnl::memory::data_type::f32  ? MeanSource::kFloat32
+                : src_type == dnnl::memory::data_type::s8 ? MeanSource::kInt8
+                                                          : MeanSource::kUint8),
       dst_type_(dst_type == dnnl::memory::data_type::s8 ? QuantType::kInt8 : QuantType::kUint8),
       shape_(shape) {
   reads_.push_back(src);

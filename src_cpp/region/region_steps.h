@@ -126,7 +126,8 @@ class ActivationMeanStep : public Step {
 
  private:
   FoldedScaleShift folded_;
-  QuantType src_type_, dst_type_;
+  MeanSource src_type_;
+  QuantType dst_type_;
   MeanShape shape_;
 };
 
