@@ -81,7 +81,7 @@ asan: install $(FASHION_MNIST)
 fuzz:
 	mkdir -p build/fuzz-corpus
 	$(CLANGXX) -g -O1 -std=c++17 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-	  src_cpp/fuzz/parsing_fuzzer.cc src_cpp/batch_norm_attrs.cc src_cpp/number_parsing.cc \
+	  src_cpp/fuzz/parsing_fuzzer.cc src_cpp/batch_norm_attrs.cc src_cpp/number_parsing.cc src_cpp/pooling_attrs.cc \
 	  src_cpp/scale_shift_folding.cc src_cpp/pass_options.cc src_cpp/region/quantized_conv_scales.cc \
 	  -o build/parsing_fuzzer
 	build/parsing_fuzzer -max_total_time=$(FUZZ_SECONDS) -seed=1 -print_final_stats=1 \

@@ -38,6 +38,7 @@ FATES = {
     names.BATCH_NORM_ACT_QUANTIZE: None,
     names.QUANTIZED_BATCH_NORM_ACT_POOL: None,
     names.BATCH_NORM_ACT_POOL_QUANTIZE: None,
+    names.QUANTIZED_AVG_POOL_BATCH_NORM: None,
     names.QUANTIZED_CONCAT_BATCH_NORM: None,
     names.QUANTIZED_CONCAT_BATCH_NORM_POOL: None,
 }
@@ -128,6 +129,8 @@ def _fates(fp32_sym, qsym, excluded_sym_names, excluded_op_names):
                                names.QUANTIZED_CONCAT_BATCH_NORM_POOL):
                 fate += ', reading %s concatenated inputs in their own ranges' % (
                     attrs.get('num_args'))
+            if qnode['op'] == names.QUANTIZED_AVG_POOL_BATCH_NORM:
+                fate += ', of the exact mean of the average pooling before it'
             row.update(node=qnode['name'], fate=fate, detail=attrs.get(names.REWRITE_ATTR, ''))
             if qnode['op'] == 'BatchNorm':
                 row['detail'] = _why_fp32(name, excluded_sym_names, excluded_op_names)

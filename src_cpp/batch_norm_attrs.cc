@@ -214,6 +214,38 @@ bool ParseConcatBatchNormAttrs(const std::unordered_map<std::string, std::string
   return true;
 }
 
+bool ParseAvgPoolBatchNormAttrs(const std::unordered_map<std::string, std::string>& attrs,
+                                AvgPoolBatchNormAttrs* out, std::string* error) {
+  AvgPoolBatchNormAttrs parsed;
+  std::unordered_map<std::string, std::string> pool_attrs, bn_attrs;
+  bool with_activation = false;
+  for (const auto& kv : attrs) {
+    const std::string& key = kv.first;
+    // cudnn_off is both ops' attribute: the BatchNorm parses it.
+    const bool pooling = key == "kernel" || key == "stride" || key == "pad" || key == "pool_type" ||
+                         key == "global_pool" || key == "pooling_convention" ||
+                         key == "count_include_pad" || key == "layout" || key == "p_value";
+    (pooling ? pool_attrs : bn_attrs)[key] = kv.second;
+    with_activation =
+        with_activation || key == "act_type" || key == "a_min" || key == "a_max" || key == "slope";
+  }
+  auto type = pool_attrs.find("pool_type");
+  if (type != pool_attrs.end() && Trim(type->second) != "avg") {
+    *error = "pool_type must be 'avg', got '" + type->second + "'";
+    return false;
+  }
+  pool_attrs["pool_type"] = "avg";
+  if (!ParsePoolingAttrs(pool_attrs, &parsed.pool, error)) return false;
+  if (!ParseBatchNormAttrs(bn_attrs, &parsed.bn, error, with_activation)) return false;
+  if (parsed.bn.axis != 1 && parsed.bn.axis != -3) {
+    *error = "axis must be 1 (the channels of NCHW data), got " + std::to_string(parsed.bn.axis);
+    return false;
+  }
+  parsed.bn.axis = 1;
+  *out = parsed;
+  return true;
+}
+
 bool ResolveAxis(int axis, int ndim, int* resolved) {
   const int a = axis < 0 ? axis + ndim : axis;
   if (a < 0 || a >= ndim) return false;

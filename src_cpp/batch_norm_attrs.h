@@ -8,6 +8,8 @@
 #include <string>
 #include <unordered_map>
 
+#include "pooling_attrs.h"
+
 namespace bnq {
 
 // The activation applied to the BatchNorm's real output before quantizing:
@@ -79,6 +81,17 @@ struct ConcatBatchNormAttrs {
 
 bool ParseConcatBatchNormAttrs(const std::unordered_map<std::string, std::string>& attrs,
                                ConcatBatchNormAttrs* out, std::string* error);
+
+// The attributes of _contrib_quantized_avg_pool_batch_norm: Pooling's
+// (pool_type 'avg' or absent) and the BatchNorm's, with an optional
+// activation (act_type absent for none); axis must be 1.
+struct AvgPoolBatchNormAttrs {
+  PoolingAttrs pool;
+  BatchNormAttrs bn;
+};
+
+bool ParseAvgPoolBatchNormAttrs(const std::unordered_map<std::string, std::string>& attrs,
+                                AvgPoolBatchNormAttrs* out, std::string* error);
 
 // Resolves a possibly negative axis against `ndim`; returns false if out of range.
 bool ResolveAxis(int axis, int ndim, int* resolved);

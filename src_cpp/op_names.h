@@ -25,6 +25,9 @@ constexpr char kQuantizedConcatBatchNormOp[] = "_contrib_quantized_concat_batch_
 constexpr char kQuantizedConcatBatchNormPoolOp[] =
     "_contrib_quantized_concat_batch_norm_global_avg_pool";
 
+// Average pooling, then BatchNorm [+ act] on the unrounded mean.
+constexpr char kQuantizedAvgPoolBatchNormOp[] = "_contrib_quantized_avg_pool_batch_norm";
+
 // The concat BatchNorm ops (their data: num_args inputs).
 inline bool IsConcatBatchNormOp(const std::string& op) {
   return op == kQuantizedConcatBatchNormOp || op == kQuantizedConcatBatchNormPoolOp;
@@ -61,7 +64,8 @@ inline bool IsPluginOp(const std::string& op) {
        {kQuantizedBatchNormOp, kQuantizedBatchNormReluOp, kQuantizedBatchNormReluPoolOp,
         kBatchNormQuantizeOp, kBatchNormReluQuantizeOp, kQuantizedBatchNormActOp,
         kBatchNormActQuantizeOp, kQuantizedBatchNormActPoolOp, kBatchNormActPoolQuantizeOp,
-        kQuantizedConcatBatchNormOp, kQuantizedConcatBatchNormPoolOp}) {
+        kQuantizedConcatBatchNormOp, kQuantizedAvgPoolBatchNormOp,
+        kQuantizedConcatBatchNormPoolOp}) {
     if (op == name) return true;
   }
   return false;

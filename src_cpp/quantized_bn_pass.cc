@@ -83,6 +83,14 @@
 //     chain) each in its own range.  MXNet's int8 concat rescales every part
 //     to the largest range first, and the BatchNorm then amplifies the coarse
 //     steps of the channels from small ranges (densenet121 lost 4.7 dB).
+//  FuseAvgPoolingIntoBatchNorm: a quantized BatchNorm (_relu, _act) reading
+//  an int8 average pooling, or the float-input one reading an fp32 average
+//  pooling of a dequantize, reads the pooling's quantized input instead:
+//       quantized avg pooling -> quantized_batch_norm (_relu, _act)
+//       dequantize -> Pooling(avg) -> batch_norm_quantize (_relu, _act)
+//         =>  quantized_avg_pool_batch_norm
+//     the BatchNorm of the exact mean, rounded once (not the mean rounded
+//     again, nor a round trip to fp32); the pooling stays for other readers.
 //  RequantizeAveragePooling: MXNet's quantized average pooling becomes the
 //  plugin's, which writes the mean in the range calibrated on the pooled
 //  output (relu_calib_ranges by the pooling's name, else marked missing):
@@ -471,8 +479,9 @@ bool LeadsToBatchNorm(const Node* node, int depth = 0) {
 // calibrated range (QuantizeFloatInputBatchNorm): left fp32, they read the
 // unrounded mean.  MXNet's int8 average pooling rounds the mean again, in its
 // input's range, and a BatchNorm amplifies that second rounding (a random
-// LeakyReLU net lost 1.3 dB of logit SQNR).  Max pooling and Flatten commute
-// with quantization: their int8 forms are exact.
+// LeakyReLU net lost 1.3 dB of logit SQNR); FuseAvgPoolingIntoBatchNorm then
+// gives such a BatchNorm the pooling's int8 input.  Max pooling and Flatten
+// commute with quantization: their int8 forms are exact.
 bool BetterLeftFloat(const Graph* graph, const PassOptions& options, const Node* node) {
   if (node->op != "Pooling" || Attr(node, "pool_type", "max") != "avg") return false;
   bool any = false;
@@ -898,6 +907,67 @@ void QuantizeAfterFloatConcat(Graph* graph, const PassOptions& options) {
 // quantized_pooling(avg)  =>  quantized_avg_pooling, with the range
 // calibrated on the pooled output (from relu_calib_ranges by the pooling's
 // name, else marked missing: the flow calibrates it in the same run).
+// An average pooling of planar NCHW data a BatchNorm can take in
+// (`op`: MXNet's quantized pooling, the plugin's, or fp32 "Pooling").
+bool IsAvgPoolingBeforeBatchNorm(const PassOptions& options, const Node* pool) {
+  if ((pool->op != kQuantizedPooling && pool->op != kQuantizedAvgPoolingOp &&
+       pool->op != "Pooling") ||
+      Attr(pool, "pool_type", pool->op == kQuantizedAvgPoolingOp ? "avg" : "max") != "avg" ||
+      IsExcluded(options, pool)) {
+    return false;
+  }
+  PoolingAttrs parsed;
+  std::string why;
+  return ParsePoolingAttrs(pool->attrs, &parsed, &why);
+}
+
+// The quantized BatchNorm ops that may take an average pooling in.
+bool TakesAvgPooling(const Node* bn) {
+  return (bn->op == kQuantizedBatchNormOp || bn->op == kQuantizedBatchNormReluOp ||
+          bn->op == kQuantizedBatchNormActOp) &&
+             bn->inputs.size() == 7 ||
+         (bn->op == kBatchNormQuantizeOp || bn->op == kBatchNormReluQuantizeOp ||
+          bn->op == kBatchNormActQuantizeOp) &&
+             bn->inputs.size() == 5;
+}
+
+// quantized avg pooling -> quantized_batch_norm (_relu, _act), or
+// dequantize -> fp32 avg Pooling -> batch_norm_quantize (_relu, _act)
+//   =>  quantized_avg_pool_batch_norm reading the pooling's quantized input
+// The BatchNorm reads the exact mean, rounded once with it, instead of the
+// mean rounded first (a BatchNorm amplifies that rounding) or kept fp32
+// behind a dequantize.  The pooling stays for its other readers.
+void FuseAvgPoolingIntoBatchNorm(Graph* graph, const PassOptions& options) {
+  for (Node* bn : NodesInOrder(graph)) {
+    if (!TakesAvgPooling(bn) || IsExcluded(options, bn) || Attr(bn, "axis", "1") != "1") continue;
+    Node* pool = bn->inputs[0].node;
+    if (bn->inputs[0].entry != 0 || !IsAvgPoolingBeforeBatchNorm(options, pool)) continue;
+    const bool float_input = bn->inputs.size() == 5;
+    if (float_input != (pool->op == "Pooling")) continue;
+    Node* source = pool;  // what holds the quantized input: the pooling or its dequantize
+    if (float_input) {
+      source = pool->inputs[0].node;
+      if (source->op != kDequantize || source->inputs.size() != 3) continue;
+    }
+    const std::vector<NodeEntry> quantized = source->inputs;
+    if (bn->op == kQuantizedBatchNormReluOp || bn->op == kBatchNormReluQuantizeOp) {
+      bn->attrs["act_type"] = "relu";
+    }
+    for (const char* key : {"kernel", "stride", "pad", "global_pool", "pooling_convention",
+                            "count_include_pad", "layout"}) {
+      const std::string value = Attr(pool, key);
+      if (!value.empty()) bn->attrs[key] = value;
+    }
+    bn->attrs["pool_type"] = "avg";
+    bn->op = kQuantizedAvgPoolBatchNormOp;
+    for (int i = 0; i < 3; ++i) {
+      SetInput(bn, i == 0 ? 0 : 4 + i, quantized[i].node, quantized[i].entry);
+    }
+    NoteRewrite(bn, "avg_pool_in");
+    DetachIfUnused(graph, pool);
+  }
+}
+
 void RequantizeAveragePooling(Graph* graph, const PassOptions& options) {
   for (Node* pool : NodesInOrder(graph)) {
     if (pool->op != kQuantizedPooling || Attr(pool, "pool_type", "max") != "avg" ||
@@ -986,6 +1056,7 @@ mxnet::ext::MXReturnValue QuantizeBatchNormPass(
       FuseMeanHead(graph, options);
     }
     FuseQuantizedConcat(graph, options);
+    FuseAvgPoolingIntoBatchNorm(graph, options);  // before the pooling's own rewrite
     RequantizeAveragePooling(graph, options);
     AvoidUint8ForSignedInput(graph, options);
     MarkPluginNodes(graph);

@@ -118,9 +118,20 @@ def test_the_flow_calibrates_the_pooled_output(calib_mode):
         sym, args, aux, calib_mode=calib_mode, label_names=None, quantized_dtype='auto',
         calib_data=mx.io.NDArrayIter(calib, batch_size=16), num_calib_examples=16,
         regions=False)
-    (pool,) = [n for n in json.loads(qsym.tojson())['nodes']
-               if n['op'] == names.QUANTIZED_AVG_POOLING]
+    nodes = json.loads(qsym.tojson())['nodes']
+    (pool,) = [n for n in nodes if n['op'] == names.QUANTIZED_AVG_POOLING]
     assert pool['attrs'][names.PLUGIN_ATTR] == '1'
+    # The BatchNorm takes the pooling in (the sum reads the pooling).
+    (bn,) = [n for n in nodes if n['op'] == names.QUANTIZED_AVG_POOL_BATCH_NORM]
+    assert bn['inputs'][0][0] == pool['inputs'][0][0]
+    # Inside a region: the same bits (uncalibrated: ranges found at run time).
+    psym = mxnet_bnq.partition(qsym, qargs, qaux)
+    x = rng.normal(0, 1, shape).astype('f')
+    (outside,), (inside,) = (small_nets.forward(s, qargs, qaux, x) for s in (qsym, psym))
+    ops = [m['op'] for n in json.loads(psym.tojson())['nodes'] for g in n.get('subgraphs', [])
+           for m in g['nodes']]
+    assert {names.QUANTIZED_AVG_POOLING, names.QUANTIZED_AVG_POOL_BATCH_NORM} <= set(ops), ops
+    np.testing.assert_array_equal(inside, outside)
     if calib_mode == 'none':  # no range to write: MXNet's op's range
         assert 'min_calib_range' not in pool['attrs']
         return
@@ -129,14 +140,6 @@ def test_the_flow_calibrates_the_pooled_output(calib_mode):
     (fp32_pool,) = small_nets.forward(internals['pool_output'], args, aux, calib)
     assert float(pool['attrs']['min_calib_range']) == pytest.approx(fp32_pool.min(), rel=1e-6)
     assert float(pool['attrs']['max_calib_range']) == pytest.approx(fp32_pool.max(), rel=1e-6)
-    # Inside a region: the same bits.
-    psym = mxnet_bnq.partition(qsym, qargs, qaux)
-    x = rng.normal(0, 1, shape).astype('f')
-    (outside,), (inside,) = (small_nets.forward(s, qargs, qaux, x) for s in (qsym, psym))
-    ops = [m['op'] for n in json.loads(psym.tojson())['nodes'] for g in n.get('subgraphs', [])
-           for m in g['nodes']]
-    assert names.QUANTIZED_AVG_POOLING in ops, ops
-    np.testing.assert_array_equal(inside, outside)
 
 
 def test_a_range_wider_than_the_input_passes_the_input_range_on(rng):
@@ -151,3 +154,69 @@ def test_a_range_wider_than_the_input_passes_the_input_range_on(rng):
     zeros = np.zeros_like(q)
     out = run(zeros, 0.0, 0.0, kernel=(2, 2), min_calib_range=0, max_calib_range=1e-20)
     assert out[1:] == (0.0, 0.0) and not out[0].any()
+
+
+# _contrib_quantized_avg_pool_batch_norm: the pooling, then the plugin's
+# quantized BatchNorm (+ act) on the unrounded mean, rounded once.
+POOL_BN_ACTS = [None, ('relu',), ('clip', 0.0, 6.0), ('clip', -1.0, 1.5), ('leaky', 0.1),
+                ('tanh',), ('sigmoid',)]
+
+
+def run_pool_bn(case, act, pooling, **attrs):
+    from bn_cases import act_attrs
+    args = [mx.nd.array(case['q'], dtype=case['q'].dtype)]
+    args += [mx.nd.array(case[k], dtype='float32') for k in ('gamma', 'beta', 'mean', 'var')]
+    args += [mx.nd.array([case['min_data']]), mx.nd.array([case['max_data']])]
+    attrs = dict(attrs, **pooling, **(act_attrs(act) if act else {}))
+    out = mx.nd.contrib.quantized_avg_pool_batch_norm(
+        *args, **{k: str(v) for k, v in attrs.items()})
+    return out[0].asnumpy(), float(out[1].asscalar()), float(out[2].asscalar())
+
+
+@pytest.mark.parametrize('pooling', [p for p in POOLINGS if 'pooling_convention' not in p],
+                         ids=str)
+@pytest.mark.parametrize('dtype', ['int8', 'uint8'])
+@pytest.mark.parametrize('act', POOL_BN_ACTS, ids=str)
+@pytest.mark.parametrize('calibrated', [True, False])
+def test_pool_batch_norm_matches_reference(rng, pooling, dtype, act, calibrated):
+    """BN(+act) of the real mean of the real inputs, quantized once: in the
+    calibrated range, or in the range derived from the input's (every mean
+    lies within it); uint8 where the activation cannot be negative."""
+    from bn_cases import make_case
+    case = make_case(rng, (2, 5, 7, 9), 1, dtype, data_range=2.0)
+    attrs = dict(eps=1e-5, fix_gamma=False)
+    if calibrated:
+        attrs.update(min_calib_range=float(min(ref.activate(-1.5, act), 0)),
+                     max_calib_range=float(ref.activate(2.0, act)))
+    got, lo, hi = run_pool_bn(case, act, pooling, **attrs)
+    mean = reference_mean(ref.dequantize(case['q'], case['min_data'], case['max_data']), **pooling)
+    y = ref.activate(ref.batch_norm(mean, case['gamma'], case['beta'], case['mean'], case['var'],
+                                    1e-5, False, 1), act)
+    out_dtype = 'uint8' if ref.nonnegative(act) else 'int8'
+    if calibrated:
+        lo_ref, hi_ref = attrs['min_calib_range'], attrs['max_calib_range']
+        lo_ref = 0.0 if out_dtype == 'uint8' else lo_ref
+    else:
+        lo_ref, hi_ref = ref.derived_output_range(dtype, case['min_data'], case['max_data'],
+                                                  case['gamma'], case['beta'], case['mean'],
+                                                  case['var'], 1e-5, False, act)
+    assert got.dtype == out_dtype
+    assert (lo, hi) == pytest.approx((lo_ref, hi_ref), rel=1e-4, abs=1e-6)
+    expected = ref.quantize(y, out_dtype, lo_ref, hi_ref)
+    assert_within_one_step(got, expected, levels=y / ref.step(out_dtype, lo_ref, hi_ref))
+
+
+@pytest.mark.parametrize('attrs,message', [
+    (dict(pool_type='max'), "pool_type must be 'avg'"),
+    (dict(axis=2), 'axis must be 1'),
+    (dict(act_type='swish'), "unsupported act_type 'swish'"),
+    (dict(kernel=(9, 9)), 'kernel is larger than the padded input'),
+])
+def test_pool_batch_norm_bad_attributes_are_clear_errors(rng, attrs, message):
+    from bn_cases import make_case
+    case = make_case(rng, (2, 5, 7, 9), 1, 'int8')
+    pooling = dict(kernel=(2, 2), stride=(2, 2))
+    pooling.update({k: v for k, v in attrs.items() if k in ('pool_type', 'kernel')})
+    rest = {k: v for k, v in attrs.items() if k not in pooling}
+    with pytest.raises(mx.MXNetError, match=message):
+        run_pool_bn(case, None, pooling, **rest)

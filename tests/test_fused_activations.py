@@ -393,13 +393,13 @@ def pool_bn_act(pool_type, act):
 
 @pytest.mark.parametrize('pool_type', ['max', 'avg'])
 @pytest.mark.parametrize('calib_mode', ['naive', 'none'])
-def test_pooling_before_a_batchnorm_is_quantized_only_where_exact(pool_type, calib_mode):
+def test_pooling_before_a_batchnorm_is_quantized_exactly(pool_type, calib_mode):
     """Max pooling commutes with quantization: it becomes MXNet's int8 op and
-    the BatchNorm reads int8.  Calibrated average pooling stays fp32 and the
-    BatchNorm reads its unrounded mean (the float-input op), as fp32 BatchNorm
-    would: MXNet's int8 average pooling would round the mean a second time.
-    Uncalibrated, the BatchNorm would be quantized at run time anyway, so the
-    average pooling becomes int8 too."""
+    the BatchNorm reads int8.  An average pooling the BatchNorm takes in
+    (_contrib_quantized_avg_pool_batch_norm): it reads the exact mean of the
+    int8 input, rounded once with the BatchNorm, as fp32 BatchNorm would,
+    where MXNet's int8 average pooling would round the mean first (and
+    calibrated, the pooling was left fp32 behind a dequantize)."""
     act, attrs = ACTIVATIONS[2]  # leaky 0.1
     sym = pool_bn_act(pool_type, act)
     args, aux = small_nets.random_params(sym, SHAPE)
@@ -407,13 +407,15 @@ def test_pooling_before_a_batchnorm_is_quantized_only_where_exact(pool_type, cal
     qsym, qargs, qaux = quantize(sym, args, aux, calib, calib_mode=calib_mode)
     left = ops(qsym)
     assert 'BatchNorm' not in left and 'LeakyReLU' not in left, left
-    float_pool = pool_type == 'avg' and calib_mode == 'naive'
-    assert ('Pooling' in left) == float_pool, left
-    int8_pool = '_contrib_quantized_pooling' if pool_type == 'max' else \
-        mxnet_bnq.names.QUANTIZED_AVG_POOLING  # the mean in its own range
-    assert (int8_pool in left) != float_pool, left
-    assert_fused(node(qsym, 'bn'), '_contrib_batch_norm_act_quantize' if float_pool else
-                 '_contrib_quantized_batch_norm_act', attrs)
+    assert 'Pooling' not in left and left.count('_contrib_dequantize') <= 1, left  # the output's
+    if pool_type == 'max':
+        assert '_contrib_quantized_pooling' in left, left
+        assert_fused(node(qsym, 'bn'), '_contrib_quantized_batch_norm_act', attrs)
+    else:
+        assert not {'_contrib_quantized_pooling', mxnet_bnq.names.QUANTIZED_AVG_POOLING} & set(left)
+        bn = node(qsym, 'bn')
+        assert_fused(bn, mxnet_bnq.names.QUANTIZED_AVG_POOL_BATCH_NORM,
+                     dict(attrs, pool_type='avg', kernel='(2, 2)', stride='(2, 2)'))
     if calib_mode == 'naive':
         fp32_bn, fargs, faux = quantize(sym, args, aux, calib, bn_mode='fp32')
         x = data(2)[:8]
@@ -421,6 +423,13 @@ def test_pooling_before_a_batchnorm_is_quantized_only_where_exact(pool_type, cal
         (int8,) = small_nets.forward(qsym, qargs, qaux, x)
         (with_fp32_bn,) = small_nets.forward(fp32_bn, fargs, faux, x)
         assert small_nets.sqnr_db(fp32, int8) >= small_nets.sqnr_db(fp32, with_fp32_bn) - 0.05
+    psym = mxnet_bnq.partition(qsym, qargs, qaux, data_shapes={'data': SHAPE})
+    # Only the fp32 Flatten of the output stays with MXNet.
+    assert [n['node'] for n in mxnet_bnq.region_report(psym)['left_to_mxnet']] == ['flat']
+    x = data(2)[:8]
+    expected = run_symbol(qsym, qargs, qaux, x)[0]  # the float output may differ in its last bit
+    np.testing.assert_allclose(run_symbol(psym, qargs, qaux, x)[0], expected, rtol=1e-5,
+                               atol=1e-6 * np.abs(expected).max())
 
 
 def test_report_gives_every_activation_its_fate():

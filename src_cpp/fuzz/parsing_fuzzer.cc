@@ -199,6 +199,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     Check(!error.empty());
   }
 
+  // The pooling + BatchNorm op's attributes: parsed or refused with a reason.
+  bnq::AvgPoolBatchNormAttrs pool_bn;
+  error.clear();
+  if (!bnq::ParseAvgPoolBatchNormAttrs(options, &pool_bn, &error)) {
+    Check(!error.empty());
+  } else {
+    Check(pool_bn.bn.axis == 1 && !pool_bn.pool.max && !pool_bn.pool.kernel.empty());
+  }
+
   error.clear();
   bnq::BatchNormAttrs attrs;
   // The _act ops' attributes when the input names an act_type.

@@ -236,6 +236,7 @@ class CompiledRegion::Builder {
   void Flatten(const Node* node);
   void BatchNorm(const Node* node, const BatchNormOpAttrs& a);
   void ConcatBatchNorm(const Node* node, const BatchNormOpAttrs& a);
+  void AvgPoolBatchNorm(const Node* node, const BatchNormOpAttrs& a);
 
   // `md` if strided (plain, NHWC, ...), else the plain layout of its dims.
   static dnnl::memory::desc StridedOrPlain(const dnnl::memory::desc& md) {

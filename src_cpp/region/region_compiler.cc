@@ -63,6 +63,8 @@ void CompiledRegion::Builder::Build(const std::vector<MXTensor>& outputs) {
       case OpKind::kBatchNorm:
         if (parsed.bn.num_concat > 0) {
           ConcatBatchNorm(node, parsed.bn);
+        } else if (parsed.bn.avg_pool_in) {
+          AvgPoolBatchNorm(node, parsed.bn);
         } else {
           BatchNorm(node, parsed.bn);
         }

@@ -391,10 +391,29 @@ bool ParseConcatBatchNormOp(const Node* node, BatchNormOpAttrs* bn, std::string*
   return true;
 }
 
+bool ParseAvgPoolBatchNormOp(const Node* node, BatchNormOpAttrs* bn, std::string* why) {
+  AvgPoolBatchNormAttrs parsed;
+  if (!ParseAvgPoolBatchNormAttrs(node->attrs, &parsed, why)) return false;
+  if (node->inputs.size() != 7) {
+    *why = "the op has " + std::to_string(node->inputs.size()) + " inputs, not 7";
+    return false;
+  }
+  const FusedActivation& act = parsed.bn.act;
+  if (act.kind == FusedActivation::Kind::kClip && act.a_min != 0 && !parsed.bn.has_calib_range) {
+    *why = "clip with a_min != 0 without a calibrated range";
+    return false;
+  }
+  bn->bn = parsed.bn;
+  bn->avg_pool_in = true;
+  bn->avg_pool = parsed.pool;
+  return true;
+}
+
 bool ParseBatchNormOp(const Node* node, BatchNormOpAttrs* bn, std::string* why) {
   std::string error;
   const std::string& op = node->op;
   if (IsConcatBatchNormOp(op)) return ParseConcatBatchNormOp(node, bn, why);
+  if (op == kQuantizedAvgPoolBatchNormOp) return ParseAvgPoolBatchNormOp(node, bn, why);
   const bool act_op = op == kQuantizedBatchNormActOp || op == kBatchNormActQuantizeOp ||
                       op == kQuantizedBatchNormActPoolOp || op == kBatchNormActPoolQuantizeOp;
   if (!ParseBatchNormAttrs(node->attrs, &bn->bn, &error, act_op)) {
