@@ -904,11 +904,8 @@ void QuantizeAfterFloatConcat(Graph* graph, const PassOptions& options) {
   }
 }
 
-// quantized_pooling(avg)  =>  quantized_avg_pooling, with the range
-// calibrated on the pooled output (from relu_calib_ranges by the pooling's
-// name, else marked missing: the flow calibrates it in the same run).
 // An average pooling of planar NCHW data a BatchNorm can take in
-// (`op`: MXNet's quantized pooling, the plugin's, or fp32 "Pooling").
+// (MXNet's quantized pooling, the plugin's, or an fp32 Pooling).
 bool IsAvgPoolingBeforeBatchNorm(const PassOptions& options, const Node* pool) {
   if ((pool->op != kQuantizedPooling && pool->op != kQuantizedAvgPoolingOp &&
        pool->op != "Pooling") ||
@@ -916,6 +913,18 @@ bool IsAvgPoolingBeforeBatchNorm(const PassOptions& options, const Node* pool) {
       IsExcluded(options, pool)) {
     return false;
   }
+  // 2-D only: a global pooling's kernel and layout say how many dimensions
+  // it pools (GlobalAvgPool1D/3D), which ParsePoolingAttrs does not check.
+  const std::string kernel = Attr(pool, "kernel", "()");
+  const std::string layout = Attr(pool, "layout", "None");
+  if (std::count(kernel.begin(), kernel.end(), ',') != 1 ||
+      (layout != "None" && layout != "NCHW")) {
+    return false;
+  }
+  // MXNet's fp32 pooling (its own kernel there, not oneDNN) averages the
+  // windows that the full convention adds at the edge over fewer values than
+  // oneDNN's padded ones; its int8 pooling and the plugin's agree with oneDNN.
+  if (pool->op == "Pooling" && Attr(pool, "pooling_convention", "valid") != "valid") return false;
   PoolingAttrs parsed;
   std::string why;
   return ParsePoolingAttrs(pool->attrs, &parsed, &why);
@@ -923,12 +932,11 @@ bool IsAvgPoolingBeforeBatchNorm(const PassOptions& options, const Node* pool) {
 
 // The quantized BatchNorm ops that may take an average pooling in.
 bool TakesAvgPooling(const Node* bn) {
-  return (bn->op == kQuantizedBatchNormOp || bn->op == kQuantizedBatchNormReluOp ||
-          bn->op == kQuantizedBatchNormActOp) &&
-             bn->inputs.size() == 7 ||
-         (bn->op == kBatchNormQuantizeOp || bn->op == kBatchNormReluQuantizeOp ||
-          bn->op == kBatchNormActQuantizeOp) &&
-             bn->inputs.size() == 5;
+  const bool quantized = bn->op == kQuantizedBatchNormOp || bn->op == kQuantizedBatchNormReluOp ||
+                         bn->op == kQuantizedBatchNormActOp;
+  const bool float_input = bn->op == kBatchNormQuantizeOp || bn->op == kBatchNormReluQuantizeOp ||
+                           bn->op == kBatchNormActQuantizeOp;
+  return (quantized && bn->inputs.size() == 7) || (float_input && bn->inputs.size() == 5);
 }
 
 // quantized avg pooling -> quantized_batch_norm (_relu, _act), or
@@ -968,6 +976,9 @@ void FuseAvgPoolingIntoBatchNorm(Graph* graph, const PassOptions& options) {
   }
 }
 
+// quantized_pooling(avg)  =>  quantized_avg_pooling, with the range
+// calibrated on the pooled output (from relu_calib_ranges by the pooling's
+// name, else marked missing: the flow calibrates it in the same run).
 void RequantizeAveragePooling(Graph* graph, const PassOptions& options) {
   for (Node* pool : NodesInOrder(graph)) {
     if (pool->op != kQuantizedPooling || Attr(pool, "pool_type", "max") != "avg" ||
@@ -1056,7 +1067,8 @@ mxnet::ext::MXReturnValue QuantizeBatchNormPass(
       FuseMeanHead(graph, options);
     }
     FuseQuantizedConcat(graph, options);
-    FuseAvgPoolingIntoBatchNorm(graph, options);  // before the pooling's own rewrite
+    // Before the pooling's own rewrite, which would calibrate a pooling that goes away.
+    if (options.fuse_pooling) FuseAvgPoolingIntoBatchNorm(graph, options);
     RequantizeAveragePooling(graph, options);
     AvoidUint8ForSignedInput(graph, options);
     MarkPluginNodes(graph);

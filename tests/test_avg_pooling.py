@@ -220,3 +220,17 @@ def test_pool_batch_norm_bad_attributes_are_clear_errors(rng, attrs, message):
     rest = {k: v for k, v in attrs.items() if k not in pooling}
     with pytest.raises(mx.MXNetError, match=message):
         run_pool_bn(case, None, pooling, **rest)
+
+
+def test_pool_batch_norm_bad_inputs_are_clear_errors_and_the_op_still_runs(rng):
+    from bn_cases import make_case
+    pooling = dict(kernel=(2, 2), stride=(2, 2))
+    case = make_case(rng, (2, 5, 7, 9), 1, 'int8')
+    with pytest.raises(mx.MXNetError, match='data must be int8 or uint8, got float32'):
+        run_pool_bn(dict(case, q=case['q'].astype('float32')), None, pooling)
+    with pytest.raises(mx.MXNetError, match='expects 4-D NCHW data'):
+        run_pool_bn(make_case(rng, (2, 5, 7, 9, 3), 1, 'int8'), None, pooling)
+    with pytest.raises(mx.MXNetError, match='gamma has shape'):
+        run_pool_bn(dict(case, gamma=case['gamma'][:3]), None, pooling)
+    got, _, _ = run_pool_bn(case, ('relu',), pooling, fix_gamma=False)
+    assert got.dtype == np.uint8 and got.shape == (2, 5, 3, 4)

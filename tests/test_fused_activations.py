@@ -381,12 +381,13 @@ def test_other_spellings_of_the_curves_are_fused(spelling, act_type):
     assert not ACTIVATION_OPS & set(ops(qsym)), ops(qsym)
 
 
-def pool_bn_act(pool_type, act):
+def pool_bn_act(pool_type, act, kernel=2, convention='valid'):
     """conv -> ReLU -> pooling -> BN -> act -> conv: MXNet's smart mode leaves
     the pooling and the BatchNorm fp32 (dequantize -> Pooling -> BatchNorm)."""
     data = mx.sym.var('data')
     r = mx.sym.Activation(conv(data, 'conv_a', 8), act_type='relu', name='relu')
-    p = mx.sym.Pooling(r, kernel=(2, 2), stride=(2, 2), pool_type=pool_type, name='pool')
+    p = mx.sym.Pooling(r, kernel=(kernel, kernel), stride=(2, 2), pool_type=pool_type,
+                       pooling_convention=convention, name='pool')
     bn = mx.sym.BatchNorm(p, fix_gamma=False, eps=1e-5, name='bn')
     return mx.sym.Flatten(conv(act(bn), 'conv_c', 4, kernel=1), name='flat')
 
@@ -430,6 +431,31 @@ def test_pooling_before_a_batchnorm_is_quantized_exactly(pool_type, calib_mode):
     expected = run_symbol(qsym, qargs, qaux, x)[0]  # the float output may differ in its last bit
     np.testing.assert_allclose(run_symbol(psym, qargs, qaux, x)[0], expected, rtol=1e-5,
                                atol=1e-6 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize('convention', ['valid', 'full'])
+def test_an_fp32_full_convention_average_pooling_is_not_taken_in(convention):
+    """3x3 windows, stride 2, on 8x8: the full convention adds edge windows,
+    which MXNet's fp32 pooling averages over the values inside and oneDNN
+    over the padded window: that pooling stays fp32 (the BatchNorm reads its
+    exact mean, the float-input op); the valid one goes into the BatchNorm."""
+    act, attrs = ACTIVATIONS[2]  # leaky 0.1
+    sym = pool_bn_act('avg', act, kernel=3, convention=convention)
+    args, aux = small_nets.random_params(sym, SHAPE)
+    calib = data(1)
+    qsym, qargs, qaux = quantize(sym, args, aux, calib)
+    bn = node(qsym, 'bn')
+    if convention == 'full':
+        assert_fused(bn, '_contrib_batch_norm_act_quantize', attrs)
+        assert 'Pooling' in ops(qsym)
+    else:
+        assert_fused(bn, mxnet_bnq.names.QUANTIZED_AVG_POOL_BATCH_NORM, attrs)
+    fp32_bn, fargs, faux = quantize(sym, args, aux, calib, bn_mode='fp32')
+    x = data(2)[:8]
+    (fp32,) = small_nets.forward(sym, args, aux, x)
+    (int8,) = small_nets.forward(qsym, qargs, qaux, x)
+    (with_fp32_bn,) = small_nets.forward(fp32_bn, fargs, faux, x)
+    assert small_nets.sqnr_db(fp32, int8) >= small_nets.sqnr_db(fp32, with_fp32_bn) - 0.05
 
 
 def test_report_gives_every_activation_its_fate():

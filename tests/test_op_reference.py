@@ -261,22 +261,25 @@ def test_float_input_act_global_avg_pool_op_matches_reference(rng, shape, act, x
     quantize_v2 would give it."""
     from bn_cases import act_attrs
     case = make_case(rng, shape)
+    # Raw uint8 values on both sides of 127 (read as int8 they would go negative).
     x = (rng.normal(0, 2, shape) if x_dtype == 'float32' else
-         rng.integers(0, 256, shape)).astype(x_dtype)
-    lo, hi = float(min(ref.activate(-0.5, act), 0)), float(ref.activate(1.0, act))
+         rng.integers(100, 160, shape)).astype(x_dtype)
+    y = ref.activate(ref.batch_norm(x.astype(np.float64), case['gamma'], case['beta'],
+                                    case['mean'], case['var'], 1e-5, False, 1), act)
+    pooled = y.mean(axis=tuple(range(2, len(shape))), keepdims=True)
+    # The range a calibration on this data would find: the pooled extremes.
+    lo, hi = float(min(pooled.min(), 0)), float(max(pooled.max(), 1e-3))
     params = [mx.nd.array(case[k], dtype='float32') for k in ('gamma', 'beta', 'mean', 'var')]
     attrs = dict(fix_gamma=False, eps=1e-5, min_calib_range=lo, max_calib_range=hi,
                  **act_attrs(act))
     out = mx.nd.contrib.batch_norm_act_global_avg_pool_quantize(
         mx.nd.array(x, dtype=x_dtype), *params, **{k: str(v) for k, v in attrs.items()})
-    y = ref.activate(ref.batch_norm(x.astype(np.float64), case['gamma'], case['beta'],
-                                    case['mean'], case['var'], 1e-5, False, 1), act)
-    pooled = y.mean(axis=tuple(range(2, len(shape))), keepdims=True)
     dtype = 'uint8' if ref.nonnegative(act) else 'int8'
     lo_ref = 0.0 if dtype == 'uint8' else lo
     q = out[0].asnumpy()
     assert q.shape == shape[:2] + (1,) * (len(shape) - 2)
-    assert_within_one_step(q, ref.quantize(pooled, dtype, lo_ref, hi))
+    assert_within_one_step(q, ref.quantize(pooled, dtype, lo_ref, hi),
+                           levels=pooled / ref.step(dtype, lo_ref, hi))
     assert (float(out[1].asscalar()), float(out[2].asscalar())) == pytest.approx((lo_ref, hi))
 
 

@@ -66,6 +66,10 @@ ActivationMeanStep::ActivationMeanStep(std::string name, int src, int dst, Folde
                                                           : MeanSource::kUint8),
       dst_type_(dst_type == dnnl::memory::data_type::s8 ? QuantType::kInt8 : QuantType::kUint8),
       shape_(shape) {
+  using dt = dnnl::memory::data_type;
+  if (src_type != dt::f32 && src_type != dt::s8 && src_type != dt::u8) {
+    throw std::runtime_error(this->name() + ": the mean reads float32, int8 or uint8 data");
+  }
   reads_.push_back(src);
   writes_.push_back(dst);
 }
