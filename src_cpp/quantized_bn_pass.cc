@@ -417,6 +417,18 @@ std::string FloatString(float v) {
   return buf;
 }
 
+// A quantize_v2 of the fp32 data of `bn` that finds its range at run time
+// (not yet read by `bn`).  uint8 cannot hold a negative input, and the
+// input's sign is known only at run time: 'auto' then.
+Node* RunTimeInputQuantize(Graph* graph, const PassOptions& options, const Node* bn) {
+  Node* input_quantize = graph->addNode(bn->name + "_data_quantize", kQuantize);
+  input_quantize->attrs["out_type"] =
+      options.quantized_dtype == "uint8" ? "auto" : options.quantized_dtype;
+  const NodeEntry data = bn->inputs[0];
+  SetInput(input_quantize, 0, data.node, data.entry);
+  return input_quantize;
+}
+
 // x (fp32) -> BatchNorm [-> ReLU] -> quantize_v2  =>  one op from fp32 to int8/uint8.
 void QuantizeFloatInputBatchNorm(Graph* graph, const PassOptions& options) {
   for (Node* bn : NodesInOrder(graph)) {
@@ -428,13 +440,8 @@ void QuantizeFloatInputBatchNorm(Graph* graph, const PassOptions& options) {
       TakeOverQuantize(graph, bn, act, quantize, kFloatInputOps, "quantized_fp32_input_bn");
     } else {
       // No range to quantize to: quantize the input at run time and derive
-      // the output range from it.  uint8 cannot hold a negative input, and
-      // the input's sign is known only at run time.
-      Node* input_quantize = graph->addNode(bn->name + "_data_quantize", kQuantize);
-      input_quantize->attrs["out_type"] =
-          options.quantized_dtype == "uint8" ? "auto" : options.quantized_dtype;
-      const NodeEntry data = bn->inputs[0];
-      SetInput(input_quantize, 0, data.node, data.entry);
+      // the output range from it.
+      Node* input_quantize = RunTimeInputQuantize(graph, options, bn);
       QuantizeBatchNorm(graph, bn, act, {input_quantize, 0}, {input_quantize, 1},
                         {input_quantize, 2}, quantize, "quantized_fp32_input_bn");
     }
@@ -744,6 +751,22 @@ bool IsSpatialMean(const Node* node, bool* keepdims) {
          ParseBool(Attr(node, "keepdims", "false"), keepdims);
 }
 
+// Makes pooled op `bn` the head in place of `mean` -> `quantize`: the
+// quantize's range (calibrated on the mean), and MXNet's int8 flatten after
+// it unless the mean keeps its dimensions ((N, C, 1, 1) -> (N, C); the
+// flatten passes the range on).  Detaches `mean`.
+void BecomeMeanHead(Graph* graph, Node* bn, Node* mean, Node* quantize, bool keepdims) {
+  TakeRange(bn, quantize);
+  NoteRewrite(bn, "mean_head");
+  Node* out = bn;
+  if (!keepdims) {
+    out = graph->addNode(mean->name + "_flatten", kQuantizedFlatten);
+    for (int i = 0; i < 3; ++i) SetInput(out, i, bn, i);
+  }
+  TakeOverOutputs(graph, quantize, out);
+  DetachNode(mean);
+}
+
 // quantized_batch_norm_relu (_act) -> dequantize -> mean(axis=(2, 3)) (or an
 // fp32 global average Pooling) -> quantize_v2  =>  the pooled op
 // [-> quantized_flatten], with the quantize's range (calibrated on the mean:
@@ -771,15 +794,7 @@ void FuseMeanHead(Graph* graph, const PassOptions& options) {
     }
     bn->op = pooled;
     bn->attrs.erase(kMissingReluRangeAttr);  // MXNet calibrates the quantize
-    TakeRange(bn, quantize);
-    NoteRewrite(bn, "mean_head");
-    Node* out = bn;
-    if (!keepdims) {  // (N, C, 1, 1) -> (N, C), MXNet's int8 flatten passes the range on
-      out = graph->addNode(mean->name + "_flatten", kQuantizedFlatten);
-      for (int i = 0; i < 3; ++i) SetInput(out, i, bn, i);
-    }
-    TakeOverOutputs(graph, quantize, out);
-    DetachNode(mean);
+    BecomeMeanHead(graph, bn, mean, quantize, keepdims);
     DetachNode(dequantize);
   }
 }
@@ -837,13 +852,7 @@ void QuantizeFloatInputMeanHead(Graph* graph, const PassOptions& options) {
     if (HasCalibratedRange(quantize)) {
       bn->op = kBatchNormActPoolQuantizeOp;
     } else {
-      // The uint8 input quantize would clip a negative input (its sign is
-      // known only at run time), as in QuantizeFloatInputBatchNorm.
-      Node* input_quantize = graph->addNode(bn->name + "_data_quantize", kQuantize);
-      input_quantize->attrs["out_type"] =
-          options.quantized_dtype == "uint8" ? "auto" : options.quantized_dtype;
-      const NodeEntry data = bn->inputs[0];
-      SetInput(input_quantize, 0, data.node, data.entry);
+      Node* input_quantize = RunTimeInputQuantize(graph, options, bn);
       SetInput(bn, 0, input_quantize, 0);
       SetInput(bn, 5, input_quantize, 1);
       SetInput(bn, 6, input_quantize, 2);
@@ -852,17 +861,9 @@ void QuantizeFloatInputMeanHead(Graph* graph, const PassOptions& options) {
     if (bn->op != kQuantizedBatchNormReluPoolOp) {  // the _act ops take the activation
       for (const auto& kv : fused) bn->attrs[kv.first] = kv.second;
     }
-    TakeRange(bn, quantize);
     NoteRewrite(bn, "quantized_fp32_input_bn");
     NoteRewrite(bn, IsRelu(fused) ? "fused_relu" : "fused_" + fused.at("act_type"));
-    NoteRewrite(bn, "mean_head");
-    Node* out = bn;
-    if (!keepdims) {  // (N, C, 1, 1) -> (N, C), MXNet's int8 flatten passes the range on
-      out = graph->addNode(mean->name + "_flatten", kQuantizedFlatten);
-      for (int i = 0; i < 3; ++i) SetInput(out, i, bn, i);
-    }
-    TakeOverOutputs(graph, quantize, out);
-    DetachNode(mean);
+    BecomeMeanHead(graph, bn, mean, quantize, keepdims);
     DetachNode(act);
   }
 }
