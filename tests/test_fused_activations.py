@@ -44,6 +44,11 @@ def ops(sym):
     return [n['op'] for n in nodes(sym) if n['op'] != 'null']
 
 
+def round_trips(sym):
+    """The quantize and dequantize nodes of `sym`."""
+    return sum(op in ('_contrib_quantize_v2', '_contrib_dequantize') for op in ops(sym))
+
+
 def node(sym, name):
     (found,) = [n for n in nodes(sym) if n['name'] == name]
     return found
@@ -201,8 +206,6 @@ def test_bn_before_fp32_ops_is_quantized_with_its_own_range(act, attrs, calib_mo
     left = ops(qsym)
     assert not (ACTIVATION_OPS | {'BatchNorm'}) & set(left), left
 
-    def round_trips(s):
-        return sum(op in ('_contrib_quantize_v2', '_contrib_dequantize') for op in ops(s))
     assert round_trips(qsym) <= round_trips(unfused)
     missing = bn['attrs'].get('__bnq_missing_relu_range__')
     assert (missing is not None) == (calib_mode == 'none'), bn['attrs']
@@ -309,8 +312,6 @@ def test_mean_head_on_fp32_data_becomes_one_op(act, attrs, calib_mode):
     left = ops(qsym)
     assert not (ACTIVATION_OPS | {'BatchNorm', 'mean'}) & set(left), left
 
-    def round_trips(s):
-        return sum(op in ('_contrib_quantize_v2', '_contrib_dequantize') for op in ops(s))
     assert round_trips(qsym) <= round_trips(fp32_bn), (left, ops(fp32_bn))
     x = data(2)[:8]
     (fp32,) = small_nets.forward(sym, args, aux, x)
