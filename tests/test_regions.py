@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import small_nets
 from conv_reference import F
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import mxnet_bnq
@@ -248,6 +248,111 @@ def test_pooling_in_region_matches_mxnet(pool, act, calib_mode):
     op = '_contrib_quantized_pooling' if pool['pool_type'] == 'max' else \
         mxnet_bnq.names.QUANTIZED_AVG_POOLING
     compare_with_mxnet(y, (2, 3, 11, 9), claimed=[op], calib_mode=calib_mode)
+
+
+max_pool_cases = st.fixed_dictionaries({
+    'channels': st.sampled_from([1, 5, 31, 33, 64, 65, 130]),
+    'kernel': st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    'stride': st.tuples(st.integers(1, 3), st.integers(1, 2)),
+    'pad': st.tuples(st.integers(0, 2), st.integers(0, 1)),
+    'full': st.booleans(),
+    'hw': st.tuples(st.sampled_from([5, 8, 13]), st.sampled_from([6, 9])),
+    'batch': st.integers(1, 2),
+    'relu': st.booleans(),  # uint8 data, else int8
+})
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.too_slow])
+@given(max_pool_cases)
+def test_max_pooling_in_region_matches_mxnet(case):
+    """Max pooling of a convolution's (channels-last) output, which regions run
+    with their own kernel: MXNet's result for any window, channel count (64-byte
+    vectors and their tails) and type."""
+    pad = tuple(min(p, k - 1) for p, k in zip(case['pad'], case['kernel']))
+    for size, k, s, p in zip(case['hw'], case['kernel'], case['stride'], pad):
+        span = size + 2 * p - k
+        outs = (-(-span // s) if case['full'] else span // s) + 1
+        # 'full' can add a window wholly in the padding: MXNet's fp32 pooling
+        # makes it -inf there, and no calibration survives that.
+        assume((outs - 1) * s - p < size)
+    data = mx.sym.var('data')
+    y = conv(data, 'conv', case['channels'], (3, 3), pad=(1, 1))
+    if case['relu']:
+        y = mx.sym.Activation(y, act_type='relu', name='relu')
+    y = mx.sym.Pooling(y, name='pool', pool_type='max', kernel=case['kernel'],
+                       stride=case['stride'], pad=pad,
+                       pooling_convention='full' if case['full'] else 'valid')
+    y = conv(y, 'after', 4, (1, 1))
+    compare_with_mxnet(y, (case['batch'], 3) + case['hw'], claimed=['_contrib_quantized_pooling'])
+
+
+def max_pool_reference(x, kernel, stride, pad, out_hw):
+    """Numpy max pooling of NCHW data: each window's maximum over its positions
+    inside the input (the padding never takes part)."""
+    out = np.empty(x.shape[:2] + tuple(out_hw), x.dtype)
+    for oh in range(out_hw[0]):
+        h0 = oh * stride[0] - pad[0]
+        for ow in range(out_hw[1]):
+            w0 = ow * stride[1] - pad[1]
+            window = x[:, :, max(h0, 0):h0 + kernel[0], max(w0, 0):w0 + kernel[1]]
+            out[:, :, oh, ow] = window.max(axis=(2, 3))
+    return out
+
+
+@settings(max_examples=15, suppress_health_check=[HealthCheck.too_slow])
+@given(max_pool_cases)
+def test_max_pooling_in_region_matches_numpy(case):
+    """The region's max pooling of its own convolution's output is the numpy
+    maximum of each window, exactly: the convolution's output is a second
+    region output (through a flatten, dequantized with the scale the pooling
+    shares; quantize_mode='full' so MXNet quantizes the flatten and the pooling
+    at the graph's end)."""
+    pad = tuple(min(p, k - 1) for p, k in zip(case['pad'], case['kernel']))
+    for size, k, s, p in zip(case['hw'], case['kernel'], case['stride'], pad):
+        span = size + 2 * p - k
+        outs = (-(-span // s) if case['full'] else span // s) + 1
+        assume((outs - 1) * s - p < size)
+    y = conv(mx.sym.var('data'), 'conv', case['channels'], (3, 3), pad=(1, 1))
+    if case['relu']:
+        y = mx.sym.Activation(y, act_type='relu', name='relu')
+    pool = mx.sym.Pooling(y, name='pool', pool_type='max', kernel=case['kernel'],
+                          stride=case['stride'], pad=pad,
+                          pooling_convention='full' if case['full'] else 'valid')
+    sym = mx.sym.Group([mx.sym.Flatten(y, name='flat'), pool])
+    shape = (case['batch'], 3) + case['hw']
+    args, aux = small_nets.random_params(sym, shape, 0)
+    rng = np.random.default_rng(1)
+    calib, x = rng.normal(0, 1, (8,) + shape[1:]).astype('f'), rng.normal(0, 1, shape).astype('f')
+    qsym, qargs, qaux = mxnet_bnq.quantize_model_mkldnn(
+        sym, args, aux, calib_mode='naive', label_names=None, quantized_dtype='auto',
+        calib_data=mx.io.NDArrayIter(calib, batch_size=8), num_calib_examples=8, regions=False,
+        quantize_mode='full')
+    psym = mxnet_bnq.partition(qsym, qargs, qaux, data_shapes={'data': shape})
+    (ops,) = region_ops(psym).values()
+    assert {'_contrib_quantized_flatten', '_contrib_quantized_pooling'} <= set(ops), ops
+    features, got = run_symbol(psym, qargs, qaux, x)
+    features = features.reshape(shape[:1] + (case['channels'],) + shape[2:])
+    expected = max_pool_reference(features, case['kernel'], case['stride'], pad, got.shape[2:])
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_max_pooling_of_channels_last_data_runs_the_hand_kernel():
+    """The region profile names the kernel's step: the test above tests it, not
+    oneDNN's pooling primitive."""
+    code = '\n'.join([
+        'import sys', 'sys.path.insert(0, %r)' % os.path.dirname(os.path.abspath(__file__)),
+        'import mxnet as mx', 'import test_regions as t',
+        "y = t.conv(mx.sym.var('data'), 'conv', 64, (3, 3), pad=(1, 1))",
+        "y = mx.sym.Pooling(y, name='pool', pool_type='max', kernel=(3, 3), stride=(2, 2),",
+        "                   pad=(1, 1))",
+        "y = t.conv(y, 'after', 4, (1, 1))",
+        'qsym, psym, qargs, qaux, x = t.partitioned(y, (2, 3, 9, 9))',
+        't.run_symbol(psym, qargs, qaux, x)'])
+    env = dict(os.environ, MXNET_BNQ_REGION_PROFILE='1')
+    proc = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'MaxPoolStep' in proc.stderr, proc.stderr[-3000:]
 
 
 @pytest.mark.parametrize('pool', [

@@ -227,6 +227,22 @@ void ChannelAffineStep::SetScaleShift(FoldedScaleShift folded) {
   act_ = {folded.negative_slope, folded.clamp_lo, folded.clamp_hi};
 }
 
+MaxPoolStep::MaxPoolStep(std::string name, AffineIsa isa, int src, int dst,
+                         const MaxPoolShape& shape, dt type)
+    : Step(std::move(name)), isa_(isa), shape_(shape), type_(ToByteType(type)) {
+  reads_.push_back(src);
+  writes_.push_back(dst);
+}
+
+void MaxPoolStep::Execute(dnnl::stream& stream, const std::vector<Value>& values, Ranges&) {
+  stream.wait();  // the input comes from the primitive before
+  const void* src = values[reads_[0]].data;
+  void* dst = values[writes_[0]].data;
+  InParallel(shape_.batch * shape_.out_height, [&](int64_t begin, int64_t end) {
+    MaxPoolRows(isa_, shape_, type_, src, dst, begin, end);
+  });
+}
+
 ScaledAddStep::ScaledAddStep(std::string name, int a, int b, int dst, float scale_a, float scale_b,
                              dt a_type, dt b_type, dt dst_type, int64_t elements)
     : Step(std::move(name)),

@@ -25,6 +25,7 @@
 #include "../activation_mean_kernel.h"
 #include "../scale_shift_folding.h"
 #include "channel_affine_kernel.h"
+#include "max_pooling_kernel.h"
 
 namespace bnq {
 namespace region {
@@ -153,6 +154,22 @@ class ChannelAffineStep : public Step {
   AffineIsa isa_;
   ByteType src_type_, dst_type_;
   int64_t pixels_, dst_pitch_, dst_offset_;
+};
+
+// MXNet's quantized max pooling on channels-last int8/uint8 data with the
+// hand-vectorized kernel (max_pooling_kernel.h), the output rows split over
+// OpenMP threads.
+class MaxPoolStep : public Step {
+ public:
+  MaxPoolStep(std::string name, AffineIsa isa, int src, int dst, const MaxPoolShape& shape,
+              dnnl::memory::data_type type);
+  void Bind(const dnnl::engine&, const std::vector<Value>&) override {}
+  void Execute(dnnl::stream& stream, const std::vector<Value>& values, Ranges& ranges) override;
+
+ private:
+  AffineIsa isa_;
+  MaxPoolShape shape_;
+  ByteType type_;
 };
 
 // dst = saturate(round(fl(scale_a * a) + fl(scale_b * b))) elementwise, on two
