@@ -22,7 +22,7 @@ from mxnet_bnq.graph_runner import run_symbol
 
 
 def quantize(sym, shape, seed=0, nonnegative=False, calib_mode='naive',
-             granularity='tensor-wise'):
+             granularity='tensor-wise', quantize_mode='smart'):
     """Our flow without regions (MXNet's flow plus the BatchNorm pass)."""
     args, aux = small_nets.random_params(sym, shape, seed)
     rng = np.random.default_rng(seed + 1)
@@ -32,7 +32,7 @@ def quantize(sym, shape, seed=0, nonnegative=False, calib_mode='naive',
     qsym, qargs, qaux = mxnet_bnq.quantize_model_mkldnn(
         sym, args, aux, calib_mode=calib_mode, label_names=None, quantized_dtype='auto',
         calib_data=mx.io.NDArrayIter(calib, batch_size=8), num_calib_examples=8, regions=False,
-        quantize_granularity=granularity)
+        quantize_granularity=granularity, quantize_mode=quantize_mode)
     return qsym, qargs, qaux
 
 
@@ -71,9 +71,12 @@ def assert_within_one_lsb(expected, got, step):
 
 
 def partitioned(sym, shape, seed=0, nonnegative=False, claimed=None, calib_mode='naive',
-                granularity='tensor-wise'):
-    """(qsym, psym, qargs, qaux, x): quantized, partitioned, and a test batch."""
-    qsym, qargs, qaux = quantize(sym, shape, seed, nonnegative, calib_mode, granularity)
+                granularity='tensor-wise', quantize_mode='smart'):
+    """(qsym, psym, qargs, qaux, x): quantized, partitioned, and a test batch.
+    quantize_mode='full' quantizes the ops at the graph's end too (smart mode
+    leaves them fp32), so that their int8 results are region outputs."""
+    qsym, qargs, qaux = quantize(sym, shape, seed, nonnegative, calib_mode, granularity,
+                                 quantize_mode)
     psym = mxnet_bnq.partition(qsym, qargs, qaux, data_shapes={'data': shape})
     regions = region_ops(psym)
     for op in claimed or []:
@@ -318,16 +321,9 @@ def test_max_pooling_in_region_matches_numpy(case):
     pool = mx.sym.Pooling(y, name='pool', pool_type='max', kernel=case['kernel'],
                           stride=case['stride'], pad=pad,
                           pooling_convention='full' if case['full'] else 'valid')
-    sym = mx.sym.Group([mx.sym.Flatten(y, name='flat'), pool])
     shape = (case['batch'], 3) + case['hw']
-    args, aux = small_nets.random_params(sym, shape, 0)
-    rng = np.random.default_rng(1)
-    calib, x = rng.normal(0, 1, (8,) + shape[1:]).astype('f'), rng.normal(0, 1, shape).astype('f')
-    qsym, qargs, qaux = mxnet_bnq.quantize_model_mkldnn(
-        sym, args, aux, calib_mode='naive', label_names=None, quantized_dtype='auto',
-        calib_data=mx.io.NDArrayIter(calib, batch_size=8), num_calib_examples=8, regions=False,
-        quantize_mode='full')
-    psym = mxnet_bnq.partition(qsym, qargs, qaux, data_shapes={'data': shape})
+    _, psym, qargs, qaux, x = partitioned(mx.sym.Group([mx.sym.Flatten(y, name='flat'), pool]),
+                                          shape, quantize_mode='full')
     (ops,) = region_ops(psym).values()
     assert {'_contrib_quantized_flatten', '_contrib_quantized_pooling'} <= set(ops), ops
     features, got = run_symbol(psym, qargs, qaux, x)
@@ -353,6 +349,29 @@ def test_max_pooling_of_channels_last_data_runs_the_hand_kernel():
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'MaxPoolStep' in proc.stderr, proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize('channels', [1, 17, 64, 65, 130])
+@pytest.mark.parametrize('act', ['relu', 'leaky'])
+def test_pooled_head_in_region_gives_the_ops_bits(channels, act):
+    """BatchNorm + activation + global average pooling (a network's head) in a
+    region, on channels-last data (AVX-512: 16 channels at a time and the
+    tails), gives the bits of the op outside regions (planar NCHW)."""
+    data = mx.sym.var('data')
+    y = conv(data, 'conv_a', channels, (3, 3), pad=(1, 1)) + conv(data, 'conv_b', channels,
+                                                                  (3, 3), pad=(1, 1))
+    y = mx.sym.BatchNorm(y, fix_gamma=False, name='bn')
+    if act == 'relu':
+        y = mx.sym.Activation(y, act_type='relu', name='act')
+    else:
+        y = mx.sym.LeakyReLU(y, act_type='leaky', slope=0.25, name='act')
+    y = mx.sym.Pooling(y, kernel=(1, 1), global_pool=True, pool_type='avg', name='pool')
+    qsym, psym, qargs, qaux, x = partitioned(mx.sym.Flatten(y, name='flat'), (2, 3, 7, 9),
+                                             quantize_mode='full')
+    (ops,) = region_ops(psym).values()
+    assert any(op.endswith('_global_avg_pool') for op in ops), ops
+    np.testing.assert_array_equal(run_symbol(psym, qargs, qaux, x)[0],
+                                  run_symbol(qsym, qargs, qaux, x)[0])
 
 
 @pytest.mark.parametrize('pool', [

@@ -201,7 +201,7 @@ void CompiledRegion::Builder::BatchNorm(const Node* node, const BatchNormOpAttrs
     pooled[1] = c;
     const int mean = NewValue(PlainDesc(pooled, dst_type));
     auto* step = new ActivationMeanStep(node->name, src, mean, folded, in.md.get_data_type(),
-                                        dst_type, shape);
+                                        dst_type, shape, MeanKernelIsa());
     r_.steps_.emplace_back(step);
     RefoldAtRunTime(step);
     SetOutputs(node, mean, out_lo, out_hi);
@@ -429,8 +429,9 @@ void CompiledRegion::Builder::ConcatBatchNorm(const Node* node, const BatchNormO
       pooled[1] = d[1];
       mean_mds.push_back(PlainDesc(pooled, dst_type));
       means.push_back(NewValue(mean_mds.back()));
-      auto* step = new ActivationMeanStep(name + "/" + std::to_string(i), src, means.back(),
-                                          folded[i], md.get_data_type(), dst_type, shape);
+      auto* step =
+          new ActivationMeanStep(name + "/" + std::to_string(i), src, means.back(), folded[i],
+                                 md.get_data_type(), dst_type, shape, MeanKernelIsa());
       r_.steps_.emplace_back(step);
       steps.push_back(step);
     }

@@ -128,6 +128,11 @@ inline AffineIsa HandKernelIsa() {
   return isa;
 }
 
+// The mean kernel's (activation_mean_kernel.h) under the same rule.
+inline MeanIsa MeanKernelIsa() {
+  return HandKernelIsa() == AffineIsa::kAvx512 ? MeanIsa::kAvx512 : MeanIsa::kPortable;
+}
+
 inline QuantType ToQuantType(dt type, const Node* node) {
   if (type == dt::s8) return QuantType::kInt8;
   if (type == dt::u8) return QuantType::kUint8;

@@ -58,14 +58,16 @@ float* PrimitiveStep::ConstantFloats(int arg) {
 
 ActivationMeanStep::ActivationMeanStep(std::string name, int src, int dst, FoldedScaleShift folded,
                                        dnnl::memory::data_type src_type,
-                                       dnnl::memory::data_type dst_type, const MeanShape& shape)
+                                       dnnl::memory::data_type dst_type, const MeanShape& shape,
+                                       MeanIsa isa)
     : Step(std::move(name)),
       folded_(std::move(folded)),
       src_type_(src_type == dnnl::memory::data_type::f32  ? MeanSource::kFloat32
                 : src_type == dnnl::memory::data_type::s8 ? MeanSource::kInt8
                                                           : MeanSource::kUint8),
       dst_type_(dst_type == dnnl::memory::data_type::s8 ? QuantType::kInt8 : QuantType::kUint8),
-      shape_(shape) {
+      shape_(shape),
+      isa_(isa) {
   using dt = dnnl::memory::data_type;
   if (src_type != dt::f32 && src_type != dt::s8 && src_type != dt::u8) {
     throw std::runtime_error(this->name() + ": the mean reads float32, int8 or uint8 data");
@@ -77,7 +79,7 @@ ActivationMeanStep::ActivationMeanStep(std::string name, int src, int dst, Folde
 void ActivationMeanStep::Execute(dnnl::stream& stream, const std::vector<Value>& values, Ranges&) {
   stream.wait();  // the input comes from the primitive before
   MeanOfActivation(shape_, src_type_, values[reads_[0]].data, folded_, dst_type_,
-                   values[writes_[0]].data);
+                   values[writes_[0]].data, isa_);
 }
 
 namespace {

@@ -120,7 +120,7 @@ class ActivationMeanStep : public Step {
  public:
   ActivationMeanStep(std::string name, int src, int dst, FoldedScaleShift folded,
                      dnnl::memory::data_type src_type, dnnl::memory::data_type dst_type,
-                     const MeanShape& shape);
+                     const MeanShape& shape, MeanIsa isa);
   void Bind(const dnnl::engine&, const std::vector<Value>&) override {}
   void Execute(dnnl::stream& stream, const std::vector<Value>& values, Ranges& ranges) override;
   void SetScaleShift(FoldedScaleShift folded) { folded_ = std::move(folded); }
@@ -130,6 +130,7 @@ class ActivationMeanStep : public Step {
   MeanSource src_type_;
   QuantType dst_type_;
   MeanShape shape_;
+  MeanIsa isa_;
 };
 
 // The plugin's BatchNorm on channels-last int8/uint8 data: dst[p, c] =
