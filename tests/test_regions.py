@@ -332,23 +332,33 @@ def test_max_pooling_in_region_matches_numpy(case):
     np.testing.assert_array_equal(got, expected)
 
 
+def profiled_run(lines, every):
+    """stderr of a fresh process that runs `lines` (after importing mx and
+    this module as t) with MXNET_BNQ_REGION_PROFILE=every (None: unset)."""
+    code = '\n'.join([
+        'import sys', 'sys.path.insert(0, %r)' % os.path.dirname(os.path.abspath(__file__)),
+        'import mxnet as mx', 'import test_regions as t'] + lines)
+    env = dict(os.environ)
+    env.pop('MXNET_BNQ_REGION_PROFILE', None)
+    if every:
+        env['MXNET_BNQ_REGION_PROFILE'] = every
+    proc = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stderr
+
+
 def test_max_pooling_of_channels_last_data_runs_the_hand_kernel():
     """The region profile names the kernel's step: the test above tests it, not
     oneDNN's pooling primitive."""
-    code = '\n'.join([
-        'import sys', 'sys.path.insert(0, %r)' % os.path.dirname(os.path.abspath(__file__)),
-        'import mxnet as mx', 'import test_regions as t',
+    stderr = profiled_run([
         "y = t.conv(mx.sym.var('data'), 'conv', 64, (3, 3), pad=(1, 1))",
         "y = mx.sym.Pooling(y, name='pool', pool_type='max', kernel=(3, 3), stride=(2, 2),",
         "                   pad=(1, 1))",
         "y = t.conv(y, 'after', 4, (1, 1))",
         'qsym, psym, qargs, qaux, x = t.partitioned(y, (2, 3, 9, 9))',
-        't.run_symbol(psym, qargs, qaux, x)'])
-    env = dict(os.environ, MXNET_BNQ_REGION_PROFILE='1')
-    proc = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert 'MaxPoolStep' in proc.stderr, proc.stderr[-3000:]
+        't.run_symbol(psym, qargs, qaux, x)'], every='1')
+    assert 'MaxPoolStep' in stderr, stderr[-3000:]
 
 
 @pytest.mark.parametrize('channels', [1, 17, 64, 65, 130])
@@ -767,20 +777,12 @@ def test_parity_holds_on_older_instruction_sets(isa):
 def test_region_profile_names_the_time_of_each_step_kind():
     """MXNET_BNQ_REGION_PROFILE=N: every N forwards each region prints the time
     of its steps per kind (for 'where the time goes'); unset, nothing."""
-    code = '\n'.join([
-        'import sys', 'sys.path.insert(0, %r)' % os.path.dirname(os.path.abspath(__file__)),
-        'import mxnet as mx', 'import test_regions as t',
+    lines = [
         "y = mx.sym.Activation(t.conv(mx.sym.var('data'), 'conv', 6, (3, 3), pad=(1, 1)),",
         "                      act_type='relu', name='relu')",
         'qsym, psym, qargs, qaux, x = t.partitioned(y, (2, 3, 5, 5))',
-        't.run_symbol(psym, qargs, qaux, x)'])
+        't.run_symbol(psym, qargs, qaux, x)']
     for every, expected in (('1', True), (None, False)):
-        env = dict(os.environ)
-        env.pop('MXNET_BNQ_REGION_PROFILE', None)
-        if every:
-            env['MXNET_BNQ_REGION_PROFILE'] = every
-        proc = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True,
-                              text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        assert ('mxnet_bnq region profile: ' in proc.stderr) == expected, proc.stderr[-3000:]
-        assert ('PrimitiveStep' in proc.stderr) == expected
+        stderr = profiled_run(lines, every)
+        assert ('mxnet_bnq region profile: ' in stderr) == expected, stderr[-3000:]
+        assert ('PrimitiveStep' in stderr) == expected
