@@ -15,7 +15,7 @@ _VNNI_FLAGS = {'avx512_vnni', 'avx_vnni', 'amx_int8'}
 _CAPS_WITHOUT_VNNI = {'SSE41', 'AVX', 'AVX2', 'AVX512_CORE'}
 
 
-def _cpu_flags():
+def cpu_flags():
     try:
         with open('/proc/cpuinfo') as f:
             for line in f:
@@ -31,7 +31,7 @@ def _capped_below_vnni():
     return any(cap in _CAPS_WITHOUT_VNNI for cap in caps)
 
 
-EXACT = bool(_cpu_flags() & _VNNI_FLAGS) and not _capped_below_vnni()
+EXACT = bool(cpu_flags() & _VNNI_FLAGS) and not _capped_below_vnni()
 WHY_NOT_EXACT = ('without VNNI oneDNN int8 convolutions and inner products are not exact '
                  'integer arithmetic (saturating 16-bit pairs, halved weights): the region '
                  'is checked against MXNet\'s own ops instead')
