@@ -9,14 +9,15 @@ namespace bnq {
 namespace region {
 namespace {
 
-// oneDNN 3.2 ranks its brgemm convolutions first on every CPU with AVX-512.
-// Without AMX and with fewer than 64 input channels (less than one 64-byte
-// vector of the u8 x s8 reduction), its direct jit_int8 kernels of the same
-// instruction set, the ones MXNet's oneDNN 2.4 runs there, are 10-45% faster
-// (AVX-512 VNNI on Zen 4: the demo model's 16- and 32-channel convolutions,
-// mobilenet's 32-channel depthwise one); from 64 channels the two are within
-// 3% of each other and oneDNN's choice stands.  Both sum the same int32
-// products and apply the same float scales (tests: parity with MXNet).
+// oneDNN 3.2 ranks its brgemm convolutions first from AVX-512 VNNI up
+// (below, its direct kernels).  Without AMX and with fewer than 64 input
+// channels (less than one 64-byte vector of the u8 x s8 reduction), its
+// direct jit_int8 kernels of the same instruction set, the ones MXNet's
+// oneDNN 2.4 runs there, are 10-45% faster (AVX-512 VNNI on Zen 4: the demo
+// model's 16- and 32-channel convolutions, mobilenet's 32-channel depthwise
+// one); from 64 channels the two are within 3% of each other and oneDNN's
+// choice stands.  Both sum the same int32 products and apply the same float
+// scales (tests: parity with MXNet).
 template <typename MakeDesc>
 dnnl::convolution_forward::primitive_desc FasterImplementation(MakeDesc make, int64_t ic) {
   dnnl::convolution_forward::primitive_desc first = make();
