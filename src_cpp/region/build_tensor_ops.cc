@@ -9,6 +9,25 @@
 
 namespace bnq {
 namespace region {
+namespace {
+
+// With a measured input range, a BatchNorm primitive's per-channel constants
+// follow it: at each forward, fold again (`fold(min, max)`), write the output
+// range to ranges[slot], slot + 1, and the fold into the step's arguments.
+template <typename Fold>
+void RefoldConstantsAtRunTime(PrimitiveStep* s, Fold fold, RangeEnd in_lo, RangeEnd in_hi, int slot,
+                              int scale_arg, int shift_arg, int output_scale_arg) {
+  s->set_rescale([=](Ranges& ranges) {
+    const FoldedScaleShift f = fold(in_lo.Get(ranges), in_hi.Get(ranges));
+    ranges[slot] = f.min_output;
+    ranges[slot + 1] = f.max_output;
+    std::copy(f.scale.begin(), f.scale.end(), s->ConstantFloats(scale_arg));
+    std::copy(f.shift.begin(), f.shift.end(), s->ConstantFloats(shift_arg));
+    if (output_scale_arg != 0) *s->ConstantFloats(output_scale_arg) = f.output_scale;
+  });
+}
+
+}  // namespace
 
 void CompiledRegion::Builder::Pooling(const Node* node, PoolingAttrs a) {
   const int data = Data(node->inputs[0]);
@@ -253,14 +272,8 @@ void CompiledRegion::Builder::BatchNorm(const Node* node, const BatchNormOpAttrs
   }
   s->Write(DNNL_ARG_DST, dst, pd.dst_desc());
   if (run_time) {
-    s->set_rescale([=](Ranges& ranges) {
-      const FoldedScaleShift f = fold(in_lo.Get(ranges), in_hi.Get(ranges));
-      ranges[range_slot] = f.min_output;
-      ranges[range_slot + 1] = f.max_output;
-      std::copy(f.scale.begin(), f.scale.end(), s->ConstantFloats(DNNL_ARG_SRC_1));
-      std::copy(f.shift.begin(), f.shift.end(), s->ConstantFloats(kShift));
-      if (output_scale_arg != 0) *s->ConstantFloats(output_scale_arg) = f.output_scale;
-    });
+    RefoldConstantsAtRunTime(s, fold, in_lo, in_hi, range_slot, DNNL_ARG_SRC_1, kShift,
+                             output_scale_arg);
   }
   SetOutputs(node, dst, out_lo, out_hi);
 }
@@ -323,14 +336,8 @@ void CompiledRegion::Builder::AvgPoolBatchNorm(const Node* node, const BatchNorm
     return;
   }
   const int slot = NewRangeSlots();
-  s->set_rescale([=](Ranges& ranges) {
-    const FoldedScaleShift f = fold(in_lo.Get(ranges), in_hi.Get(ranges));
-    ranges[slot] = f.min_output;
-    ranges[slot + 1] = f.max_output;
-    std::copy(f.scale.begin(), f.scale.end(), s->ConstantFloats(kPoolBnScaleArg));
-    std::copy(f.shift.begin(), f.shift.end(), s->ConstantFloats(kPoolBnShiftArg));
-    if (output_scale_arg != 0) *s->ConstantFloats(output_scale_arg) = f.output_scale;
-  });
+  RefoldConstantsAtRunTime(s, fold, in_lo, in_hi, slot, kPoolBnScaleArg, kPoolBnShiftArg,
+                           output_scale_arg);
   SetOutputs(node, dst, Slot(slot), Slot(slot + 1));
 }
 
