@@ -39,6 +39,7 @@ FATES = {
     names.QUANTIZED_BATCH_NORM_ACT_POOL: None,
     names.BATCH_NORM_ACT_POOL_QUANTIZE: None,
     names.QUANTIZED_AVG_POOL_BATCH_NORM: None,
+    names.QUANTIZED_AVG_POOL_BATCH_NORM_POOL: None,
     names.QUANTIZED_CONCAT_BATCH_NORM: None,
     names.QUANTIZED_CONCAT_BATCH_NORM_POOL: None,
 }
@@ -122,14 +123,16 @@ def _fates(fp32_sym, qsym, excluded_sym_names, excluded_op_names):
             fate = FATES[qnode['op']] or (_act_fate(attrs) if 'act_type' in attrs else 'int8')
             if qnode['op'] in (names.QUANTIZED_BATCH_NORM_ACT_POOL,
                                names.BATCH_NORM_ACT_POOL_QUANTIZE,
-                               names.QUANTIZED_CONCAT_BATCH_NORM_POOL):
+                               names.QUANTIZED_CONCAT_BATCH_NORM_POOL,
+                               names.QUANTIZED_AVG_POOL_BATCH_NORM_POOL):
                 head, out = fate.rsplit(', ', 1)  # not the comma of clip(a, b)
                 fate = head + '+global avg pool, ' + out
             if qnode['op'] in (names.QUANTIZED_CONCAT_BATCH_NORM,
                                names.QUANTIZED_CONCAT_BATCH_NORM_POOL):
                 fate += ', reading %s concatenated inputs in their own ranges' % (
                     attrs.get('num_args'))
-            if qnode['op'] == names.QUANTIZED_AVG_POOL_BATCH_NORM:
+            if qnode['op'] in (names.QUANTIZED_AVG_POOL_BATCH_NORM,
+                               names.QUANTIZED_AVG_POOL_BATCH_NORM_POOL):
                 fate += ', of the exact mean of the average pooling before it'
             row.update(node=qnode['name'], fate=fate, detail=attrs.get(names.REWRITE_ATTR, ''))
             if qnode['op'] == 'BatchNorm':

@@ -91,4 +91,43 @@ void AvgPoolBatchNormKernel::Run(const AvgPoolBatchNormShape& shape, const void*
   stream.wait();
 }
 
+dnnl::pooling_forward::primitive_desc FloatAvgPoolingDesc(const dnnl::engine& engine,
+                                                          const AvgPoolingShape& shape) {
+  return AvgPoolingDesc(engine, shape, {shape.src, dt::f32, tag::nhwc},
+                        {shape.dst, dt::f32, tag::nhwc});
+}
+
+AvgPoolMeanKernel::AvgPoolMeanKernel() : engine_(dnnl::engine::kind::cpu, 0) {}
+
+AvgPoolMeanKernel::Primitives AvgPoolMeanKernel::Make(const AvgPoolingShape& shape) const {
+  Primitives p;
+  const dnnl::pooling_forward::primitive_desc pd = FloatAvgPoolingDesc(engine_, shape);
+  p.float_src = pd.src_desc();
+  p.pooled = pd.dst_desc();
+  const dnnl::memory::desc nchw_src(shape.src, shape.type, tag::nchw);
+  p.to_float =
+      dnnl::reorder(dnnl::reorder::primitive_desc(engine_, nchw_src, engine_, p.float_src));
+  p.pool = dnnl::pooling_forward(pd);
+  return p;
+}
+
+void AvgPoolMeanKernel::Run(const AvgPoolingShape& shape, const void* src,
+                            const FoldedScaleShift& folded, QuantType dst_type, void* dst) {
+  const Primitives p = cache_.Get(shape, [&] { return Make(shape); });
+  // oneDNN takes non-const handles; src is only read.
+  dnnl::memory src_mem({shape.src, shape.type, tag::nchw}, engine_, const_cast<void*>(src));
+  dnnl::memory float_src(p.float_src, engine_), pooled(p.pooled, engine_);
+  float one = 1.f;
+  dnnl::memory scale_mem(ScalarDesc(4), engine_, &one);
+  dnnl::stream stream(engine_);
+  p.to_float.execute(stream, src_mem, float_src);
+  p.pool.execute(
+      stream,
+      {{DNNL_ARG_SRC, float_src}, {DNNL_ARG_DST, pooled}, {kAvgPoolingScaleArg, scale_mem}});
+  stream.wait();
+  const MeanShape mean{shape.dst[0], shape.dst[1], shape.dst[2] * shape.dst[3],
+                       MeanLayout::kChannelsLast};
+  MeanOfActivation(mean, MeanSource::kFloat32, pooled.get_data_handle(), folded, dst_type, dst);
+}
+
 }  // namespace bnq

@@ -16,12 +16,20 @@
 // back, the input is reordered to float32 (exact), pooled in float32, and
 // the reorder to the output rounds once.
 // Primitives are cached by shape.  Run() is thread-safe.
+//
+// AvgPoolMeanKernel is the kernel of the _global_avg_pool form (a network's
+// head after an average pooling): the exact mean of each window (float32,
+// from an exact reorder to channels-last float32), then BatchNorm +
+// activation + the mean over all positions from those unrounded values
+// (MeanOfActivation, activation_mean_kernel.h), rounded once into the pooled
+// output's range.  MXNet's int8 pooling would round the window means first.
 #pragma once
 
 #include <cstdint>
 #include <limits>
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "activation_mean_kernel.h"
 #include "avg_pooling_kernel.h"
 #include "primitive_cache.h"
 #include "scale_shift_folding.h"
@@ -86,6 +94,34 @@ class AvgPoolBatchNormKernel {
 
   dnnl::engine engine_;
   PrimitiveCache<AvgPoolBatchNormShape, Primitives, kCacheCapacity> cache_;
+};
+
+// The window means of `shape` (its type: the source's) as channels-last
+// float32: the pooling primitive of AvgPoolingDesc with scale 1 (exact).
+dnnl::pooling_forward::primitive_desc FloatAvgPoolingDesc(const dnnl::engine& engine,
+                                                          const AvgPoolingShape& shape);
+
+class AvgPoolMeanKernel {
+ public:
+  static constexpr size_t kCacheCapacity = 8;
+
+  AvgPoolMeanKernel();
+
+  // src: plain NCHW of `shape`; folded: a fold with mean_follows; dst:
+  // N x C of dst_type.  Throws dnnl::error on a oneDNN failure.
+  void Run(const AvgPoolingShape& shape, const void* src, const FoldedScaleShift& folded,
+           QuantType dst_type, void* dst);
+
+ private:
+  struct Primitives {
+    dnnl::reorder to_float;
+    dnnl::pooling_forward pool;
+    dnnl::memory::desc float_src, pooled;
+  };
+  Primitives Make(const AvgPoolingShape& shape) const;
+
+  dnnl::engine engine_;
+  PrimitiveCache<AvgPoolingShape, Primitives, kCacheCapacity> cache_;
 };
 
 }  // namespace bnq

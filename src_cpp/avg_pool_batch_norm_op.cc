@@ -10,6 +10,12 @@
 // pad, global_pool, pooling_convention, count_include_pad, layout NCHW,
 // pool_type 'avg') and the BatchNorm's (axis 1), with MXNet's defaults; the
 // calibrated range is the BatchNorm+act output's.
+//
+// _contrib_quantized_avg_pool_batch_norm_global_avg_pool: the same followed by
+// global average pooling, as the _act_global_avg_pool op (relu, clip and
+// leaky only): the pass makes it of a head (BatchNorm + act + mean) after an
+// average pooling.  Output of shape (N, C, 1, 1) from the unrounded window
+// means and BN+act values, in the calibrated range of the pooled output.
 #include <string>
 #include <vector>
 
@@ -24,30 +30,54 @@ using namespace mxnet::ext;  // NOLINT
 namespace bnq {
 namespace {
 
-constexpr const char* kOp = kQuantizedAvgPoolBatchNormOp;
+// Everything that differs between the two ops.
+struct OpTraits {
+  const char* name;
+  bool global_avg_pool;
+};
+constexpr OpTraits kAvgPoolBatchNorm{kQuantizedAvgPoolBatchNormOp, false};
+constexpr OpTraits kAvgPoolBatchNormPool{kQuantizedAvgPoolBatchNormPoolOp, true};
+
 constexpr int kNumInputs = 7;
 enum Input { kData, kGamma, kBeta, kMovingMean, kMovingVar, kMinData, kMaxData };
 const char* const kInputNames[kNumInputs] = {"data",       "gamma",    "beta",    "moving_mean",
                                              "moving_var", "min_data", "max_data"};
 
+// The op's attributes; the mean is taken in levels, which only the linear
+// activations allow.
+bool ParseOpAttrs(const OpTraits& traits, const std::unordered_map<std::string, std::string>& attrs,
+                  AvgPoolBatchNormAttrs* parsed, std::string* error) {
+  if (!ParseAvgPoolBatchNormAttrs(attrs, parsed, error)) return false;
+  if (traits.global_avg_pool && IsCurve(parsed->bn.act)) {
+    *error = "act_type '" + attrs.at("act_type") +
+             "' cannot be fused with global average pooling (relu, clip or leaky can)";
+    return false;
+  }
+  return true;
+}
+
+template <const OpTraits& T>
 MXReturnValue ParseAttrs(const std::unordered_map<std::string, std::string>& attrs, int* num_in,
                          int* num_out) {
+  constexpr const char* kOp = T.name;
   return Guarded(kOp, [&] {
     AvgPoolBatchNormAttrs parsed;
     std::string error;
-    if (!ParseAvgPoolBatchNormAttrs(attrs, &parsed, &error)) return Fail(kOp, error);
+    if (!ParseOpAttrs(T, attrs, &parsed, &error)) return Fail(kOp, error);
     *num_in = kNumInputs;
     *num_out = 3;
     return MX_SUCCESS;
   });
 }
 
+template <const OpTraits& T>
 MXReturnValue InferType(const std::unordered_map<std::string, std::string>& attrs,
                         std::vector<int>* in_types, std::vector<int>* out_types) {
+  constexpr const char* kOp = T.name;
   return Guarded(kOp, [&] {
     AvgPoolBatchNormAttrs parsed;
     std::string error;
-    if (!ParseAvgPoolBatchNormAttrs(attrs, &parsed, &error)) return Fail(kOp, error);
+    if (!ParseOpAttrs(T, attrs, &parsed, &error)) return Fail(kOp, error);
     QuantType unused;
     const int t = in_types->at(kData);
     if (t >= 0 && !ToQuantType(t, &unused)) {
@@ -66,18 +96,21 @@ MXReturnValue InferType(const std::unordered_map<std::string, std::string>& attr
   });
 }
 
+template <const OpTraits& T>
 MXReturnValue InferSType(const std::unordered_map<std::string, std::string>& /*attrs*/,
                          std::vector<int>* in_stypes, std::vector<int>* out_stypes) {
-  return DenseStorageOnly(kOp, in_stypes, out_stypes);
+  return DenseStorageOnly(T.name, in_stypes, out_stypes);
 }
 
+template <const OpTraits& T>
 MXReturnValue InferShape(const std::unordered_map<std::string, std::string>& attrs,
                          std::vector<std::vector<unsigned int>>* in_shapes,
                          std::vector<std::vector<unsigned int>>* out_shapes) {
+  constexpr const char* kOp = T.name;
   return Guarded(kOp, [&] {
     AvgPoolBatchNormAttrs parsed;
     std::string error;
-    if (!ParseAvgPoolBatchNormAttrs(attrs, &parsed, &error)) return Fail(kOp, error);
+    if (!ParseOpAttrs(T, attrs, &parsed, &error)) return Fail(kOp, error);
     const std::vector<unsigned int> data = in_shapes->at(kData);
     if (!IsKnown(data)) return Fail(kOp, UnknownShapeError("data", data));
     AvgPoolingShape shape;
@@ -96,6 +129,7 @@ MXReturnValue InferShape(const std::unordered_map<std::string, std::string>& att
       in_shapes->at(i) = expected;
     }
     out_shapes->at(0).assign(shape.dst.begin(), shape.dst.end());
+    if (T.global_avg_pool) out_shapes->at(0)[2] = out_shapes->at(0)[3] = 1;
     out_shapes->at(1) = out_shapes->at(2) = scalar;
     return MX_SUCCESS;
   });
@@ -109,19 +143,25 @@ MXReturnValue MutateInputs(const std::unordered_map<std::string, std::string>& /
   return MX_SUCCESS;
 }
 
-// One kernel per process: the op is stateless, as the BatchNorm ops.
+// One kernel of each per process: the ops are stateless, as the BatchNorm ops.
 AvgPoolBatchNormKernel& SharedKernel() {
   static AvgPoolBatchNormKernel* kernel = new AvgPoolBatchNormKernel();  // used until exit
   return *kernel;
 }
+AvgPoolMeanKernel& SharedMeanKernel() {
+  static AvgPoolMeanKernel* kernel = new AvgPoolMeanKernel();  // used until exit
+  return *kernel;
+}
 
+template <const OpTraits& T>
 MXReturnValue Forward(const std::unordered_map<std::string, std::string>& attrs,
                       std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
                       const OpResource& /*res*/) {
+  constexpr const char* kOp = T.name;
   return Guarded(kOp, [&] {
     AvgPoolBatchNormAttrs parsed;
     std::string error;
-    if (!ParseAvgPoolBatchNormAttrs(attrs, &parsed, &error)) return Fail(kOp, error);
+    if (!ParseOpAttrs(T, attrs, &parsed, &error)) return Fail(kOp, error);
     const std::vector<MXTensor>& in = *inputs;
     QuantType in_type;
     if (in.size() != kNumInputs || outputs->size() != 3 ||
@@ -151,26 +191,34 @@ MXReturnValue Forward(const std::unordered_map<std::string, std::string>& attrs,
     // The mean of the levels lies within the input's range: the fold of the
     // BatchNorm on that range maps it, and a derived range holds it.
     if (!FoldScaleShift(parsed.bn, params, *Floats(in[kMinData]), *Floats(in[kMaxData]), in_type,
-                        out_type, &folded, &error)) {
+                        out_type, &folded, &error, T.global_avg_pool)) {
       return Fail(kOp, error);
     }
-    SharedKernel().Run(MakeAvgPoolBatchNormShape(pool, folded, out_type), data.data_ptr, folded,
-                       (*outputs)[0].data_ptr);
+    if (T.global_avg_pool) {
+      SharedMeanKernel().Run(pool, data.data_ptr, folded, out_type, (*outputs)[0].data_ptr);
+    } else {
+      SharedKernel().Run(MakeAvgPoolBatchNormShape(pool, folded, out_type), data.data_ptr, folded,
+                         (*outputs)[0].data_ptr);
+    }
     *(*outputs)[1].data<float>() = folded.min_output;
     *(*outputs)[2].data<float>() = folded.max_output;
     return MX_SUCCESS;
   });
 }
 
-static_assert(SameName("_contrib_quantized_avg_pool_batch_norm", kOp), "the op's name");
-
 }  // namespace
 }  // namespace bnq
 
-REGISTER_OP(_contrib_quantized_avg_pool_batch_norm)
-    .setParseAttrs(bnq::ParseAttrs)
-    .setInferType(bnq::InferType)
-    .setInferSType(bnq::InferSType)
-    .setInferShape(bnq::InferShape)
-    .setMutateInputs(bnq::MutateInputs)
-    .setForward(bnq::Forward, "cpu");
+#define BNQ_REGISTER_AVG_POOL_BATCH_NORM_OP(op_name, traits)                        \
+  static_assert(bnq::SameName(#op_name, traits.name), #op_name " is not " #traits); \
+  REGISTER_OP(op_name)                                                              \
+      .setParseAttrs(bnq::ParseAttrs<traits>)                                       \
+      .setInferType(bnq::InferType<traits>)                                         \
+      .setInferSType(bnq::InferSType<traits>)                                       \
+      .setInferShape(bnq::InferShape<traits>)                                       \
+      .setMutateInputs(bnq::MutateInputs)                                           \
+      .setForward(bnq::Forward<traits>, "cpu")
+
+BNQ_REGISTER_AVG_POOL_BATCH_NORM_OP(_contrib_quantized_avg_pool_batch_norm, bnq::kAvgPoolBatchNorm);
+BNQ_REGISTER_AVG_POOL_BATCH_NORM_OP(_contrib_quantized_avg_pool_batch_norm_global_avg_pool,
+                                    bnq::kAvgPoolBatchNormPool);

@@ -27,6 +27,9 @@ constexpr char kQuantizedConcatBatchNormPoolOp[] =
 
 // Average pooling, then BatchNorm [+ act] on the unrounded mean.
 constexpr char kQuantizedAvgPoolBatchNormOp[] = "_contrib_quantized_avg_pool_batch_norm";
+// The same followed by global average pooling (a head after an average pooling).
+constexpr char kQuantizedAvgPoolBatchNormPoolOp[] =
+    "_contrib_quantized_avg_pool_batch_norm_global_avg_pool";
 
 // The concat BatchNorm ops (their data: num_args inputs).
 inline bool IsConcatBatchNormOp(const std::string& op) {
@@ -64,8 +67,8 @@ inline bool IsPluginOp(const std::string& op) {
        {kQuantizedBatchNormOp, kQuantizedBatchNormReluOp, kQuantizedBatchNormReluPoolOp,
         kBatchNormQuantizeOp, kBatchNormReluQuantizeOp, kQuantizedBatchNormActOp,
         kBatchNormActQuantizeOp, kQuantizedBatchNormActPoolOp, kBatchNormActPoolQuantizeOp,
-        kQuantizedConcatBatchNormOp, kQuantizedAvgPoolBatchNormOp,
-        kQuantizedConcatBatchNormPoolOp}) {
+        kQuantizedConcatBatchNormOp, kQuantizedAvgPoolBatchNormOp, kQuantizedConcatBatchNormPoolOp,
+        kQuantizedAvgPoolBatchNormPoolOp}) {
     if (op == name) return true;
   }
   return false;

@@ -22,7 +22,9 @@
 //  after it reads the parts (below):
 //       dequantize.. -> Concat -> Pooling(max)
 //         =>  quantized_pooling.. -> dequantize.. -> Concat
-//     Only where the concat and its dequantizes have no other reader.
+//     through MXNet's quantized concats to their parts (each then pooled in
+//     its own range).  Only where the concat and its dequantizes have no
+//     other reader.
 //
 //  QuantizeAfterFloatConcat: a BatchNorm left fp32 after an fp32 Concat of
 //  dequantized tensors (smart mode leaves such a concat fp32), that feeds a
@@ -48,6 +50,11 @@
 //     its range from relu_calib_ranges (by the act's, else the BatchNorm's
 //     name), else marked missing (__bnq_missing_relu_range__) and derived;
 //     after an fp32 Concat of dequantized parts, the concat BatchNorm op
+//  QuantizeConcatMeanHead: a head left fp32 after an fp32 Concat of
+//  dequantized tensors (through a max Pooling or not) reads the parts:
+//       dequantize.. -> Concat [-> max Pooling] -> BatchNorm -> act -> mean
+//         -> quantize_v2  =>  [quantized_pooling..] ->
+//         quantized_concat_batch_norm_global_avg_pool [-> quantized_flatten]
 //  QuantizeFloatInputMeanHead: a head left fp32 on fp32 data (e.g. after an
 //  fp32 pooling of an fp32 Concat): BatchNorm, a linear activation, a mean
 //  over H and W, as QuantizeFloatInputBatchNorm does without the mean:
@@ -59,6 +66,10 @@
 //  left fp32 (it quantizes only the ReLU):
 //       quantized_batch_norm -> dequantize -> act -> quantize_v2
 //         =>  quantized_batch_norm_relu / _act, with the quantize's range
+//     and a head's linear activation (quantize_mode='full' leaves it so):
+//       quantized_batch_norm -> dequantize -> act -> mean -> quantize_v2
+//         =>  quantized_batch_norm_act -> dequantize -> mean -> quantize_v2
+//     (FuseMeanHead below makes that the pooled op)
 //  FuseBatchNormRelu: a quantized BatchNorm and the quantized ReLU after it:
 //       quantized_batch_norm -> quantized_act(relu)  =>  quantized_batch_norm_relu (uint8)
 //  FuseGlobalAvgPooling: a quantized BatchNorm+ReLU (or +act) and the global
@@ -91,6 +102,9 @@
 //         =>  quantized_avg_pool_batch_norm
 //     the BatchNorm of the exact mean, rounded once (not the mean rounded
 //     again, nor a round trip to fp32); the pooling stays for other readers.
+//     A head there (_global_avg_pool: BatchNorm + act + mean) becomes
+//     quantized_avg_pool_batch_norm_global_avg_pool: the mean of the BN+act
+//     values of the exact window means, in the head's pooled range.
 //  RequantizeAveragePooling: MXNet's quantized average pooling becomes the
 //  plugin's, which writes the mean in the range calibrated on the pooled
 //  output (relu_calib_ranges by the pooling's name, else marked missing):
@@ -365,6 +379,11 @@ void DetachIfUnused(const Graph* graph, Node* node) {
   }
 }
 
+// The quantized head ops: BatchNorm + ReLU or act + global average pooling.
+bool IsQuantizedHead(const Node* bn) {
+  return bn->op == kQuantizedBatchNormReluPoolOp || bn->op == kQuantizedBatchNormActPoolOp;
+}
+
 // Makes `bn` the concat BatchNorm op reading `parts` (its parameters stay):
 // data_0..n-1, gamma, beta, moving_mean, moving_var, min_0, max_0, ...
 void BecomeConcatBatchNorm(Node* bn, const std::vector<QuantizedPart>& parts) {
@@ -376,8 +395,7 @@ void BecomeConcatBatchNorm(Node* bn, const std::vector<QuantizedPart>& parts) {
     SetInput(bn, bn->inputs.size(), p.min.node, p.min.entry);
     SetInput(bn, bn->inputs.size(), p.max.node, p.max.entry);
   }
-  const bool pooled =
-      bn->op == kQuantizedBatchNormReluPoolOp || bn->op == kQuantizedBatchNormActPoolOp;
+  const bool pooled = IsQuantizedHead(bn);
   if (bn->op == kQuantizedBatchNormReluOp || bn->op == kQuantizedBatchNormReluPoolOp) {
     bn->attrs["act_type"] = "relu";
   }
@@ -391,8 +409,7 @@ void BecomeConcatBatchNorm(Node* bn, const std::vector<QuantizedPart>& parts) {
 // parts instead (the quantized ones, pooled or not).
 bool ReadsConcatParts(const Node* bn) {
   return (bn->op == kQuantizedBatchNormOp || bn->op == kQuantizedBatchNormReluOp ||
-          bn->op == kQuantizedBatchNormActOp || bn->op == kQuantizedBatchNormReluPoolOp ||
-          bn->op == kQuantizedBatchNormActPoolOp) &&
+          bn->op == kQuantizedBatchNormActOp || IsQuantizedHead(bn)) &&
          Attr(bn, "axis", "1") == "1";
 }
 
@@ -509,37 +526,64 @@ bool BetterLeftFloat(const Graph* graph, const PassOptions& options, const Node*
 // BatchNorm after the concat then reads the quantized parts (the concat
 // BatchNorm op).  Only where the concat and its dequantizes have no other
 // reader: never more dequantize nodes.
+// The rewrite of PoolConcatParts for one fp32 max `pool`, if it reads such a
+// concat; false (and no change) if not.
+bool PoolEachConcatPart(Graph* graph, const PassOptions& options, Node* pool) {
+  if (QuantizedTwin(pool) != kQuantizedPooling || Attr(pool, "pool_type", "max") != "max" ||
+      IsExcluded(options, pool) || pool->inputs.size() != 1 || pool->inputs[0].entry != 0) {
+    return false;
+  }
+  Node* concat = pool->inputs[0].node;
+  int n = 0;
+  if (!IsChannelConcat(concat, kConcat, &n) || IsExcluded(options, concat) ||
+      UseCount(graph, concat, 0) != 1) {
+    return false;
+  }
+  for (const NodeEntry& e : concat->inputs) {
+    if (e.node->op != kDequantize || e.entry != 0 || UseCount(graph, e.node, 0) != 1) return false;
+  }
+  // The parts to pool: each dequantize's input, and through MXNet's quantized
+  // concats their parts (it rescales them to the widest range, a rounding of
+  // the others), so that the BatchNorm reads every part in its own range.
+  std::vector<QuantizedPart> parts;
+  std::vector<Node*> dequantizes;
+  for (const NodeEntry& e : concat->inputs) {
+    Node* dequantize = e.node;
+    dequantizes.push_back(dequantize);
+    const std::vector<NodeEntry>& q = dequantize->inputs;
+    int unused = 0;
+    if (q[0].entry == 0 && IsChannelConcat(q[0].node, kQuantizedConcat, &unused) &&
+        q[1].node == q[0].node && q[1].entry == 1 && q[2].node == q[0].node && q[2].entry == 2) {
+      QuantizedConcatParts(q[0].node, &parts);
+    } else {
+      parts.push_back({q[0], q[1], q[2]});
+    }
+  }
+  const std::unordered_map<std::string, std::string> dequantize_attrs = dequantizes[0]->attrs;
+  DetachNode(concat);
+  for (size_t i = 0; i < parts.size(); ++i) {
+    Node* part = graph->addNode(pool->name + "_part" + std::to_string(i), kQuantizedPooling);
+    part->attrs = pool->attrs;
+    part->attrs.erase(kRewriteAttr);
+    NoteRewrite(part, "pooled_concat_part");
+    SetInput(part, 0, parts[i].data.node, parts[i].data.entry);
+    SetInput(part, 1, parts[i].min.node, parts[i].min.entry);
+    SetInput(part, 2, parts[i].max.node, parts[i].max.entry);
+    Node* dequantize = graph->addNode(part->name + "_dequantize", kDequantize);
+    dequantize->attrs = dequantize_attrs;
+    for (int k = 0; k < 3; ++k) SetInput(dequantize, k, part, k);
+    SetInput(concat, i, dequantize, 0);
+  }
+  concat->attrs["num_args"] = std::to_string(parts.size());
+  for (Node* dequantize : dequantizes) DetachIfUnused(graph, dequantize);
+  RedirectUses(graph, pool, 0, concat, 0);
+  DetachNode(pool);
+  return true;
+}
+
 void PoolConcatParts(Graph* graph, const PassOptions& options) {
   for (Node* pool : NodesInOrder(graph)) {
-    if (QuantizedTwin(pool) != kQuantizedPooling || Attr(pool, "pool_type", "max") != "max" ||
-        IsExcluded(options, pool) || pool->inputs.size() != 1 || pool->inputs[0].entry != 0 ||
-        !LeadsToBatchNorm(pool)) {
-      continue;
-    }
-    Node* concat = pool->inputs[0].node;
-    int n = 0;
-    if (!IsChannelConcat(concat, kConcat, &n) || IsExcluded(options, concat) ||
-        UseCount(graph, concat, 0) != 1) {
-      continue;
-    }
-    bool parts_dequantized = true;
-    for (const NodeEntry& e : concat->inputs) {
-      parts_dequantized = parts_dequantized && e.node->op == kDequantize && e.entry == 0 &&
-                          UseCount(graph, e.node, 0) == 1;
-    }
-    if (!parts_dequantized) continue;
-    for (int i = 0; i < n; ++i) {
-      Node* dequantize = concat->inputs[i].node;
-      Node* part = graph->addNode(pool->name + "_part" + std::to_string(i), kQuantizedPooling);
-      part->attrs = pool->attrs;
-      part->attrs.erase(kRewriteAttr);
-      NoteRewrite(part, "pooled_concat_part");
-      const std::vector<NodeEntry> q = dequantize->inputs;  // copy: data, min, max
-      for (int k = 0; k < 3; ++k) SetInput(part, k, q[k].node, q[k].entry);
-      for (int k = 0; k < 3; ++k) SetInput(dequantize, k, part, k);
-    }
-    RedirectUses(graph, pool, 0, concat, 0);
-    DetachNode(pool);
+    if (LeadsToBatchNorm(pool)) PoolEachConcatPart(graph, options, pool);
   }
 }
 
@@ -647,7 +691,42 @@ bool SoleReaderOfQuantizedOutput(const Graph* graph, const Node* producer, const
   return true;
 }
 
+// The pooled op pools over the dimensions after the channel axis: that is
+// global pooling only for the channel axis 1.
+bool PoolsOverSpatialAxes(const Node* bn) { return Attr(bn, "axis", "1") == "1"; }
+
+// Global average pooling over the spatial dimensions of NCHW-like data, by
+// MXNet's quantized op or (`op` "Pooling") its fp32 one; both keep those
+// dimensions as 1.
+bool IsGlobalAvgPooling(const Node* node, const char* op = kQuantizedPooling) {
+  bool global = false;
+  const std::string layout = Attr(node, "layout", "None");
+  return node->op == op && Attr(node, "pool_type", "max") == "avg" &&
+         ParseBool(Attr(node, "global_pool", "false"), &global) && global &&
+         (layout == "None" || layout == "NCW" || layout == "NCHW" || layout == "NCDHW");
+}
+
+// A mean over axes 2 and 3 only, keeping or dropping them: global average
+// pooling of 4-D NCHW data (the pattern is only met after a BatchNorm of
+// 4-D data: gluon's heads, F.mean(x, axis=(2, 3))).
+bool IsSpatialMean(const Node* node, bool* keepdims) {
+  if (node->op != "mean" || node->inputs.size() != 1) return false;
+  std::string axis = Attr(node, "axis");
+  axis.erase(std::remove(axis.begin(), axis.end(), ' '), axis.end());
+  bool exclude = false;
+  *keepdims = false;
+  return (axis == "(2,3)" || axis == "[2,3]") &&
+         ParseBool(Attr(node, "exclude", "false"), &exclude) && !exclude &&
+         ParseBool(Attr(node, "keepdims", "false"), keepdims);
+}
+
 // quantized_batch_norm -> dequantize -> act -> quantize_v2  =>  one op.
+// The activation of a head (a linear one before a mean over H and W, or an
+// fp32 global average Pooling, that feeds a quantize, as quantize_mode='full'
+// leaves a head) goes into the op too, its range the activation's:
+//   quantized_batch_norm -> dequantize -> act -> mean -> quantize_v2
+//     =>  quantized_batch_norm_act -> dequantize -> mean -> quantize_v2
+// which FuseMeanHead then makes one pooled op.
 void FuseDequantizedActivation(Graph* graph, const PassOptions& options) {
   for (Node* bn : NodesInOrder(graph)) {
     if (bn->op != kQuantizedBatchNormOp || IsExcluded(options, bn)) continue;
@@ -659,9 +738,28 @@ void FuseDequantizedActivation(Graph* graph, const PassOptions& options) {
     Node* act = SoleConsumer(graph, dequantize, 1);
     if (act == nullptr || !IsFusableActivation(act) || IsExcluded(options, act)) continue;
     Node* quantize = SoleConsumer(graph, act, 1);
-    if (quantize == nullptr || quantize->op != kQuantize || IsExcluded(options, quantize)) {
+    if (quantize == nullptr || IsExcluded(options, quantize)) continue;
+    bool keepdims = false;
+    if (options.fuse_pooling && PoolsOverSpatialAxes(bn) &&
+        (IsGlobalAvgPooling(quantize, "Pooling") || IsSpatialMean(quantize, &keepdims))) {
+      Node* mean = quantize;
+      Node* after = SoleConsumer(graph, mean, 1);
+      std::unordered_map<std::string, std::string> fused;
+      FusableActivation(act, &fused);
+      FusedActivation kind;
+      kind.kind = ActivationKind(fused.at("act_type"));
+      // A curve cannot be averaged in levels: that is no head the ops take.
+      if (after == nullptr || after->op != kQuantize || IsExcluded(options, after) ||
+          IsCurve(kind)) {
+        continue;
+      }
+      BecomeFused(bn, act, kQuantizedOps);
+      RangeFromOptions(options, act->name, bn);
+      SetInput(mean, 0, dequantize, 0);
+      DetachNode(act);
       continue;
     }
+    if (quantize->op != kQuantize) continue;
     BecomeFused(bn, act, kQuantizedOps);
     TakeRange(bn, quantize);  // calibrated on the activation's output
     TakeOverOutputs(graph, quantize, bn);
@@ -689,17 +787,6 @@ void FuseBatchNormRelu(Graph* graph, const PassOptions& options) {
   }
 }
 
-// Global average pooling over the spatial dimensions of NCHW-like data, by
-// MXNet's quantized op or (`op` "Pooling") its fp32 one; both keep those
-// dimensions as 1.
-bool IsGlobalAvgPooling(const Node* node, const char* op = kQuantizedPooling) {
-  bool global = false;
-  const std::string layout = Attr(node, "layout", "None");
-  return node->op == op && Attr(node, "pool_type", "max") == "avg" &&
-         ParseBool(Attr(node, "global_pool", "false"), &global) && global &&
-         (layout == "None" || layout == "NCW" || layout == "NCHW" || layout == "NCDHW");
-}
-
 // The pooled form of a quantized BatchNorm+ReLU or +act op (nullptr for
 // others, and for a curve).
 const char* PooledOp(const Node* bn) {
@@ -711,10 +798,6 @@ const char* PooledOp(const Node* bn) {
   }
   return nullptr;
 }
-
-// The pooled op pools over the dimensions after the channel axis: that is
-// global pooling only for the channel axis 1.
-bool PoolsOverSpatialAxes(const Node* bn) { return Attr(bn, "axis", "1") == "1"; }
 
 // quantized_batch_norm_relu (_act) -> global average pooling  =>  one op.
 void FuseGlobalAvgPooling(Graph* graph, const PassOptions& options) {
@@ -735,20 +818,6 @@ void FuseGlobalAvgPooling(Graph* graph, const PassOptions& options) {
     NoteRewrite(bn, "global_avg_pool");
     TakeOverOutputs(graph, pool, bn);
   }
-}
-
-// A mean over axes 2 and 3 only, keeping or dropping them: global average
-// pooling of 4-D NCHW data (the pattern is only met after a BatchNorm of
-// 4-D data: gluon's heads, F.mean(x, axis=(2, 3))).
-bool IsSpatialMean(const Node* node, bool* keepdims) {
-  if (node->op != "mean" || node->inputs.size() != 1) return false;
-  std::string axis = Attr(node, "axis");
-  axis.erase(std::remove(axis.begin(), axis.end(), ' '), axis.end());
-  bool exclude = false;
-  *keepdims = false;
-  return (axis == "(2,3)" || axis == "[2,3]") &&
-         ParseBool(Attr(node, "exclude", "false"), &exclude) && !exclude &&
-         ParseBool(Attr(node, "keepdims", "false"), keepdims);
 }
 
 // Makes pooled op `bn` the head in place of `mean` -> `quantize`: the
@@ -832,6 +901,36 @@ Node* MeanHeadAfterFp32BatchNorm(const Graph* graph, const PassOptions& options,
   return quantize != nullptr && quantize->op == kQuantize && !IsExcluded(options, quantize)
              ? quantize
              : nullptr;
+}
+
+// dequantize.. -> Concat [-> max Pooling] -> BatchNorm -> act -> mean -> quantize_v2
+//   =>  [quantized_pooling..] -> quantized_concat_batch_norm_global_avg_pool
+//       [-> quantized_flatten]
+// A head after a concat that smart mode leaves fp32: the head reads the
+// concat's quantized parts, each in its own range (a max pooling between
+// pools each part in int8 first, PoolEachConcatPart: exact), with the
+// quantize's range; no dequantize is left before the concat.
+void QuantizeConcatMeanHead(Graph* graph, const PassOptions& options) {
+  for (Node* bn : NodesInOrder(graph)) {
+    Node *act = nullptr, *mean = nullptr;
+    bool keepdims = false;
+    Node* quantize = MeanHeadAfterFp32BatchNorm(graph, options, bn, &act, &mean, &keepdims);
+    if (quantize == nullptr || bn->inputs[0].entry != 0) continue;
+    Node* concat = bn->inputs[0].node;
+    std::vector<QuantizedPart> parts;
+    if (concat->op == "Pooling" && UseCount(graph, concat, 0) == 1 &&
+        PoolEachConcatPart(graph, options, concat)) {
+      concat = bn->inputs[0].node;  // the pooling's uses are the concat's now
+    }
+    if (IsExcluded(options, concat) || !DequantizedConcatParts(concat, &parts)) continue;
+    BecomeFused(bn, act, kQuantizedOps);
+    BecomeConcatBatchNorm(bn, parts);
+    bn->op = kQuantizedConcatBatchNormPoolOp;
+    NoteRewrite(bn, "quantized_fp32_bn");
+    BecomeMeanHead(graph, bn, mean, quantize, keepdims);
+    DetachNode(act);
+    DetachIfUnused(graph, concat);
+  }
 }
 
 // x (fp32) -> BatchNorm -> act -> mean(axis=(2, 3)) -> quantize_v2
@@ -934,9 +1033,10 @@ bool IsAvgPoolingBeforeBatchNorm(const PassOptions& options, const Node* pool) {
 // The quantized BatchNorm ops that may take an average pooling in.
 bool TakesAvgPooling(const Node* bn) {
   const bool quantized = bn->op == kQuantizedBatchNormOp || bn->op == kQuantizedBatchNormReluOp ||
-                         bn->op == kQuantizedBatchNormActOp;
+                         bn->op == kQuantizedBatchNormActOp || IsQuantizedHead(bn);
   const bool float_input = bn->op == kBatchNormQuantizeOp || bn->op == kBatchNormReluQuantizeOp ||
-                           bn->op == kBatchNormActQuantizeOp;
+                           bn->op == kBatchNormActQuantizeOp ||
+                           bn->op == kBatchNormActPoolQuantizeOp;
   return (quantized && bn->inputs.size() == 7) || (float_input && bn->inputs.size() == 5);
 }
 
@@ -959,16 +1059,19 @@ void FuseAvgPoolingIntoBatchNorm(Graph* graph, const PassOptions& options) {
       if (source->op != kDequantize || source->inputs.size() != 3) continue;
     }
     const std::vector<NodeEntry> quantized = source->inputs;
-    if (bn->op == kQuantizedBatchNormReluOp || bn->op == kBatchNormReluQuantizeOp) {
+    if (bn->op == kQuantizedBatchNormReluOp || bn->op == kBatchNormReluQuantizeOp ||
+        bn->op == kQuantizedBatchNormReluPoolOp) {
       bn->attrs["act_type"] = "relu";
     }
+    // A head (BatchNorm + act + mean) keeps its mean and the pooled range.
+    const bool head = IsQuantizedHead(bn) || bn->op == kBatchNormActPoolQuantizeOp;
     for (const char* key : {"kernel", "stride", "pad", "global_pool", "pooling_convention",
                             "count_include_pad", "layout"}) {
       const std::string value = Attr(pool, key);
       if (!value.empty()) bn->attrs[key] = value;
     }
     bn->attrs["pool_type"] = "avg";
-    bn->op = kQuantizedAvgPoolBatchNormOp;
+    bn->op = head ? kQuantizedAvgPoolBatchNormPoolOp : kQuantizedAvgPoolBatchNormOp;
     for (int i = 0; i < 3; ++i) {
       SetInput(bn, i == 0 ? 0 : 4 + i, quantized[i].node, quantized[i].entry);
     }
@@ -1059,7 +1162,10 @@ mxnet::ext::MXReturnValue QuantizeBatchNormPass(
       QuantizeBetweenDequantizeAndQuantize(graph, options);
       QuantizeFloatInputBatchNorm(graph, options);
       QuantizeBeforeFloatOps(graph, options);  // first: it reads a concat's parts
-      if (options.fuse_pooling) QuantizeFloatInputMeanHead(graph, options);
+      if (options.fuse_pooling) {
+        QuantizeConcatMeanHead(graph, options);
+        QuantizeFloatInputMeanHead(graph, options);
+      }
     }
     FuseDequantizedActivation(graph, options);
     if (options.fuse_relu) FuseBatchNormRelu(graph, options);

@@ -11,12 +11,13 @@ std::string Quoted(const char* s) { return std::string("\"") + s + "\""; }
 
 std::string SharedNamesJson() {
   std::string ops;
-  for (const char* op : {bnq::kQuantizedBatchNormOp, bnq::kQuantizedBatchNormReluOp,
-                         bnq::kQuantizedBatchNormReluPoolOp, bnq::kBatchNormQuantizeOp,
-                         bnq::kBatchNormReluQuantizeOp, bnq::kQuantizedBatchNormActOp,
-                         bnq::kBatchNormActQuantizeOp, bnq::kQuantizedBatchNormActPoolOp,
-                         bnq::kBatchNormActPoolQuantizeOp, bnq::kQuantizedAvgPoolBatchNormOp,
-                         bnq::kQuantizedConcatBatchNormOp, bnq::kQuantizedConcatBatchNormPoolOp}) {
+  for (const char* op :
+       {bnq::kQuantizedBatchNormOp, bnq::kQuantizedBatchNormReluOp,
+        bnq::kQuantizedBatchNormReluPoolOp, bnq::kBatchNormQuantizeOp,
+        bnq::kBatchNormReluQuantizeOp, bnq::kQuantizedBatchNormActOp, bnq::kBatchNormActQuantizeOp,
+        bnq::kQuantizedBatchNormActPoolOp, bnq::kBatchNormActPoolQuantizeOp,
+        bnq::kQuantizedAvgPoolBatchNormOp, bnq::kQuantizedConcatBatchNormOp,
+        bnq::kQuantizedConcatBatchNormPoolOp, bnq::kQuantizedAvgPoolBatchNormPoolOp}) {
     ops += (ops.empty() ? "" : ", ") + Quoted(op);
   }
   return "{\"batch_norm_ops\": [" + ops + "], \"region_op\": " + Quoted(bnq::kRegionOp) +

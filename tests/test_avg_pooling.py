@@ -162,14 +162,16 @@ POOL_BN_ACTS = [None, ('relu',), ('clip', 0.0, 6.0), ('clip', -1.0, 1.5), ('leak
                 ('tanh',), ('sigmoid',)]
 
 
-def run_pool_bn(case, act, pooling, **attrs):
+def run_pool_bn(case, act, pooling, head=False, **attrs):
+    """The op on `case`; head: the _global_avg_pool form."""
     from bn_cases import act_attrs
     args = [mx.nd.array(case['q'], dtype=case['q'].dtype)]
     args += [mx.nd.array(case[k], dtype='float32') for k in ('gamma', 'beta', 'mean', 'var')]
     args += [mx.nd.array([case['min_data']]), mx.nd.array([case['max_data']])]
     attrs = dict(attrs, **pooling, **(act_attrs(act) if act else {}))
-    out = mx.nd.contrib.quantized_avg_pool_batch_norm(
-        *args, **{k: str(v) for k, v in attrs.items()})
+    op = mx.nd.contrib.quantized_avg_pool_batch_norm_global_avg_pool if head else \
+        mx.nd.contrib.quantized_avg_pool_batch_norm
+    out = op(*args, **{k: str(v) for k, v in attrs.items()})
     return out[0].asnumpy(), float(out[1].asscalar()), float(out[2].asscalar())
 
 
@@ -234,3 +236,77 @@ def test_pool_batch_norm_bad_inputs_are_clear_errors_and_the_op_still_runs(rng):
         run_pool_bn(dict(case, gamma=case['gamma'][:3]), None, pooling)
     got, _, _ = run_pool_bn(case, ('relu',), pooling, fix_gamma=False)
     assert got.dtype == np.uint8 and got.shape == (2, 5, 3, 4)
+
+
+# _contrib_quantized_avg_pool_batch_norm_global_avg_pool: a network's head
+# (BatchNorm + act + mean) after an average pooling.
+HEAD_ACTS = [None, ('relu',), ('clip', 0.0, 6.0), ('clip', -1.0, 1.5), ('leaky', 0.1)]
+
+
+@pytest.mark.parametrize('pooling', [p for p in POOLINGS if 'pooling_convention' not in p],
+                         ids=str)
+@pytest.mark.parametrize('dtype', ['int8', 'uint8'])
+@pytest.mark.parametrize('act', HEAD_ACTS, ids=str)
+@pytest.mark.parametrize('calibrated', [True, False])
+def test_pooled_head_matches_reference(rng, pooling, dtype, act, calibrated):
+    """The real mean over every position of BN(+act) of the real window means
+    of the real inputs, quantized once: in the calibrated range (the pooled
+    output's), or in the range derived for the BN+act values (every mean of
+    them lies within it); no rounding of the window means."""
+    from bn_cases import make_case
+    case = make_case(rng, (2, 5, 7, 9), 1, dtype, data_range=2.0)
+    attrs = dict(eps=1e-5, fix_gamma=False)
+    if calibrated:  # a pooled range, smaller than the values' own
+        attrs.update(min_calib_range=float(min(ref.activate(-0.5, act), 0)),
+                     max_calib_range=float(ref.activate(1.0, act)))
+    got, lo, hi = run_pool_bn(case, act, pooling, head=True, **attrs)
+    mean = reference_mean(ref.dequantize(case['q'], case['min_data'], case['max_data']), **pooling)
+    y = ref.activate(ref.batch_norm(mean, case['gamma'], case['beta'], case['mean'], case['var'],
+                                    1e-5, False, 1), act)
+    pooled = y.mean(axis=(2, 3), keepdims=True)
+    out_dtype = 'uint8' if ref.nonnegative(act) else 'int8'
+    if calibrated:
+        lo_ref, hi_ref = attrs['min_calib_range'], attrs['max_calib_range']
+        lo_ref = 0.0 if out_dtype == 'uint8' else lo_ref
+    else:
+        lo_ref, hi_ref = ref.derived_output_range(dtype, case['min_data'], case['max_data'],
+                                                  case['gamma'], case['beta'], case['mean'],
+                                                  case['var'], 1e-5, False, act)
+    assert got.dtype == out_dtype and got.shape == (2, 5, 1, 1)
+    assert (lo, hi) == pytest.approx((lo_ref, hi_ref), rel=1e-4, abs=1e-6)
+    expected = ref.quantize(pooled, out_dtype, lo_ref, hi_ref)
+    assert_within_one_step(got, expected, levels=pooled / ref.step(out_dtype, lo_ref, hi_ref))
+
+
+def test_pooled_head_rounds_once_where_two_ops_round_twice(rng):
+    """Against the average pooling and the head as two int8 ops (the window
+    means rounded to int8 first): the fused op is closer to the reference."""
+    from bn_cases import make_case
+    case = make_case(rng, (4, 16, 8, 8), 1, 'int8', data_range=2.0)
+    pooling = dict(kernel=(2, 2), stride=(2, 2))
+    attrs = dict(eps=1e-5, fix_gamma=False, min_calib_range=0.0, max_calib_range=1.0)
+    fused, lo, hi = run_pool_bn(case, ('relu',), pooling, head=True, **attrs)
+    pooled_q = mx.nd.contrib.quantized_pooling(
+        mx.nd.array(case['q'], dtype='int8'), mx.nd.array([case['min_data']]),
+        mx.nd.array([case['max_data']]), pool_type='avg', **pooling)
+    two_ops = mx.nd.contrib.quantized_batch_norm_relu_global_avg_pool(
+        pooled_q[0], *[mx.nd.array(case[k]) for k in ('gamma', 'beta', 'mean', 'var')],
+        pooled_q[1], pooled_q[2], **{k: str(v) for k, v in attrs.items()})[0].asnumpy()
+    mean = reference_mean(ref.dequantize(case['q'], case['min_data'], case['max_data']), **pooling)
+    y = ref.activate(ref.batch_norm(mean, case['gamma'], case['beta'], case['mean'], case['var'],
+                                    1e-5, False, 1), ('relu',))
+    levels = np.clip(y.mean(axis=(2, 3), keepdims=True) / ref.step('uint8', lo, hi), 0, 255)
+    fused_error = np.abs(fused.astype(np.float64) - levels)
+    two_op_error = np.abs(two_ops.astype(np.float64) - levels)
+    assert fused_error.max() <= 0.5 + 1e-3
+    assert fused_error.mean() < two_op_error.mean(), (fused_error.mean(), two_op_error.mean())
+
+
+@pytest.mark.parametrize('act', [('tanh',), ('sigmoid',)], ids=str)
+def test_pooled_head_refuses_a_curve(rng, act):
+    """The mean is taken in output levels, which only a linear activation allows."""
+    from bn_cases import make_case
+    case = make_case(rng, (2, 5, 7, 9), 1, 'int8')
+    with pytest.raises(mx.MXNetError, match="act_type '%s' cannot be fused with global average"
+                       % act[0]):
+        run_pool_bn(case, act, dict(kernel=(2, 2), stride=(2, 2)), head=True, fix_gamma=False)

@@ -181,12 +181,13 @@ def quantize(sym, shape, **kwargs):
 
 
 @pytest.mark.parametrize('quantized_concat', [False, True])
-@pytest.mark.parametrize('head', ['conv', 'pool'])
+@pytest.mark.parametrize('head', ['conv', 'pool', 'max_pool_mean'])
 @pytest.mark.parametrize('calib_mode', ['naive', 'none'])
 def test_dense_block_batchnorms_read_the_concat_parts(quantized_concat, head, calib_mode):
     """Every BatchNorm after a concat reads its parts (the second one the
     three parts of the nested concats), no concat is left, and
-    quantize/dequantize stay at the network's ends."""
+    quantize/dequantize stay at the network's ends.  A head after a max
+    pooling of the concat reads the parts pooled in int8."""
     sym = small_nets.bn_after_concat(head, quantized_concat)
     nodes, sqnr = quantize(sym, (4, 4, 8, 8), calib_mode=calib_mode)
     ops = [n['op'] for n in nodes]
@@ -194,7 +195,9 @@ def test_dense_block_batchnorms_read_the_concat_parts(quantized_concat, head, ca
     concat_bns = [n for n in nodes if n['op'].startswith(names.QUANTIZED_CONCAT_BATCH_NORM)]
     assert [n['attrs']['num_args'] for n in concat_bns] == ['2', '3']
     pooled = names.QUANTIZED_CONCAT_BATCH_NORM_POOL
-    assert [n['op'] == pooled for n in concat_bns] == [False, head == 'pool']
+    assert [n['op'] == pooled for n in concat_bns] == [False, head != 'conv']
+    if head == 'max_pool_mean':
+        assert ops.count('_contrib_quantized_pooling') == 3 + quantized_concat, ops
     for n in concat_bns:
         assert 'concat_batch_norm' in n['attrs'][names.REWRITE_ATTR], n['attrs']
         assert n['attrs']['act_type'] == 'relu'
@@ -203,7 +206,7 @@ def test_dense_block_batchnorms_read_the_concat_parts(quantized_concat, head, ca
 
 
 @pytest.mark.parametrize('quantized_concat', [False, True])
-@pytest.mark.parametrize('head', ['conv', 'pool'])
+@pytest.mark.parametrize('head', ['conv', 'pool', 'max_pool_mean'])
 def test_dense_block_logits_at_least_as_close_as_batchnorms_left_fp32(quantized_concat, head):
     sym = small_nets.bn_after_concat(head, quantized_concat)
     _, ours = quantize(sym, (4, 4, 8, 8))

@@ -434,6 +434,61 @@ def test_pooling_before_a_batchnorm_is_quantized_exactly(pool_type, calib_mode):
                                atol=1e-6 * np.abs(expected).max())
 
 
+def pool_bn_act_head(act, head):
+    """conv -> ReLU -> avg pooling -> BN -> act -> global average pooling (or
+    a mean over H and W) -> FC: a head after an average pooling."""
+    data = mx.sym.var('data')
+    r = mx.sym.Activation(conv(data, 'conv_a', 8), act_type='relu', name='relu')
+    p = mx.sym.Pooling(r, kernel=(2, 2), stride=(2, 2), pool_type='avg', name='pool')
+    y = act(mx.sym.BatchNorm(p, fix_gamma=False, eps=1e-5, name='bn'))
+    if head == 'pool':
+        y = mx.sym.Pooling(y, kernel=(1, 1), global_pool=True, pool_type='avg', name='head')
+    else:
+        y = mx.sym.mean(y, axis=(2, 3), keepdims=True, name='head')
+    return mx.sym.FullyConnected(mx.sym.Flatten(y, name='flat'), num_hidden=5, name='fc')
+
+
+@pytest.mark.parametrize('head', ['pool', 'mean'])
+@pytest.mark.parametrize('calib_mode', ['naive', 'none'])
+def test_average_pooling_before_a_head_is_pooled_with_it(head, calib_mode):
+    """The head BatchNorm + act + mean takes the average pooling before it in
+    (_contrib_quantized_avg_pool_batch_norm_global_avg_pool): the mean of the
+    BN+act values of the exact window means, rounded once, where the int8
+    pooling would round the window means first.  Regions run it too."""
+    act, attrs = ACTIVATIONS[2]  # leaky 0.1
+    sym = pool_bn_act_head(act, head)
+    args, aux = small_nets.random_params(sym, SHAPE)
+    calib = data(1)
+    # quantize_mode='full': smart mode leaves a network's last layers fp32.
+    qsym, qargs, qaux = quantize(sym, args, aux, calib, calib_mode=calib_mode,
+                                 quantize_mode='full')
+    left = ops(qsym)
+    assert not {'BatchNorm', 'LeakyReLU', 'Pooling', 'mean', '_contrib_quantized_pooling',
+                mxnet_bnq.names.QUANTIZED_AVG_POOLING} & set(left), left
+    # Uncalibrated, the classifier's int32 output is dequantized at the end.
+    assert left.count('_contrib_quantize_v2') == 1, left
+    assert left.count('_contrib_dequantize') == (calib_mode == 'none'), left
+    (bn,) = [n for n in nodes(qsym) if 'batch_norm' in n['op']]
+    assert_fused(bn, mxnet_bnq.names.QUANTIZED_AVG_POOL_BATCH_NORM_POOL,
+                 dict(attrs, pool_type='avg', kernel='(2, 2)', stride='(2, 2)'))
+    x = data(2)
+    if calib_mode == 'naive':
+        fp32_bn, fargs, faux = quantize(sym, args, aux, calib, bn_mode='fp32',
+                                        quantize_mode='full')
+        (fp32,) = small_nets.forward(sym, args, aux, x)
+        (int8,) = small_nets.forward(qsym, qargs, qaux, x)
+        (with_fp32_bn,) = small_nets.forward(fp32_bn, fargs, faux, x)
+        assert small_nets.sqnr_db(fp32, int8) >= small_nets.sqnr_db(fp32, with_fp32_bn) - 0.05
+    psym = mxnet_bnq.partition(qsym, qargs, qaux, data_shapes={'data': SHAPE})
+    # Uncalibrated, the classifier stays with MXNet (its int32 output range).
+    left_ops = [n['op'] for n in mxnet_bnq.region_report(psym)['left_to_mxnet']]
+    assert left_ops == ([] if calib_mode == 'naive' else ['_sg_mkldnn_fully_connected'])
+    # The float output may differ in its last bit.
+    expected = run_symbol(qsym, qargs, qaux, x[:8])[0]
+    np.testing.assert_allclose(run_symbol(psym, qargs, qaux, x[:8])[0], expected, rtol=1e-5,
+                               atol=1e-6 * np.abs(expected).max())
+
+
 @pytest.mark.parametrize('convention', ['valid', 'full'])
 def test_an_fp32_full_convention_average_pooling_is_not_taken_in(convention):
     """3x3 windows, stride 2, on 8x8: the full convention adds edge windows,

@@ -366,13 +366,19 @@ def test_max_pooling_of_channels_last_data_runs_the_hand_kernel():
 
 @pytest.mark.parametrize('channels', [1, 17, 64, 65, 130])
 @pytest.mark.parametrize('act', ['relu', 'leaky'])
-def test_pooled_head_in_region_gives_the_ops_bits(channels, act):
+@pytest.mark.parametrize('avg_pool_before', [False, True])
+def test_pooled_head_in_region_gives_the_ops_bits(channels, act, avg_pool_before):
     """BatchNorm + activation + global average pooling (a network's head) in a
     region, on channels-last data (AVX-512: 16 channels at a time and the
-    tails), gives the bits of the op outside regions (planar NCHW)."""
+    tails), gives the bits of the op outside regions (planar NCHW); after an
+    average pooling too (the _avg_pool_batch_norm_global_avg_pool op: the
+    window means in float32, then the same mean kernel)."""
     data = mx.sym.var('data')
     y = conv(data, 'conv_a', channels, (3, 3), pad=(1, 1)) + conv(data, 'conv_b', channels,
                                                                   (3, 3), pad=(1, 1))
+    if avg_pool_before:
+        y = mx.sym.Pooling(y, kernel=(3, 3), stride=(2, 2), pad=(1, 1), pool_type='avg',
+                           name='avg_pool')
     y = mx.sym.BatchNorm(y, fix_gamma=False, name='bn')
     if act == 'relu':
         y = mx.sym.Activation(y, act_type='relu', name='act')
@@ -382,7 +388,9 @@ def test_pooled_head_in_region_gives_the_ops_bits(channels, act):
     qsym, psym, qargs, qaux, x = partitioned(mx.sym.Flatten(y, name='flat'), (2, 3, 7, 9),
                                              quantize_mode='full')
     (ops,) = region_ops(psym).values()
-    assert any(op.endswith('_global_avg_pool') for op in ops), ops
+    head = mxnet_bnq.names.QUANTIZED_AVG_POOL_BATCH_NORM_POOL if avg_pool_before else \
+        '_contrib_quantized_batch_norm_%s_global_avg_pool' % ('relu' if act == 'relu' else 'act')
+    assert head in ops, ops
     np.testing.assert_array_equal(run_symbol(psym, qargs, qaux, x)[0],
                                   run_symbol(qsym, qargs, qaux, x)[0])
 

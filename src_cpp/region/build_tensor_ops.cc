@@ -27,6 +27,17 @@ void RefoldConstantsAtRunTime(PrimitiveStep* s, Fold fold, RangeEnd in_lo, Range
   });
 }
 
+// The same for a hand-written step, which takes the whole fold (SetScaleShift).
+template <typename HandStep, typename Fold>
+void RefoldStepAtRunTime(HandStep* step, Fold fold, RangeEnd in_lo, RangeEnd in_hi, int slot) {
+  step->set_rescale([=](Ranges& ranges) {
+    FoldedScaleShift f = fold(in_lo.Get(ranges), in_hi.Get(ranges));
+    ranges[slot] = f.min_output;
+    ranges[slot + 1] = f.max_output;
+    step->SetScaleShift(std::move(f));
+  });
+}
+
 }  // namespace
 
 void CompiledRegion::Builder::Pooling(const Node* node, PoolingAttrs a) {
@@ -196,13 +207,7 @@ void CompiledRegion::Builder::BatchNorm(const Node* node, const BatchNormOpAttrs
 
   // With a measured input range: fold again into a hand-written step at each forward.
   auto RefoldAtRunTime = [=](auto* step) {
-    if (!run_time) return;
-    step->set_rescale([=](Ranges& ranges) {
-      FoldedScaleShift f = fold(in_lo.Get(ranges), in_hi.Get(ranges));
-      ranges[range_slot] = f.min_output;
-      ranges[range_slot + 1] = f.max_output;
-      step->SetScaleShift(std::move(f));
-    });
+    if (run_time) RefoldStepAtRunTime(step, fold, in_lo, in_hi, range_slot);
   };
   const dt dst_type = out_type == QuantType::kUint8 ? dt::u8 : dt::s8;
   if (a.global_avg_pool) {
@@ -305,13 +310,40 @@ void CompiledRegion::Builder::AvgPoolBatchNorm(const Node* node, const BatchNorm
     const ChannelParams params{gamma.data(), beta.data(), mean.data(), var.data(), c};
     FoldedScaleShift folded;
     std::string error;
-    if (!FoldScaleShift(a.bn, params, min, max, in_type, out_type, &folded, &error)) {
+    if (!FoldScaleShift(a.bn, params, min, max, in_type, out_type, &folded, &error,
+                        a.global_avg_pool)) {
       throw std::runtime_error(name + ": " + error);
     }
     return folded;
   };
   // At build time a measured range is not known yet: any valid one makes the step.
   const FoldedScaleShift folded = fold(run_time ? 0.f : in_lo.value, run_time ? 1.f : in_hi.value);
+  if (a.global_avg_pool) {
+    // The exact window means (float32, channels-last), then BN+act and the
+    // mean over every position from them, as the op's AvgPoolMeanKernel.
+    const dnnl::pooling_forward::primitive_desc pd = FloatAvgPoolingDesc(r_.engine_, pool);
+    data = InLayout(node, data, pd.src_desc());
+    const int means = NewValue(pd.dst_desc());
+    PrimitiveStep* s = AddStep(node, "/window_means", dnnl::pooling_forward(pd));
+    s->Read(DNNL_ARG_SRC, data, pd.src_desc());
+    const float one = 1.f;
+    s->Constant(kAvgPoolingScaleArg, Owned(r_.engine_, ScalarDesc(4), &one));
+    s->Write(DNNL_ARG_DST, means, pd.dst_desc());
+    const MeanShape shape{pool.dst[0], c, pool.dst[2] * pool.dst[3], MeanLayout::kChannelsLast};
+    const dt dst_type = ToDnnl(out_type);
+    const int mean = NewValue(PlainDesc({pool.dst[0], c, 1, 1}, dst_type));
+    auto* step = new ActivationMeanStep(node->name, means, mean, folded, dt::f32, dst_type, shape,
+                                        MeanKernelIsa());
+    r_.steps_.emplace_back(step);
+    if (!run_time) {
+      SetOutputs(node, mean, folded.min_output, folded.max_output);
+      return;
+    }
+    const int slot = NewRangeSlots();
+    RefoldStepAtRunTime(step, fold, in_lo, in_hi, slot);
+    SetOutputs(node, mean, Slot(slot), Slot(slot + 1));
+    return;
+  }
   const AvgPoolBatchNormShape shape = MakeAvgPoolBatchNormShape(pool, folded, out_type);
   const dt pooled = shape.pooled_type();
   const dnnl::memory::desc src_md(pool.src, pooled, tag::nhwc);

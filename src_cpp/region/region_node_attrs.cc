@@ -403,6 +403,11 @@ bool ParseAvgPoolBatchNormOp(const Node* node, BatchNormOpAttrs* bn, std::string
     *why = "clip with a_min != 0 without a calibrated range";
     return false;
   }
+  bn->global_avg_pool = node->op == kQuantizedAvgPoolBatchNormPoolOp;
+  if (bn->global_avg_pool && IsCurve(act)) {
+    *why = "global average pooling after a curve (the op refuses it)";
+    return false;
+  }
   bn->bn = parsed.bn;
   bn->avg_pool_in = true;
   bn->avg_pool = parsed.pool;
@@ -413,7 +418,9 @@ bool ParseBatchNormOp(const Node* node, BatchNormOpAttrs* bn, std::string* why) 
   std::string error;
   const std::string& op = node->op;
   if (IsConcatBatchNormOp(op)) return ParseConcatBatchNormOp(node, bn, why);
-  if (op == kQuantizedAvgPoolBatchNormOp) return ParseAvgPoolBatchNormOp(node, bn, why);
+  if (op == kQuantizedAvgPoolBatchNormOp || op == kQuantizedAvgPoolBatchNormPoolOp) {
+    return ParseAvgPoolBatchNormOp(node, bn, why);
+  }
   const bool act_op = op == kQuantizedBatchNormActOp || op == kBatchNormActQuantizeOp ||
                       op == kQuantizedBatchNormActPoolOp || op == kBatchNormActPoolQuantizeOp;
   if (!ParseBatchNormAttrs(node->attrs, &bn->bn, &error, act_op)) {
