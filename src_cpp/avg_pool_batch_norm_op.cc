@@ -136,6 +136,7 @@ MXReturnValue InferShape(const std::unordered_map<std::string, std::string>& att
 }
 
 // moving_mean and moving_var are auxiliary states, as in MXNet's BatchNorm.
+template <const OpTraits& T>
 MXReturnValue MutateInputs(const std::unordered_map<std::string, std::string>& /*attrs*/,
                            std::vector<int>* input_indices) {
   input_indices->push_back(kMovingMean);
@@ -209,16 +210,6 @@ MXReturnValue Forward(const std::unordered_map<std::string, std::string>& attrs,
 }  // namespace
 }  // namespace bnq
 
-#define BNQ_REGISTER_AVG_POOL_BATCH_NORM_OP(op_name, traits)                        \
-  static_assert(bnq::SameName(#op_name, traits.name), #op_name " is not " #traits); \
-  REGISTER_OP(op_name)                                                              \
-      .setParseAttrs(bnq::ParseAttrs<traits>)                                       \
-      .setInferType(bnq::InferType<traits>)                                         \
-      .setInferSType(bnq::InferSType<traits>)                                       \
-      .setInferShape(bnq::InferShape<traits>)                                       \
-      .setMutateInputs(bnq::MutateInputs)                                           \
-      .setForward(bnq::Forward<traits>, "cpu")
-
-BNQ_REGISTER_AVG_POOL_BATCH_NORM_OP(_contrib_quantized_avg_pool_batch_norm, bnq::kAvgPoolBatchNorm);
-BNQ_REGISTER_AVG_POOL_BATCH_NORM_OP(_contrib_quantized_avg_pool_batch_norm_global_avg_pool,
-                                    bnq::kAvgPoolBatchNormPool);
+BNQ_REGISTER_OP_OF_TRAITS(_contrib_quantized_avg_pool_batch_norm, bnq::kAvgPoolBatchNorm);
+BNQ_REGISTER_OP_OF_TRAITS(_contrib_quantized_avg_pool_batch_norm_global_avg_pool,
+                          bnq::kAvgPoolBatchNormPool);

@@ -316,16 +316,6 @@ MXReturnValue Forward(const std::unordered_map<std::string, std::string>& attrs,
 }  // namespace
 }  // namespace bnq
 
-#define BNQ_REGISTER_CONCAT_BATCH_NORM_OP(op_name, traits)                          \
-  static_assert(bnq::SameName(#op_name, traits.name), #op_name " is not " #traits); \
-  REGISTER_OP(op_name)                                                              \
-      .setParseAttrs(bnq::ParseAttrs<traits>)                                       \
-      .setInferType(bnq::InferType<traits>)                                         \
-      .setInferSType(bnq::InferSType<traits>)                                       \
-      .setInferShape(bnq::InferShape<traits>)                                       \
-      .setMutateInputs(bnq::MutateInputs<traits>)                                   \
-      .setForward(bnq::Forward<traits>, "cpu")
-
-BNQ_REGISTER_CONCAT_BATCH_NORM_OP(_contrib_quantized_concat_batch_norm, bnq::kConcatBatchNorm);
-BNQ_REGISTER_CONCAT_BATCH_NORM_OP(_contrib_quantized_concat_batch_norm_global_avg_pool,
-                                  bnq::kConcatBatchNormPool);
+BNQ_REGISTER_OP_OF_TRAITS(_contrib_quantized_concat_batch_norm, bnq::kConcatBatchNorm);
+BNQ_REGISTER_OP_OF_TRAITS(_contrib_quantized_concat_batch_norm_global_avg_pool,
+                          bnq::kConcatBatchNormPool);

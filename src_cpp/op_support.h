@@ -109,3 +109,17 @@ constexpr bool SameName(const char* a, const char* b) {
 }
 
 }  // namespace bnq
+
+// Registers op_name with the entry points its file defines in namespace bnq
+// as templates over the op's traits (ParseAttrs, InferType, InferSType,
+// InferShape, MutateInputs, Forward), after checking that the token is the
+// traits' name.  Used at file scope, after namespace bnq closes.
+#define BNQ_REGISTER_OP_OF_TRAITS(op_name, traits)                                  \
+  static_assert(bnq::SameName(#op_name, traits.name), #op_name " is not " #traits); \
+  REGISTER_OP(op_name)                                                              \
+      .setParseAttrs(bnq::ParseAttrs<traits>)                                       \
+      .setInferType(bnq::InferType<traits>)                                         \
+      .setInferSType(bnq::InferSType<traits>)                                       \
+      .setInferShape(bnq::InferShape<traits>)                                       \
+      .setMutateInputs(bnq::MutateInputs<traits>)                                   \
+      .setForward(bnq::Forward<traits>, "cpu")

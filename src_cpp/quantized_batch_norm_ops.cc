@@ -193,6 +193,7 @@ MXReturnValue InferShapeImpl(const std::unordered_map<std::string, std::string>&
 }
 
 // moving_mean and moving_var are auxiliary states, as in MXNet's BatchNorm.
+template <const OpTraits& T>
 MXReturnValue MutateInputs(const std::unordered_map<std::string, std::string>& attrs,
                            std::vector<int>* input_indices) {
   input_indices->push_back(kMovingMean);
@@ -323,26 +324,15 @@ MXReturnValue InferShape(const std::unordered_map<std::string, std::string>& att
 }  // namespace
 }  // namespace bnq
 
-// Every op registers the same entry points, instantiated for its traits.
-#define BNQ_REGISTER_BATCH_NORM_OP(op_name, traits)                                 \
-  static_assert(bnq::SameName(#op_name, traits.name), #op_name " is not " #traits); \
-  REGISTER_OP(op_name)                                                              \
-      .setParseAttrs(bnq::ParseAttrs<traits>)                                       \
-      .setInferType(bnq::InferType<traits>)                                         \
-      .setInferSType(bnq::InferSType<traits>)                                       \
-      .setInferShape(bnq::InferShape<traits>)                                       \
-      .setMutateInputs(bnq::MutateInputs)                                           \
-      .setForward(bnq::Forward<traits>, "cpu")
-
-BNQ_REGISTER_BATCH_NORM_OP(_contrib_quantized_batch_norm, bnq::kBatchNorm);
-BNQ_REGISTER_BATCH_NORM_OP(_contrib_quantized_batch_norm_relu, bnq::kBatchNormRelu);
-BNQ_REGISTER_BATCH_NORM_OP(_contrib_quantized_batch_norm_relu_global_avg_pool,
-                           bnq::kBatchNormReluPool);
-BNQ_REGISTER_BATCH_NORM_OP(_contrib_quantized_batch_norm_act_global_avg_pool,
-                           bnq::kBatchNormActPool);
-BNQ_REGISTER_BATCH_NORM_OP(_contrib_batch_norm_quantize, bnq::kFloatBatchNorm);
-BNQ_REGISTER_BATCH_NORM_OP(_contrib_batch_norm_relu_quantize, bnq::kFloatBatchNormRelu);
-BNQ_REGISTER_BATCH_NORM_OP(_contrib_quantized_batch_norm_act, bnq::kBatchNormAct);
-BNQ_REGISTER_BATCH_NORM_OP(_contrib_batch_norm_act_quantize, bnq::kFloatBatchNormAct);
-BNQ_REGISTER_BATCH_NORM_OP(_contrib_batch_norm_act_global_avg_pool_quantize,
-                           bnq::kFloatBatchNormActPool);
+BNQ_REGISTER_OP_OF_TRAITS(_contrib_quantized_batch_norm, bnq::kBatchNorm);
+BNQ_REGISTER_OP_OF_TRAITS(_contrib_quantized_batch_norm_relu, bnq::kBatchNormRelu);
+BNQ_REGISTER_OP_OF_TRAITS(_contrib_quantized_batch_norm_relu_global_avg_pool,
+                          bnq::kBatchNormReluPool);
+BNQ_REGISTER_OP_OF_TRAITS(_contrib_quantized_batch_norm_act_global_avg_pool,
+                          bnq::kBatchNormActPool);
+BNQ_REGISTER_OP_OF_TRAITS(_contrib_batch_norm_quantize, bnq::kFloatBatchNorm);
+BNQ_REGISTER_OP_OF_TRAITS(_contrib_batch_norm_relu_quantize, bnq::kFloatBatchNormRelu);
+BNQ_REGISTER_OP_OF_TRAITS(_contrib_quantized_batch_norm_act, bnq::kBatchNormAct);
+BNQ_REGISTER_OP_OF_TRAITS(_contrib_batch_norm_act_quantize, bnq::kFloatBatchNormAct);
+BNQ_REGISTER_OP_OF_TRAITS(_contrib_batch_norm_act_global_avg_pool_quantize,
+                          bnq::kFloatBatchNormActPool);

@@ -175,6 +175,26 @@ def run_pool_bn(case, act, pooling, head=False, **attrs):
     return out[0].asnumpy(), float(out[1].asscalar()), float(out[2].asscalar())
 
 
+def reference_pool_bn(case, act, pooling):
+    """BN(+act) of the real window means of the real inputs, in float64."""
+    mean = reference_mean(ref.dequantize(case['q'], case['min_data'], case['max_data']), **pooling)
+    return ref.activate(ref.batch_norm(mean, case['gamma'], case['beta'], case['mean'],
+                                       case['var'], 1e-5, False, 1), act)
+
+
+def reference_output_range(case, act, attrs):
+    """(dtype, min, max) of the output: the calibrated range in `attrs`
+    (from 0 for uint8), else the one derived from the input's."""
+    out_dtype = 'uint8' if ref.nonnegative(act) else 'int8'
+    if 'min_calib_range' in attrs:
+        lo = 0.0 if out_dtype == 'uint8' else attrs['min_calib_range']
+        return out_dtype, lo, attrs['max_calib_range']
+    lo, hi = ref.derived_output_range(str(case['q'].dtype), case['min_data'], case['max_data'],
+                                      case['gamma'], case['beta'], case['mean'], case['var'],
+                                      1e-5, False, act)
+    return out_dtype, lo, hi
+
+
 @pytest.mark.parametrize('pooling', [p for p in POOLINGS if 'pooling_convention' not in p],
                          ids=str)
 @pytest.mark.parametrize('dtype', ['int8', 'uint8'])
@@ -191,17 +211,8 @@ def test_pool_batch_norm_matches_reference(rng, pooling, dtype, act, calibrated)
         attrs.update(min_calib_range=float(min(ref.activate(-1.5, act), 0)),
                      max_calib_range=float(ref.activate(2.0, act)))
     got, lo, hi = run_pool_bn(case, act, pooling, **attrs)
-    mean = reference_mean(ref.dequantize(case['q'], case['min_data'], case['max_data']), **pooling)
-    y = ref.activate(ref.batch_norm(mean, case['gamma'], case['beta'], case['mean'], case['var'],
-                                    1e-5, False, 1), act)
-    out_dtype = 'uint8' if ref.nonnegative(act) else 'int8'
-    if calibrated:
-        lo_ref, hi_ref = attrs['min_calib_range'], attrs['max_calib_range']
-        lo_ref = 0.0 if out_dtype == 'uint8' else lo_ref
-    else:
-        lo_ref, hi_ref = ref.derived_output_range(dtype, case['min_data'], case['max_data'],
-                                                  case['gamma'], case['beta'], case['mean'],
-                                                  case['var'], 1e-5, False, act)
+    y = reference_pool_bn(case, act, pooling)
+    out_dtype, lo_ref, hi_ref = reference_output_range(case, act, attrs)
     assert got.dtype == out_dtype
     assert (lo, hi) == pytest.approx((lo_ref, hi_ref), rel=1e-4, abs=1e-6)
     expected = ref.quantize(y, out_dtype, lo_ref, hi_ref)
@@ -260,18 +271,8 @@ def test_pooled_head_matches_reference(rng, pooling, dtype, act, calibrated):
         attrs.update(min_calib_range=float(min(ref.activate(-0.5, act), 0)),
                      max_calib_range=float(ref.activate(1.0, act)))
     got, lo, hi = run_pool_bn(case, act, pooling, head=True, **attrs)
-    mean = reference_mean(ref.dequantize(case['q'], case['min_data'], case['max_data']), **pooling)
-    y = ref.activate(ref.batch_norm(mean, case['gamma'], case['beta'], case['mean'], case['var'],
-                                    1e-5, False, 1), act)
-    pooled = y.mean(axis=(2, 3), keepdims=True)
-    out_dtype = 'uint8' if ref.nonnegative(act) else 'int8'
-    if calibrated:
-        lo_ref, hi_ref = attrs['min_calib_range'], attrs['max_calib_range']
-        lo_ref = 0.0 if out_dtype == 'uint8' else lo_ref
-    else:
-        lo_ref, hi_ref = ref.derived_output_range(dtype, case['min_data'], case['max_data'],
-                                                  case['gamma'], case['beta'], case['mean'],
-                                                  case['var'], 1e-5, False, act)
+    pooled = reference_pool_bn(case, act, pooling).mean(axis=(2, 3), keepdims=True)
+    out_dtype, lo_ref, hi_ref = reference_output_range(case, act, attrs)
     assert got.dtype == out_dtype and got.shape == (2, 5, 1, 1)
     assert (lo, hi) == pytest.approx((lo_ref, hi_ref), rel=1e-4, abs=1e-6)
     expected = ref.quantize(pooled, out_dtype, lo_ref, hi_ref)
@@ -292,9 +293,7 @@ def test_pooled_head_rounds_once_where_two_ops_round_twice(rng):
     two_ops = mx.nd.contrib.quantized_batch_norm_relu_global_avg_pool(
         pooled_q[0], *[mx.nd.array(case[k]) for k in ('gamma', 'beta', 'mean', 'var')],
         pooled_q[1], pooled_q[2], **{k: str(v) for k, v in attrs.items()})[0].asnumpy()
-    mean = reference_mean(ref.dequantize(case['q'], case['min_data'], case['max_data']), **pooling)
-    y = ref.activate(ref.batch_norm(mean, case['gamma'], case['beta'], case['mean'], case['var'],
-                                    1e-5, False, 1), ('relu',))
+    y = reference_pool_bn(case, ('relu',), pooling)
     levels = np.clip(y.mean(axis=(2, 3), keepdims=True) / ref.step('uint8', lo, hi), 0, 255)
     fused_error = np.abs(fused.astype(np.float64) - levels)
     two_op_error = np.abs(two_ops.astype(np.float64) - levels)
