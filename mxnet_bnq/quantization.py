@@ -99,13 +99,15 @@ def _format_ranges(ranges):
 
 def rewrite_quantized_symbol(qsym, qarg_params, aux_params, *, relu_calib_ranges=None,
                              excluded_sym_names=None, excluded_op_names=None,
-                             quantized_dtype='auto', backend=PASS_NAME):
+                             quantized_dtype='auto', backend=PASS_NAME, data_shapes=None):
     """Runs the plugin's BNQ_QUANTIZE pass on a quantized symbol.
 
     The same as ``qsym.optimize_for('BNQ_QUANTIZE', qarg_params, aux_params,
     skip_infer=True, **options)``; the ranges map node names to (min, max).
-    Unlike optimize_for, which only logs an unknown backend name and returns
-    the symbol unchanged, an unknown `backend` is a ValueError."""
+    With `data_shapes` ([(name, shape)] or DataDescs) MXNet infers the shapes
+    first and the pass sees them (a mean over axes 2 and 3 is a head only of
+    4-D data).  Unlike optimize_for, which only logs an unknown backend name
+    and returns the symbol unchanged, an unknown `backend` is a ValueError."""
     if backend != PASS_NAME:
         raise ValueError('unknown backend %r: mxnet_bnq provides %r' % (backend, PASS_NAME))
     load()
@@ -113,6 +115,17 @@ def rewrite_quantized_symbol(qsym, qarg_params, aux_params, *, relu_calib_ranges
                    relu_calib_ranges=_format_ranges(relu_calib_ranges or {}),
                    excluded_sym_names=';'.join(excluded_sym_names or []),
                    excluded_op_names=';'.join(excluded_op_names or []))
+    if data_shapes:
+        shapes = {desc[0]: tuple(desc[1]) for desc in data_shapes}
+        try:
+            return qsym.optimize_for(PASS_NAME, qarg_params, aux_params, shape_dict=shapes,
+                                     **options)
+        except mx.MXNetError as e:
+            # MXNet's type inference refuses some of its own quantized graphs
+            # (channel-wise: float32 FC weights where it infers int8); the
+            # pass then runs without the shapes.
+            if 'Type inconsistent' not in str(e):
+                raise
     return qsym.optimize_for(PASS_NAME, qarg_params, aux_params, skip_infer=True, **options)
 
 
@@ -153,10 +166,12 @@ def _quantize(sym, arg_params, aux_params, data_names, label_names, ctx, exclude
     relu_ranges = {}
     if collector is not None:  # calib_mode naive, entropy or customize
         _check_calib_data(calib_mode, calib_data)
-        relu_layers = (_relu_layers_wanted(qsym, arg_params, aux_params, pass_options)
+        data_shapes = data_shapes or calib_data.provide_data
+        # The dry run sees the shapes, as the pass after calibration does.
+        relu_layers = (_relu_layers_wanted(qsym, qarg_params, aux_params,
+                                           dict(pass_options, data_shapes=data_shapes))
                        if bn_mode == 'int8' else {})
         recorder = PostReluRecorder(collector, relu_layers, calib_mode, logger)
-        data_shapes = data_shapes or calib_data.provide_data
         run_calibration(sym, arg_params, aux_params, data_names, label_names, ctx, calib_data,
                         data_shapes, num_calib_examples, recorder, logger)
         # MXNet 1.9.1 gives layers with non-negative outputs (conv+ReLU, which emit
@@ -169,6 +184,8 @@ def _quantize(sym, arg_params, aux_params, data_names, label_names, ctx, exclude
         relu_ranges = recorder.relu_ranges()
     if data_shapes is None and isinstance(calib_data, mx.io.DataIter):
         data_shapes = calib_data.provide_data
+    # With the shapes (the quantized weights' types too: not for the dry run).
+    pass_options['data_shapes'] = data_shapes
     if mkldnn:
         qsym = qsym.get_backend_symbol('MKLDNN_QUANTIZE')
     if bn_mode == 'int8':

@@ -121,6 +121,9 @@
 //  library-op shape inference overflows a heap buffer when some input shapes
 //  are unknown, as they are in simple_bind/Module.bind with only the data
 //  shape given; with these hints they are always known.
+//  ForgetInferredShapes: MXNet's inferred shapes and types, which the
+//  flow has it infer (with the data shapes) so that the rewrites know a
+//  tensor's rank, are dropped from the result: they describe the input.
 //
 // Every rewritten node gets a hidden "__bnq_rewrite__" attribute naming the
 // rewrite, for reports, and every quantized BatchNorm a "__bnq_plugin__"
@@ -706,11 +709,35 @@ bool IsGlobalAvgPooling(const Node* node, const char* op = kQuantizedPooling) {
          (layout == "None" || layout == "NCW" || layout == "NCHW" || layout == "NCDHW");
 }
 
-// A mean over axes 2 and 3 only, keeping or dropping them: global average
-// pooling of 4-D NCHW data (the pattern is only met after a BatchNorm of
-// 4-D data: gluon's heads, F.mean(x, axis=(2, 3))).
+// The number of dimensions of output `entry` of `node` from the shapes MXNet
+// infers before the pass when the flow gives it the data shapes
+// (MX_STR_SHAPE); -1 when unknown.
+int KnownNdim(const Node* node, int entry, int depth = 0) {
+  const auto it = node->attrs.find(MX_STR_SHAPE);
+  if (it == node->attrs.end()) {
+    // A node this pass made (e.g. a dequantize after a BatchNorm it
+    // quantized) has no shape: that of its data input, for the ops that keep it.
+    const bool keeps_shape = node->op == kDequantize || node->op == kQuantize ||
+                             node->op == kBatchNorm || IsFusableActivation(node) ||
+                             (IsPluginOp(node->op) && !IsConcatBatchNormOp(node->op) &&
+                              node->op.find("pool") == std::string::npos);
+    if (!keeps_shape || node->inputs.empty() || depth > 8) return -1;
+    return KnownNdim(node->inputs[0].node, node->inputs[0].entry, depth + 1);
+  }
+  const std::string shape = mxnet::ext::getShapeAt(it->second, entry);
+  if (shape.size() < 2 || shape.find("None") != std::string::npos) return -1;
+  if (shape == "[]") return 0;
+  return static_cast<int>(std::count(shape.begin(), shape.end(), ',')) + 1;
+}
+
+// A mean over axes 2 and 3 only, keeping or dropping them, of 4-D data:
+// global average pooling of NCHW data (gluon's heads, F.mean(x, axis=(2, 3))).
+// Of 5-D data it would not be (the pooled ops pool every axis after the
+// channels): where the shapes are known the data must be 4-D.
 bool IsSpatialMean(const Node* node, bool* keepdims) {
   if (node->op != "mean" || node->inputs.size() != 1) return false;
+  const int ndim = KnownNdim(node->inputs[0].node, node->inputs[0].entry);
+  if (ndim != -1 && ndim != 4) return false;
   std::string axis = Attr(node, "axis");
   axis.erase(std::remove(axis.begin(), axis.end(), ' '), axis.end());
   bool exclude = false;
@@ -1146,6 +1173,15 @@ void HintParameterShapes(Graph* graph) {
   }
 }
 
+// MXNet's inferred shapes and types of the pass's input (given the data
+// shapes) describe nodes the rewrites changed: not kept in the result.
+void ForgetInferredShapes(Graph* graph) {
+  for (Node* node : NodesInOrder(graph)) {
+    node->attrs.erase(MX_STR_SHAPE);
+    node->attrs.erase(MX_STR_DTYPE);
+  }
+}
+
 mxnet::ext::MXReturnValue QuantizeBatchNormPass(
     Graph* graph, const std::unordered_map<std::string, std::string>& raw_options) {
   try {  // no exception may cross into MXNet
@@ -1180,6 +1216,7 @@ mxnet::ext::MXReturnValue QuantizeBatchNormPass(
     AvoidUint8ForSignedInput(graph, options);
     MarkPluginNodes(graph);
     HintParameterShapes(graph);
+    ForgetInferredShapes(graph);
   } catch (const std::exception& e) {
     ReportError(kPassName, e.what());
     return mxnet::ext::MX_FAIL;

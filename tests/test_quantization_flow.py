@@ -289,6 +289,37 @@ def test_fused_head_range_is_calibrated_on_the_pooled_output(calib_mode):
     assert small_nets.sqnr_db(fp32, ours) > small_nets.sqnr_db(fp32, theirs) + 2
 
 
+@pytest.mark.parametrize('ndim', [4, 5])
+@pytest.mark.parametrize('quantize_mode', ['smart', 'full'])
+def test_a_mean_over_h_and_w_is_a_head_only_of_4d_data(ndim, quantize_mode):
+    """BN -> ReLU -> mean(axis=(2, 3)) -> FC: of 4-D data the pooled head op;
+    of 5-D data the mean is no global pooling (the op would pool the last
+    axis too, and the FC would refuse the shape): the flow gives the pass
+    the data shapes, and the mean stays MXNet's, the output close to fp32."""
+    data = mx.sym.var('data')
+    kernel, pad = ((3, 3), (1, 1)) if ndim == 4 else ((1, 3, 3), (0, 1, 1))
+    y = mx.sym.Convolution(data, num_filter=4, kernel=kernel, pad=pad, name='conv') + data
+    y = mx.sym.Activation(mx.sym.BatchNorm(y, fix_gamma=False, name='bn'), act_type='relu',
+                          name='relu')
+    y = mx.sym.FullyConnected(mx.sym.mean(y, axis=(2, 3), name='mean'), num_hidden=3, name='fc')
+    shape = (8, 4, 6, 6) if ndim == 4 else (8, 4, 3, 6, 6)
+    args, aux = small_nets.random_params(y, shape)
+    calib = np.random.default_rng(1).normal(0, 1, (16,) + shape[1:]).astype('f')
+    qsym, qargs, qaux = mxnet_bnq.quantize_model_mkldnn(
+        y, args, aux, calib_mode='naive', label_names=None, quantized_dtype='auto',
+        quantize_mode=quantize_mode, calib_data=mx.io.NDArrayIter(calib, batch_size=8),
+        regions=False)
+    ops = [n['op'] for n in nodes(qsym)]
+    pooled = '_contrib_quantized_batch_norm_relu_global_avg_pool'
+    assert (pooled in ops) == (ndim == 4), ops
+    assert 'BatchNorm' not in ops
+    x = np.random.default_rng(2).normal(0, 1, shape).astype('f')
+    (fp32,) = small_nets.forward(y, args, aux, x)
+    (int8,) = small_nets.forward(qsym, qargs, qaux, x)
+    assert small_nets.sqnr_db(fp32, int8) > 25
+    assert '__ext_shape__' not in qsym.tojson()  # the pass's input's shapes, not kept
+
+
 def test_a_post_relu_range_the_flow_misses_is_an_error(monkeypatch):
     """If the flow did not collect the range of a ReLU the pass fuses, the
     fused op would silently use the pre-ReLU range: the flow refuses the result."""
