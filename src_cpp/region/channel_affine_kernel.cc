@@ -15,24 +15,36 @@ namespace {
 
 #define BNQ_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
 
-// 16 channels (fewer under `mask`), widened to float.
-template <ByteType kSrc>
+// 16 channels (fewer under `mask` in the tail; whole vectors load unmasked),
+// widened to float.
+template <ByteType kSrc, bool kMasked>
 BNQ_AVX512 inline __m512 LoadBytes(const void* p, __mmask16 mask) {
-  const __m128i bytes = _mm_maskz_loadu_epi8(mask, p);
+  const __m128i bytes =
+      kMasked ? _mm_maskz_loadu_epi8(mask, p) : _mm_loadu_si128(static_cast<const __m128i*>(p));
   return _mm512_cvtepi32_ps(kSrc == ByteType::kInt8 ? _mm512_cvtepi8_epi32(bytes)
                                                     : _mm512_cvtepu8_epi32(bytes));
 }
 
-// Saturates in float, then rounds to nearest even (MXCSR's default mode, as
-// oneDNN's conversions) and narrows.
-template <ByteType kDst>
+// Rounds to nearest even (MXCSR's default mode, as oneDNN's conversions) and
+// narrows with saturation: the same bytes as saturating in float first, with
+// one clamp instead of two.  int8: values above 127 saturate in the
+// narrowing; the cap keeps those of 2^31 and more from converting to INT_MIN
+// (-128), and with the cap first NaN stays NaN (min returns its second
+// operand), converts to INT_MIN and saturates to -128, as before.  uint8: the
+// floor makes NaN and negatives 0; the unsigned narrowing saturates the rest,
+// INT_MIN (2^31 and more) too.
+template <ByteType kDst, bool kMasked>
 BNQ_AVX512 inline void StoreBytes(void* p, __mmask16 mask, __m512 v) {
+  __m128i bytes;
   if (kDst == ByteType::kInt8) {
-    v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-128.f)), _mm512_set1_ps(127.f));
-    _mm_mask_storeu_epi8(p, mask, _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(v)));
+    bytes = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_min_ps(_mm512_set1_ps(127.f), v)));
   } else {
-    v = _mm512_min_ps(_mm512_max_ps(v, _mm512_setzero_ps()), _mm512_set1_ps(255.f));
-    _mm_mask_storeu_epi8(p, mask, _mm512_cvtusepi32_epi8(_mm512_cvtps_epi32(v)));
+    bytes = _mm512_cvtusepi32_epi8(_mm512_cvtps_epi32(_mm512_max_ps(v, _mm512_setzero_ps())));
+  }
+  if (kMasked) {
+    _mm_mask_storeu_epi8(p, mask, bytes);
+  } else {
+    _mm_storeu_si128(static_cast<__m128i*>(p), bytes);
   }
 }
 
@@ -60,15 +72,16 @@ BNQ_AVX512 void Rows(const void* src, const float* scale, const float* shift,
     uint8_t* y = out + p * dst_pitch;
     for (int64_t c = 0; c < full; c += 16) {
       // Separate multiply and add (no FMA), in oneDNN's order.
-      const __m512 v = _mm512_mul_ps(LoadBytes<kSrc>(x + c, 0xffff), _mm512_loadu_ps(scale + c));
-      StoreBytes<kDst>(
+      const __m512 v =
+          _mm512_mul_ps(LoadBytes<kSrc, false>(x + c, 0xffff), _mm512_loadu_ps(scale + c));
+      StoreBytes<kDst, false>(
           y + c, 0xffff,
           Activate<kActivation>(_mm512_add_ps(v, _mm512_loadu_ps(shift + c)), slope, lo, hi));
     }
     if (tail) {
-      const __m512 v =
-          _mm512_mul_ps(LoadBytes<kSrc>(x + full, tail), _mm512_maskz_loadu_ps(tail, scale + full));
-      StoreBytes<kDst>(
+      const __m512 v = _mm512_mul_ps(LoadBytes<kSrc, true>(x + full, tail),
+                                     _mm512_maskz_loadu_ps(tail, scale + full));
+      StoreBytes<kDst, true>(
           y + full, tail,
           Activate<kActivation>(_mm512_add_ps(v, _mm512_maskz_loadu_ps(tail, shift + full)), slope,
                                 lo, hi));
