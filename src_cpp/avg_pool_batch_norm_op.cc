@@ -43,17 +43,11 @@ enum Input { kData, kGamma, kBeta, kMovingMean, kMovingVar, kMinData, kMaxData }
 const char* const kInputNames[kNumInputs] = {"data",       "gamma",    "beta",    "moving_mean",
                                              "moving_var", "min_data", "max_data"};
 
-// The op's attributes; the mean is taken in levels, which only the linear
-// activations allow.
+// The op's attributes, its activation included.
 bool ParseOpAttrs(const OpTraits& traits, const std::unordered_map<std::string, std::string>& attrs,
                   AvgPoolBatchNormAttrs* parsed, std::string* error) {
   if (!ParseAvgPoolBatchNormAttrs(attrs, parsed, error)) return false;
-  if (traits.global_avg_pool && IsCurve(parsed->bn.act)) {
-    *error = "act_type '" + attrs.at("act_type") +
-             "' cannot be fused with global average pooling (relu, clip or leaky can)";
-    return false;
-  }
-  return true;
+  return !traits.global_avg_pool || CheckActivationBeforeMean(parsed->bn.act, attrs, error);
 }
 
 template <const OpTraits& T>

@@ -93,6 +93,15 @@ bool IsCurve(const FusedActivation& act) {
          act.kind == Kind::kGelu;
 }
 
+bool CheckActivationBeforeMean(const FusedActivation& act,
+                               const std::unordered_map<std::string, std::string>& attrs,
+                               std::string* error) {
+  if (!IsCurve(act)) return true;
+  *error = "act_type '" + attrs.at("act_type") +
+           "' cannot be fused with global average pooling (relu, clip or leaky can)";
+  return false;
+}
+
 double Activate(const FusedActivation& act, double y) {
   switch (act.kind) {
     case Kind::kRelu:

@@ -37,6 +37,13 @@ FusedActivation::Kind ActivationKind(const std::string& act_type);
 // (sigmoid, tanh, softrelu, gelu), so it must see real values, not levels.
 bool IsCurve(const FusedActivation& act);
 
+// For the ops that average after the activation (_global_avg_pool): the
+// mean is taken in levels, which only the linear activations allow.  False
+// with the error naming `attrs`' act_type for a curve.
+bool CheckActivationBeforeMean(const FusedActivation& act,
+                               const std::unordered_map<std::string, std::string>& attrs,
+                               std::string* error);
+
 // act(y) for a real value y.
 double Activate(const FusedActivation& act, double y);
 

@@ -57,13 +57,7 @@ template <const OpTraits& T>
 bool Parse(const std::unordered_map<std::string, std::string>& attrs, ConcatBatchNormAttrs* parsed,
            std::string* error) {
   if (!ParseConcatBatchNormAttrs(attrs, parsed, error)) return false;
-  if (T.global_avg_pool && IsCurve(parsed->bn.act)) {
-    // The mean is taken in levels, which only the linear activations allow.
-    *error = "act_type '" + attrs.at("act_type") +
-             "' cannot be fused with global average pooling (relu, clip or leaky can)";
-    return false;
-  }
-  return true;
+  return !T.global_avg_pool || CheckActivationBeforeMean(parsed->bn.act, attrs, error);
 }
 
 QuantType OutputType(const ConcatBatchNormAttrs& a) { return FusedOutputType(a.bn.act); }

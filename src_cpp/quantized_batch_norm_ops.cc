@@ -92,13 +92,7 @@ bool ParseOpAttrs(const OpTraits& traits, const std::unordered_map<std::string, 
                   BatchNormAttrs* parsed, std::string* error) {
   if (!ParseBatchNormAttrs(attrs, parsed, error, traits.act == ActFrom::kAttributes)) return false;
   if (traits.act == ActFrom::kRelu) parsed->act.kind = FusedActivation::Kind::kRelu;
-  if (traits.global_avg_pool && IsCurve(parsed->act)) {
-    // The mean is taken in levels, which only the linear activations allow.
-    *error = "act_type '" + attrs.at("act_type") +
-             "' cannot be fused with global average pooling (relu, clip or leaky can)";
-    return false;
-  }
-  return true;
+  return !traits.global_avg_pool || CheckActivationBeforeMean(parsed->act, attrs, error);
 }
 
 int NumInputs(const OpTraits& traits) {

@@ -211,12 +211,15 @@ bool FusableActivation(const Node* node, std::unordered_map<std::string, std::st
   return !act->empty();
 }
 
-// The plugin op's activation is a curve (the pooled ops cannot take it).
-bool HasCurve(const Node* bn) {
+// The act_type names a curve (the pooled ops cannot take it).
+bool IsCurveType(const std::string& act_type) {
   FusedActivation act;
-  act.kind = ActivationKind(Attr(bn, "act_type"));
+  act.kind = ActivationKind(act_type);
   return IsCurve(act);
 }
+
+// The plugin op's activation is a curve.
+bool HasCurve(const Node* bn) { return IsCurveType(Attr(bn, "act_type")); }
 
 bool IsFusableActivation(const Node* node) {
   std::unordered_map<std::string, std::string> act;
@@ -773,11 +776,9 @@ void FuseDequantizedActivation(Graph* graph, const PassOptions& options) {
       Node* after = SoleConsumer(graph, mean, 1);
       std::unordered_map<std::string, std::string> fused;
       FusableActivation(act, &fused);
-      FusedActivation kind;
-      kind.kind = ActivationKind(fused.at("act_type"));
       // A curve cannot be averaged in levels: that is no head the ops take.
       if (after == nullptr || after->op != kQuantize || IsExcluded(options, after) ||
-          IsCurve(kind)) {
+          IsCurveType(fused.at("act_type"))) {
         continue;
       }
       BecomeFused(bn, act, kQuantizedOps);
@@ -914,9 +915,7 @@ Node* MeanHeadAfterFp32BatchNorm(const Graph* graph, const PassOptions& options,
   if (*act == nullptr || !FusableActivation(*act, &fused) || IsExcluded(options, *act)) {
     return nullptr;
   }
-  FusedActivation kind;
-  kind.kind = ActivationKind(fused.at("act_type"));
-  if (IsCurve(kind)) return nullptr;
+  if (IsCurveType(fused.at("act_type"))) return nullptr;
   *mean = SoleConsumer(graph, *act, 1);
   if (*mean == nullptr || IsExcluded(options, *mean)) return nullptr;
   if (IsGlobalAvgPooling(*mean, "Pooling")) {
