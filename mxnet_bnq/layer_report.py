@@ -42,7 +42,20 @@ FATES = {
     names.QUANTIZED_AVG_POOL_BATCH_NORM_POOL: None,
     names.QUANTIZED_CONCAT_BATCH_NORM: None,
     names.QUANTIZED_CONCAT_BATCH_NORM_POOL: None,
+    names.QUANTIZED_CONCAT_AVG_POOL_BATCH_NORM: None,
+    names.QUANTIZED_CONCAT_AVG_POOL_BATCH_NORM_POOL: None,
 }
+# The ops that read a concat's inputs, those that read an average pooling's
+# input, and those followed by a global average pooling.
+CONCAT_OPS = (names.QUANTIZED_CONCAT_BATCH_NORM, names.QUANTIZED_CONCAT_BATCH_NORM_POOL,
+              names.QUANTIZED_CONCAT_AVG_POOL_BATCH_NORM,
+              names.QUANTIZED_CONCAT_AVG_POOL_BATCH_NORM_POOL)
+AVG_POOL_IN_OPS = (names.QUANTIZED_AVG_POOL_BATCH_NORM, names.QUANTIZED_AVG_POOL_BATCH_NORM_POOL,
+                   names.QUANTIZED_CONCAT_AVG_POOL_BATCH_NORM,
+                   names.QUANTIZED_CONCAT_AVG_POOL_BATCH_NORM_POOL)
+GLOBAL_POOL_OPS = (names.QUANTIZED_BATCH_NORM_ACT_POOL, names.BATCH_NORM_ACT_POOL_QUANTIZE,
+                   names.QUANTIZED_CONCAT_BATCH_NORM_POOL, names.QUANTIZED_AVG_POOL_BATCH_NORM_POOL,
+                   names.QUANTIZED_CONCAT_AVG_POOL_BATCH_NORM_POOL)
 
 
 def _act_fate(attrs):
@@ -121,18 +134,13 @@ def _fates(fp32_sym, qsym, excluded_sym_names, excluded_op_names):
         if qnode is not None and qnode['op'] in FATES:
             attrs = qnode.get('attrs', {})
             fate = FATES[qnode['op']] or (_act_fate(attrs) if 'act_type' in attrs else 'int8')
-            if qnode['op'] in (names.QUANTIZED_BATCH_NORM_ACT_POOL,
-                               names.BATCH_NORM_ACT_POOL_QUANTIZE,
-                               names.QUANTIZED_CONCAT_BATCH_NORM_POOL,
-                               names.QUANTIZED_AVG_POOL_BATCH_NORM_POOL):
+            if qnode['op'] in GLOBAL_POOL_OPS:
                 head, out = fate.rsplit(', ', 1)  # not the comma of clip(a, b)
                 fate = head + '+global avg pool, ' + out
-            if qnode['op'] in (names.QUANTIZED_CONCAT_BATCH_NORM,
-                               names.QUANTIZED_CONCAT_BATCH_NORM_POOL):
+            if qnode['op'] in CONCAT_OPS:
                 fate += ', reading %s concatenated inputs in their own ranges' % (
                     attrs.get('num_args'))
-            if qnode['op'] in (names.QUANTIZED_AVG_POOL_BATCH_NORM,
-                               names.QUANTIZED_AVG_POOL_BATCH_NORM_POOL):
+            if qnode['op'] in AVG_POOL_IN_OPS:
                 fate += ', of the exact mean of the average pooling before it'
             row.update(node=qnode['name'], fate=fate, detail=attrs.get(names.REWRITE_ATTR, ''))
             if qnode['op'] == 'BatchNorm':

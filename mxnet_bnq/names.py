@@ -22,12 +22,17 @@ QUANTIZED_AVG_POOL_BATCH_NORM_POOL = '_contrib_quantized_avg_pool_batch_norm_glo
 # BatchNorm [+ act] over a concatenation of quantized inputs, each in its own range.
 QUANTIZED_CONCAT_BATCH_NORM = '_contrib_quantized_concat_batch_norm'
 QUANTIZED_CONCAT_BATCH_NORM_POOL = '_contrib_quantized_concat_batch_norm_global_avg_pool'
+# The same with an average pooling between the concat and the BatchNorm.
+QUANTIZED_CONCAT_AVG_POOL_BATCH_NORM = '_contrib_quantized_concat_avg_pool_batch_norm'
+QUANTIZED_CONCAT_AVG_POOL_BATCH_NORM_POOL = (
+    '_contrib_quantized_concat_avg_pool_batch_norm_global_avg_pool')
 BATCH_NORM_OPS = (QUANTIZED_BATCH_NORM, QUANTIZED_BATCH_NORM_RELU, QUANTIZED_BATCH_NORM_RELU_POOL,
                   BATCH_NORM_QUANTIZE, BATCH_NORM_RELU_QUANTIZE, QUANTIZED_BATCH_NORM_ACT,
                   BATCH_NORM_ACT_QUANTIZE, QUANTIZED_BATCH_NORM_ACT_POOL,
                   BATCH_NORM_ACT_POOL_QUANTIZE, QUANTIZED_AVG_POOL_BATCH_NORM,
                   QUANTIZED_CONCAT_BATCH_NORM, QUANTIZED_CONCAT_BATCH_NORM_POOL,
-                  QUANTIZED_AVG_POOL_BATCH_NORM_POOL)
+                  QUANTIZED_AVG_POOL_BATCH_NORM_POOL, QUANTIZED_CONCAT_AVG_POOL_BATCH_NORM,
+                  QUANTIZED_CONCAT_AVG_POOL_BATCH_NORM_POOL)
 
 # MXNet's quantized average pooling, writing the mean in its own calibrated range.
 QUANTIZED_AVG_POOLING = '_contrib_quantized_avg_pooling'

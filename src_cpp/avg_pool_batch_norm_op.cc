@@ -19,7 +19,6 @@
 #include <string>
 #include <vector>
 
-#include "avg_pool_batch_norm_kernel.h"
 #include "batch_norm_attrs.h"
 #include "mxnet/lib_api.h"
 #include "op_names.h"
@@ -138,16 +137,6 @@ MXReturnValue MutateInputs(const std::unordered_map<std::string, std::string>& /
   return MX_SUCCESS;
 }
 
-// One kernel of each per process: the ops are stateless, as the BatchNorm ops.
-AvgPoolBatchNormKernel& SharedKernel() {
-  static AvgPoolBatchNormKernel* kernel = new AvgPoolBatchNormKernel();  // used until exit
-  return *kernel;
-}
-AvgPoolMeanKernel& SharedMeanKernel() {
-  static AvgPoolMeanKernel* kernel = new AvgPoolMeanKernel();  // used until exit
-  return *kernel;
-}
-
 template <const OpTraits& T>
 MXReturnValue Forward(const std::unordered_map<std::string, std::string>& attrs,
                       std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
@@ -190,10 +179,10 @@ MXReturnValue Forward(const std::unordered_map<std::string, std::string>& attrs,
       return Fail(kOp, error);
     }
     if (T.global_avg_pool) {
-      SharedMeanKernel().Run(pool, data.data_ptr, folded, out_type, (*outputs)[0].data_ptr);
+      SharedAvgPoolMeanKernel().Run(pool, data.data_ptr, folded, out_type, (*outputs)[0].data_ptr);
     } else {
-      SharedKernel().Run(MakeAvgPoolBatchNormShape(pool, folded, out_type), data.data_ptr, folded,
-                         (*outputs)[0].data_ptr);
+      SharedAvgPoolBatchNormKernel().Run(MakeAvgPoolBatchNormShape(pool, folded, out_type),
+                                         data.data_ptr, folded, (*outputs)[0].data_ptr);
     }
     *(*outputs)[1].data<float>() = folded.min_output;
     *(*outputs)[2].data<float>() = folded.max_output;

@@ -190,10 +190,55 @@ bool ParseBatchNormAttrs(const std::unordered_map<std::string, std::string>& att
   return true;
 }
 
+namespace {
+
+// Splits `attrs` into Pooling's keys and the rest.  (cudnn_off is both
+// ops' attribute: the BatchNorm parses it.)
+void SplitPoolingAttrs(const std::unordered_map<std::string, std::string>& attrs,
+                       std::unordered_map<std::string, std::string>* pool_attrs,
+                       std::unordered_map<std::string, std::string>* rest) {
+  for (const auto& kv : attrs) {
+    const std::string& key = kv.first;
+    const bool pooling = key == "kernel" || key == "stride" || key == "pad" || key == "pool_type" ||
+                         key == "global_pool" || key == "pooling_convention" ||
+                         key == "count_include_pad" || key == "layout" || key == "p_value";
+    (pooling ? *pool_attrs : *rest)[key] = kv.second;
+  }
+}
+
+// Pooling's keys of an average pooling (pool_type 'avg' or absent).
+bool ParseAvgPoolingAttrs(std::unordered_map<std::string, std::string> pool_attrs,
+                          PoolingAttrs* pool, std::string* error) {
+  auto type = pool_attrs.find("pool_type");
+  if (type != pool_attrs.end() && Trim(type->second) != "avg") {
+    *error = "pool_type must be 'avg', got '" + type->second + "'";
+    return false;
+  }
+  pool_attrs["pool_type"] = "avg";
+  return ParsePoolingAttrs(pool_attrs, pool, error);
+}
+
+// Any of the activation's keys makes act_type required.
+bool HasActivationKeys(const std::unordered_map<std::string, std::string>& attrs) {
+  for (const char* key : {"act_type", "a_min", "a_max", "slope"}) {
+    if (attrs.count(key) > 0) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 bool ParseConcatBatchNormAttrs(const std::unordered_map<std::string, std::string>& attrs,
-                               ConcatBatchNormAttrs* out, std::string* error) {
+                               ConcatBatchNormAttrs* out, std::string* error, bool avg_pool) {
   ConcatBatchNormAttrs parsed;
-  std::unordered_map<std::string, std::string> bn_attrs = attrs;
+  std::unordered_map<std::string, std::string> pool_attrs, bn_attrs;
+  if (avg_pool) {
+    SplitPoolingAttrs(attrs, &pool_attrs, &bn_attrs);
+    if (!ParseAvgPoolingAttrs(pool_attrs, &parsed.pool, error)) return false;
+    parsed.avg_pool = true;
+  } else {
+    bn_attrs = attrs;
+  }
   auto num_args = bn_attrs.find("num_args");
   if (num_args == bn_attrs.end()) {
     *error = "num_args (the number of concatenated inputs) is required";
@@ -213,12 +258,12 @@ bool ParseConcatBatchNormAttrs(const std::unordered_map<std::string, std::string
     }
     bn_attrs.erase(dim);
   }
-  // Any of the activation's keys makes act_type required.
-  bool with_activation = false;
-  for (const char* key : {"act_type", "a_min", "a_max", "slope"}) {
-    with_activation = with_activation || bn_attrs.count(key) > 0;
+  if (!ParseBatchNormAttrs(bn_attrs, &parsed.bn, error, HasActivationKeys(bn_attrs))) return false;
+  if (avg_pool && (parsed.bn.axis != 1 || parsed.dim != 1)) {
+    *error = "axis and dim must be 1 (the channels of NCHW data) before an average pooling, got " +
+             std::to_string(parsed.bn.axis) + " and " + std::to_string(parsed.dim);
+    return false;
   }
-  if (!ParseBatchNormAttrs(bn_attrs, &parsed.bn, error, with_activation)) return false;
   *out = parsed;
   return true;
 }
@@ -227,25 +272,9 @@ bool ParseAvgPoolBatchNormAttrs(const std::unordered_map<std::string, std::strin
                                 AvgPoolBatchNormAttrs* out, std::string* error) {
   AvgPoolBatchNormAttrs parsed;
   std::unordered_map<std::string, std::string> pool_attrs, bn_attrs;
-  bool with_activation = false;
-  for (const auto& kv : attrs) {
-    const std::string& key = kv.first;
-    // cudnn_off is both ops' attribute: the BatchNorm parses it.
-    const bool pooling = key == "kernel" || key == "stride" || key == "pad" || key == "pool_type" ||
-                         key == "global_pool" || key == "pooling_convention" ||
-                         key == "count_include_pad" || key == "layout" || key == "p_value";
-    (pooling ? pool_attrs : bn_attrs)[key] = kv.second;
-    with_activation =
-        with_activation || key == "act_type" || key == "a_min" || key == "a_max" || key == "slope";
-  }
-  auto type = pool_attrs.find("pool_type");
-  if (type != pool_attrs.end() && Trim(type->second) != "avg") {
-    *error = "pool_type must be 'avg', got '" + type->second + "'";
-    return false;
-  }
-  pool_attrs["pool_type"] = "avg";
-  if (!ParsePoolingAttrs(pool_attrs, &parsed.pool, error)) return false;
-  if (!ParseBatchNormAttrs(bn_attrs, &parsed.bn, error, with_activation)) return false;
+  SplitPoolingAttrs(attrs, &pool_attrs, &bn_attrs);
+  if (!ParseAvgPoolingAttrs(pool_attrs, &parsed.pool, error)) return false;
+  if (!ParseBatchNormAttrs(bn_attrs, &parsed.bn, error, HasActivationKeys(bn_attrs))) return false;
   if (parsed.bn.axis != 1 && parsed.bn.axis != -3) {
     *error = "axis must be 1 (the channels of NCHW data), got " + std::to_string(parsed.bn.axis);
     return false;

@@ -79,15 +79,21 @@ bool ParseBatchNormAttrs(const std::unordered_map<std::string, std::string>& att
 // The attributes of _contrib_quantized_concat_batch_norm: a BatchNorm (with
 // an optional activation, act_type absent for none) over the concatenation
 // of num_args inputs along `dim` (MXNet's Concat attributes, dim 1 by
-// default), which must be the BatchNorm's axis.
+// default), which must be the BatchNorm's axis.  With `avg_pool`
+// (_contrib_quantized_concat_avg_pool_batch_norm) Pooling's attributes too
+// (pool_type 'avg' or absent): the average pooling between the concat and
+// the BatchNorm.
 struct ConcatBatchNormAttrs {
   BatchNormAttrs bn;
   int num_args = 0;
   int dim = 1;
+  bool avg_pool = false;
+  PoolingAttrs pool;
 };
 
 bool ParseConcatBatchNormAttrs(const std::unordered_map<std::string, std::string>& attrs,
-                               ConcatBatchNormAttrs* out, std::string* error);
+                               ConcatBatchNormAttrs* out, std::string* error,
+                               bool avg_pool = false);
 
 // The attributes of _contrib_quantized_avg_pool_batch_norm: Pooling's
 // (pool_type 'avg' or absent) and the BatchNorm's, with an optional

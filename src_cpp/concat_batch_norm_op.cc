@@ -19,6 +19,14 @@
 // the mean over every dimension after the channel axis (as the
 // _act_global_avg_pool op: from the unrounded values, in the calibrated
 // range of the pooled output; relu, clip and leaky only).
+//
+// _contrib_quantized_concat_avg_pool_batch_norm (and its _global_avg_pool
+// form): an average pooling between the concat and the BatchNorm, with
+// Pooling's attributes (pool_type 'avg'); NCHW data, dim and axis 1.  The
+// pooling works on each channel alone, so each input is pooled with the
+// BatchNorm of its channels in its own range (the kernels of
+// _contrib_quantized_avg_pool_batch_norm: the BatchNorm of the unrounded
+// window means) and written to its channels of the output.
 #include <string>
 #include <vector>
 
@@ -36,9 +44,12 @@ namespace {
 struct OpTraits {
   const char* name;
   bool global_avg_pool;
+  bool avg_pool;  // an average pooling between the concat and the BatchNorm
 };
-constexpr OpTraits kConcatBatchNorm{kQuantizedConcatBatchNormOp, false};
-constexpr OpTraits kConcatBatchNormPool{kQuantizedConcatBatchNormPoolOp, true};
+constexpr OpTraits kConcatBatchNorm{kQuantizedConcatBatchNormOp, false, false};
+constexpr OpTraits kConcatBatchNormPool{kQuantizedConcatBatchNormPoolOp, true, false};
+constexpr OpTraits kConcatAvgPoolBatchNorm{kQuantizedConcatAvgPoolBatchNormOp, false, true};
+constexpr OpTraits kConcatAvgPoolBatchNormPool{kQuantizedConcatAvgPoolBatchNormPoolOp, true, true};
 
 constexpr int kNumParams = 4;  // gamma, beta, moving_mean, moving_var
 const char* const kParamNames[kNumParams] = {"gamma", "beta", "moving_mean", "moving_var"};
@@ -56,7 +67,7 @@ struct Inputs {
 template <const OpTraits& T>
 bool Parse(const std::unordered_map<std::string, std::string>& attrs, ConcatBatchNormAttrs* parsed,
            std::string* error) {
-  if (!ParseConcatBatchNormAttrs(attrs, parsed, error)) return false;
+  if (!ParseConcatBatchNormAttrs(attrs, parsed, error, T.avg_pool)) return false;
   return !T.global_avg_pool || CheckActivationBeforeMean(parsed->bn.act, attrs, error);
 }
 
@@ -163,6 +174,14 @@ MXReturnValue InferShape(const std::unordered_map<std::string, std::string>& att
     int axis = 0;
     std::vector<unsigned int> out;
     if (!ConcatShape(parsed, data, &axis, &out, &error)) return Fail(T.name, error);
+    if (T.avg_pool) {
+      AvgPoolingShape pool;
+      const dnnl::memory::dims dims(out.begin(), out.end());
+      if (!MakeAvgPoolingShape(parsed.pool, dims, dnnl::memory::data_type::s8, &pool, &error)) {
+        return Fail(T.name, error + ", got concatenated data of shape " + DimsString(out));
+      }
+      out.assign(pool.dst.begin(), pool.dst.end());
+    }
     const std::vector<unsigned int> channels{out[axis]}, scalar{1};
     for (int i = in.Param(0); i < in.Count(); ++i) {
       const auto& expected = i < in.Min(0) ? channels : scalar;
@@ -235,6 +254,41 @@ bool CheckTensors(const ConcatBatchNormAttrs& a, const std::vector<MXTensor>& t,
   return true;
 }
 
+// The average pooling forms: each input pooled with the BatchNorm of its
+// channels (or, `global`, the BN+act mean of its window means) into a
+// scratch copy, then into its channels of the NCHW output `dst`.
+bool ForwardPooledParts(const ConcatBatchNormAttrs& a, bool global, const std::vector<MXTensor>& t,
+                        const std::vector<ConcatInput>& parts,
+                        const std::vector<FoldedScaleShift>& folded, QuantType out_type,
+                        int64_t channels, uint8_t* dst, std::string* error) {
+  const Inputs in{a.num_args};
+  std::vector<uint8_t> pooled;  // one byte per element
+  int64_t begin = 0;
+  for (int i = 0; i < in.n; ++i) {
+    const MXTensor& d = t[in.Data(i)];
+    AvgPoolingShape pool;
+    if (!MakeAvgPoolingShape(a.pool, d.shape, ToDnnl(parts[i].type), &pool, error)) {
+      *error += ", got data_" + std::to_string(i) + " of shape " + ShapeString(d.shape);
+      return false;
+    }
+    const int64_t c = parts[i].channels;
+    const int64_t inner = global ? 1 : pool.dst[2] * pool.dst[3];
+    pooled.resize(pool.dst[0] * c * inner);
+    if (global) {
+      SharedAvgPoolMeanKernel().Run(pool, d.data_ptr, folded[i], out_type, pooled.data());
+    } else {
+      SharedAvgPoolBatchNormKernel().Run(MakeAvgPoolBatchNormShape(pool, folded[i], out_type),
+                                         d.data_ptr, folded[i], pooled.data());
+    }
+    for (int64_t n = 0; n < pool.dst[0]; ++n) {
+      std::copy(pooled.begin() + n * c * inner, pooled.begin() + (n + 1) * c * inner,
+                dst + (n * channels + begin) * inner);
+    }
+    begin += c;
+  }
+  return true;
+}
+
 template <const OpTraits& T>
 MXReturnValue Forward(const std::unordered_map<std::string, std::string>& attrs,
                       std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
@@ -269,6 +323,15 @@ MXReturnValue Forward(const std::unordered_map<std::string, std::string>& attrs,
     for (int d = 0; d < axis; ++d) outer *= first.shape[d];
     for (size_t d = axis + 1; d < first.shape.size(); ++d) inner *= first.shape[d];
     auto* dst = static_cast<uint8_t*>((*outputs)[0].data_ptr);  // one byte per element
+    if (T.avg_pool) {
+      if (!ForwardPooledParts(parsed, T.global_avg_pool, t, parts, folded, out_type, channels, dst,
+                              &error)) {
+        return Fail(T.name, error);
+      }
+      *(*outputs)[1].data<float>() = folded[0].min_output;
+      *(*outputs)[2].data<float>() = folded[0].max_output;
+      return MX_SUCCESS;
+    }
     int64_t begin = 0;
     if (T.global_avg_pool) {
       // Each part's means (outer x its channels), then into their place in
@@ -313,3 +376,7 @@ MXReturnValue Forward(const std::unordered_map<std::string, std::string>& attrs,
 BNQ_REGISTER_OP_OF_TRAITS(_contrib_quantized_concat_batch_norm, bnq::kConcatBatchNorm);
 BNQ_REGISTER_OP_OF_TRAITS(_contrib_quantized_concat_batch_norm_global_avg_pool,
                           bnq::kConcatBatchNormPool);
+BNQ_REGISTER_OP_OF_TRAITS(_contrib_quantized_concat_avg_pool_batch_norm,
+                          bnq::kConcatAvgPoolBatchNorm);
+BNQ_REGISTER_OP_OF_TRAITS(_contrib_quantized_concat_avg_pool_batch_norm_global_avg_pool,
+                          bnq::kConcatAvgPoolBatchNormPool);

@@ -24,6 +24,12 @@ constexpr char kBatchNormActPoolQuantizeOp[] = "_contrib_batch_norm_act_global_a
 constexpr char kQuantizedConcatBatchNormOp[] = "_contrib_quantized_concat_batch_norm";
 constexpr char kQuantizedConcatBatchNormPoolOp[] =
     "_contrib_quantized_concat_batch_norm_global_avg_pool";
+// The same with an average pooling between the concat and the BatchNorm
+// (each input pooled in its own range, the BatchNorm on the unrounded means).
+constexpr char kQuantizedConcatAvgPoolBatchNormOp[] =
+    "_contrib_quantized_concat_avg_pool_batch_norm";
+constexpr char kQuantizedConcatAvgPoolBatchNormPoolOp[] =
+    "_contrib_quantized_concat_avg_pool_batch_norm_global_avg_pool";
 
 // Average pooling, then BatchNorm [+ act] on the unrounded mean.
 constexpr char kQuantizedAvgPoolBatchNormOp[] = "_contrib_quantized_avg_pool_batch_norm";
@@ -33,7 +39,13 @@ constexpr char kQuantizedAvgPoolBatchNormPoolOp[] =
 
 // The concat BatchNorm ops (their data: num_args inputs).
 inline bool IsConcatBatchNormOp(const std::string& op) {
-  return op == kQuantizedConcatBatchNormOp || op == kQuantizedConcatBatchNormPoolOp;
+  return op == kQuantizedConcatBatchNormOp || op == kQuantizedConcatBatchNormPoolOp ||
+         op == kQuantizedConcatAvgPoolBatchNormOp || op == kQuantizedConcatAvgPoolBatchNormPoolOp;
+}
+
+// Those of them that average pool their inputs before the BatchNorm.
+inline bool IsConcatAvgPoolBatchNormOp(const std::string& op) {
+  return op == kQuantizedConcatAvgPoolBatchNormOp || op == kQuantizedConcatAvgPoolBatchNormPoolOp;
 }
 
 // MXNet's quantized average pooling, writing the mean in its own calibrated range.
@@ -68,7 +80,8 @@ inline bool IsPluginOp(const std::string& op) {
         kBatchNormQuantizeOp, kBatchNormReluQuantizeOp, kQuantizedBatchNormActOp,
         kBatchNormActQuantizeOp, kQuantizedBatchNormActPoolOp, kBatchNormActPoolQuantizeOp,
         kQuantizedConcatBatchNormOp, kQuantizedAvgPoolBatchNormOp, kQuantizedConcatBatchNormPoolOp,
-        kQuantizedAvgPoolBatchNormPoolOp}) {
+        kQuantizedAvgPoolBatchNormPoolOp, kQuantizedConcatAvgPoolBatchNormOp,
+        kQuantizedConcatAvgPoolBatchNormPoolOp}) {
     if (op == name) return true;
   }
   return false;

@@ -48,6 +48,16 @@ ScaleShiftKernel& SharedKernel() {
   return *kernel;
 }
 
+AvgPoolBatchNormKernel& SharedAvgPoolBatchNormKernel() {
+  static AvgPoolBatchNormKernel* kernel = new AvgPoolBatchNormKernel();  // used until exit
+  return *kernel;
+}
+
+AvgPoolMeanKernel& SharedAvgPoolMeanKernel() {
+  static AvgPoolMeanKernel* kernel = new AvgPoolMeanKernel();  // used until exit
+  return *kernel;
+}
+
 }  // namespace bnq
 
 // For tests: the shared BatchNorm kernel's primitive cache hits and misses.

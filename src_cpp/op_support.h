@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "avg_pool_batch_norm_kernel.h"
 #include "error_reporting.h"
 #include "mxnet/lib_api.h"
 #include "scale_shift_folding.h"
@@ -102,6 +103,9 @@ std::string UnknownShapeError(const std::string& input, const std::vector<unsign
 // dispatches to before any stateful compute, so an override must register a
 // plain forward function (that replaces the FComputeEx).
 ScaleShiftKernel& SharedKernel();
+// The same for the ops that average pool before their BatchNorm.
+AvgPoolBatchNormKernel& SharedAvgPoolBatchNormKernel();
+AvgPoolMeanKernel& SharedAvgPoolMeanKernel();
 
 // For the registrations: REGISTER_OP needs the name as a token.
 constexpr bool SameName(const char* a, const char* b) {

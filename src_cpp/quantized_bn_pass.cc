@@ -17,6 +17,12 @@
 //  sigmoid, tanh, softrelu, gelu); with a ReLU the result is the _relu op,
 //  with another activation the _act op.
 //
+//  PoolBeforeQuantizedConcat: MXNet's int8 max pooling of its int8 concat
+//  pools each part first (the same bits), so that BatchNorms after it read
+//  the parts:
+//       quantized_concat -> quantized_pooling(max)
+//         =>  quantized_pooling(max).. -> quantized_concat
+//
 //  PoolConcatParts: an fp32 max Pooling of an fp32 Concat of dequantized
 //  tensors pools each part in int8 instead (exact), so that the BatchNorm
 //  after it reads the parts (below):
@@ -51,10 +57,13 @@
 //     name), else marked missing (__bnq_missing_relu_range__) and derived;
 //     after an fp32 Concat of dequantized parts, the concat BatchNorm op
 //  QuantizeConcatMeanHead: a head left fp32 after an fp32 Concat of
-//  dequantized tensors (through a max Pooling or not) reads the parts:
+//  dequantized tensors (through a max or average Pooling or not) reads the
+//  parts:
 //       dequantize.. -> Concat [-> max Pooling] -> BatchNorm -> act -> mean
 //         -> quantize_v2  =>  [quantized_pooling..] ->
 //         quantized_concat_batch_norm_global_avg_pool [-> quantized_flatten]
+//     (quantized_concat_avg_pool_batch_norm_global_avg_pool after an
+//     average Pooling: the op pools each part)
 //  QuantizeFloatInputMeanHead: a head left fp32 on fp32 data (e.g. after an
 //  fp32 pooling of an fp32 Concat): BatchNorm, a linear activation, a mean
 //  over H and W, as QuantizeFloatInputBatchNorm does without the mean:
@@ -105,6 +114,9 @@
 //     A head there (_global_avg_pool: BatchNorm + act + mean) becomes
 //     quantized_avg_pool_batch_norm_global_avg_pool: the mean of the BN+act
 //     values of the exact window means, in the head's pooled range.
+//     A pooling of a concat (MXNet's quantized one, or an fp32 Concat of
+//     dequantizes) gives its parts instead, each pooled in its own range:
+//         =>  quantized_concat_avg_pool_batch_norm (_global_avg_pool)
 //  RequantizeAveragePooling: MXNet's quantized average pooling becomes the
 //  plugin's, which writes the mean in the range calibrated on the pooled
 //  output (relu_calib_ranges by the pooling's name, else marked missing):
@@ -352,6 +364,20 @@ void QuantizedConcatParts(const Node* concat, std::vector<QuantizedPart>* parts,
   }
 }
 
+// The quantized parts that the dequantize `dequantize` reads: its input,
+// or through MXNet's quantized concat (which rescales them to the widest
+// range, a rounding of the others) that concat's parts.
+void PartsOfDequantize(const Node* dequantize, std::vector<QuantizedPart>* parts) {
+  const std::vector<NodeEntry>& q = dequantize->inputs;
+  int unused = 0;
+  if (q[0].entry == 0 && IsChannelConcat(q[0].node, kQuantizedConcat, &unused) &&
+      q[1].node == q[0].node && q[1].entry == 1 && q[2].node == q[0].node && q[2].entry == 2) {
+    QuantizedConcatParts(q[0].node, parts);
+  } else {
+    parts->push_back({q[0], q[1], q[2]});
+  }
+}
+
 // The quantized parts of the fp32 Concat `concat` whose every input is a
 // dequantize (or such a Concat): false if one is not.
 bool DequantizedConcatParts(const Node* concat, std::vector<QuantizedPart>* parts, int depth = 0) {
@@ -360,8 +386,8 @@ bool DequantizedConcatParts(const Node* concat, std::vector<QuantizedPart>* part
   for (int i = 0; i < n; ++i) {
     const Node* in = concat->inputs[i].node;
     if (concat->inputs[i].entry != 0) return false;
-    if (in->op == kDequantize) {
-      parts->push_back({in->inputs[0], in->inputs[1], in->inputs[2]});
+    if (in->op == kDequantize && in->inputs.size() == 3) {
+      PartsOfDequantize(in, parts);
     } else if (!DequantizedConcatParts(in, parts, depth + 1)) {
       return false;
     }
@@ -548,22 +574,12 @@ bool PoolEachConcatPart(Graph* graph, const PassOptions& options, Node* pool) {
   for (const NodeEntry& e : concat->inputs) {
     if (e.node->op != kDequantize || e.entry != 0 || UseCount(graph, e.node, 0) != 1) return false;
   }
-  // The parts to pool: each dequantize's input, and through MXNet's quantized
-  // concats their parts (it rescales them to the widest range, a rounding of
-  // the others), so that the BatchNorm reads every part in its own range.
+  // The parts to pool, so that the BatchNorm reads every part in its own range.
   std::vector<QuantizedPart> parts;
   std::vector<Node*> dequantizes;
   for (const NodeEntry& e : concat->inputs) {
-    Node* dequantize = e.node;
-    dequantizes.push_back(dequantize);
-    const std::vector<NodeEntry>& q = dequantize->inputs;
-    int unused = 0;
-    if (q[0].entry == 0 && IsChannelConcat(q[0].node, kQuantizedConcat, &unused) &&
-        q[1].node == q[0].node && q[1].entry == 1 && q[2].node == q[0].node && q[2].entry == 2) {
-      QuantizedConcatParts(q[0].node, &parts);
-    } else {
-      parts.push_back({q[0], q[1], q[2]});
-    }
+    dequantizes.push_back(e.node);
+    PartsOfDequantize(e.node, &parts);
   }
   const std::unordered_map<std::string, std::string> dequantize_attrs = dequantizes[0]->attrs;
   DetachNode(concat);
@@ -585,6 +601,47 @@ bool PoolEachConcatPart(Graph* graph, const PassOptions& options, Node* pool) {
   RedirectUses(graph, pool, 0, concat, 0);
   DetachNode(pool);
   return true;
+}
+
+// quantized_concat -> quantized_pooling(max)
+//   =>  quantized_pooling(max).. -> quantized_concat
+// Max pooling works on each channel alone and commutes with the concat's
+// rescaling (a monotone rounding): the same bits for every reader, and the
+// BatchNorms after it then read the parts, each in its own range
+// (FuseQuantizedConcat, the concat's dequantize read through).  Only where
+// the pooling is the concat's one reader.
+void PoolBeforeQuantizedConcat(Graph* graph, const PassOptions& options) {
+  for (Node* pool : NodesInOrder(graph)) {
+    if (pool->op != kQuantizedPooling || Attr(pool, "pool_type", "max") != "max" ||
+        IsExcluded(options, pool) || pool->inputs.size() != 3) {
+      continue;
+    }
+    Node* concat = pool->inputs[0].node;
+    int n = 0;
+    if (!IsChannelConcat(concat, kQuantizedConcat, &n) || IsExcluded(options, concat)) continue;
+    bool sole_reader = true;
+    for (int k = 0; k < 3; ++k) {
+      sole_reader = sole_reader && pool->inputs[k].node == concat && pool->inputs[k].entry == k &&
+                    UseCount(graph, concat, k) == 1;
+    }
+    if (!sole_reader) continue;
+    const std::vector<NodeEntry> in = concat->inputs;  // copy: data.., then (min, max) pairs
+    for (int i = 0; i < n; ++i) {
+      Node* part = graph->addNode(pool->name + "_part" + std::to_string(i), kQuantizedPooling);
+      part->attrs = pool->attrs;
+      part->attrs.erase(kRewriteAttr);
+      NoteRewrite(part, "pooled_concat_part");
+      SetInput(part, 0, in[i].node, in[i].entry);
+      SetInput(part, 1, in[n + 2 * i].node, in[n + 2 * i].entry);
+      SetInput(part, 2, in[n + 2 * i + 1].node, in[n + 2 * i + 1].entry);
+      SetInput(concat, i, part, 0);
+      SetInput(concat, n + 2 * i, part, 1);
+      SetInput(concat, n + 2 * i + 1, part, 2);
+    }
+    DetachNode(pool);
+    for (int k = 0; k < 3; ++k) RedirectUses(graph, pool, k, concat, k);
+    NoteRewrite(concat, "pooled_parts");
+  }
 }
 
 void PoolConcatParts(Graph* graph, const PassOptions& options) {
@@ -929,13 +986,50 @@ Node* MeanHeadAfterFp32BatchNorm(const Graph* graph, const PassOptions& options,
              : nullptr;
 }
 
-// dequantize.. -> Concat [-> max Pooling] -> BatchNorm -> act -> mean -> quantize_v2
-//   =>  [quantized_pooling..] -> quantized_concat_batch_norm_global_avg_pool
-//       [-> quantized_flatten]
+// An average pooling of planar NCHW data a BatchNorm can take in
+// (MXNet's quantized pooling, the plugin's, or an fp32 Pooling).
+bool IsAvgPoolingBeforeBatchNorm(const PassOptions& options, const Node* pool) {
+  if ((pool->op != kQuantizedPooling && pool->op != kQuantizedAvgPoolingOp &&
+       pool->op != "Pooling") ||
+      Attr(pool, "pool_type", pool->op == kQuantizedAvgPoolingOp ? "avg" : "max") != "avg" ||
+      IsExcluded(options, pool)) {
+    return false;
+  }
+  // 2-D only: a global pooling's kernel and layout say how many dimensions
+  // it pools (GlobalAvgPool1D/3D), which ParsePoolingAttrs does not check.
+  const std::string kernel = Attr(pool, "kernel", "()");
+  const std::string layout = Attr(pool, "layout", "None");
+  if (std::count(kernel.begin(), kernel.end(), ',') != 1 ||
+      (layout != "None" && layout != "NCHW")) {
+    return false;
+  }
+  // MXNet's fp32 pooling (its own kernel there, not oneDNN) averages the
+  // windows that the full convention adds at the edge over fewer values than
+  // oneDNN's padded ones; its int8 pooling and the plugin's agree with oneDNN.
+  if (pool->op == "Pooling" && Attr(pool, "pooling_convention", "valid") != "valid") return false;
+  PoolingAttrs parsed;
+  std::string why;
+  return ParsePoolingAttrs(pool->attrs, &parsed, &why);
+}
+
+// Gives `bn` the attributes of the average pooling `pool` it takes in.
+void TakePoolingAttrs(Node* bn, const Node* pool) {
+  for (const char* key : {"kernel", "stride", "pad", "global_pool", "pooling_convention",
+                          "count_include_pad", "layout"}) {
+    const std::string value = Attr(pool, key);
+    if (!value.empty()) bn->attrs[key] = value;
+  }
+  bn->attrs["pool_type"] = "avg";
+}
+
+// dequantize.. -> Concat [-> max or avg Pooling] -> BatchNorm -> act -> mean
+//   -> quantize_v2  =>  [quantized_pooling..] ->
+//   quantized_concat_[avg_pool_]batch_norm_global_avg_pool [-> quantized_flatten]
 // A head after a concat that smart mode leaves fp32: the head reads the
 // concat's quantized parts, each in its own range (a max pooling between
-// pools each part in int8 first, PoolEachConcatPart: exact), with the
-// quantize's range; no dequantize is left before the concat.
+// pools each part in int8 first, PoolEachConcatPart: exact; an average
+// pooling between, the op pools each part), with the quantize's range; no
+// dequantize is left before the concat.
 void QuantizeConcatMeanHead(Graph* graph, const PassOptions& options) {
   for (Node* bn : NodesInOrder(graph)) {
     Node *act = nullptr, *mean = nullptr;
@@ -943,19 +1037,28 @@ void QuantizeConcatMeanHead(Graph* graph, const PassOptions& options) {
     Node* quantize = MeanHeadAfterFp32BatchNorm(graph, options, bn, &act, &mean, &keepdims);
     if (quantize == nullptr || bn->inputs[0].entry != 0) continue;
     Node* concat = bn->inputs[0].node;
-    std::vector<QuantizedPart> parts;
+    Node* avg_pool = nullptr;  // an average pooling between the concat and the head
     if (concat->op == "Pooling" && UseCount(graph, concat, 0) == 1 &&
         PoolEachConcatPart(graph, options, concat)) {
       concat = bn->inputs[0].node;  // the pooling's uses are the concat's now
+    } else if (IsAvgPoolingBeforeBatchNorm(options, concat) && concat->inputs[0].entry == 0) {
+      avg_pool = concat;
+      concat = avg_pool->inputs[0].node;
     }
+    std::vector<QuantizedPart> parts;
     if (IsExcluded(options, concat) || !DequantizedConcatParts(concat, &parts)) continue;
     BecomeFused(bn, act, kQuantizedOps);
     BecomeConcatBatchNorm(bn, parts);
     bn->op = kQuantizedConcatBatchNormPoolOp;
     NoteRewrite(bn, "quantized_fp32_bn");
+    if (avg_pool != nullptr) {
+      TakePoolingAttrs(bn, avg_pool);
+      bn->op = kQuantizedConcatAvgPoolBatchNormPoolOp;
+      NoteRewrite(bn, "avg_pool_in");
+    }
     BecomeMeanHead(graph, bn, mean, quantize, keepdims);
     DetachNode(act);
-    DetachIfUnused(graph, concat);
+    DetachIfUnused(graph, avg_pool != nullptr ? avg_pool : concat);
   }
 }
 
@@ -1030,32 +1133,6 @@ void QuantizeAfterFloatConcat(Graph* graph, const PassOptions& options) {
   }
 }
 
-// An average pooling of planar NCHW data a BatchNorm can take in
-// (MXNet's quantized pooling, the plugin's, or an fp32 Pooling).
-bool IsAvgPoolingBeforeBatchNorm(const PassOptions& options, const Node* pool) {
-  if ((pool->op != kQuantizedPooling && pool->op != kQuantizedAvgPoolingOp &&
-       pool->op != "Pooling") ||
-      Attr(pool, "pool_type", pool->op == kQuantizedAvgPoolingOp ? "avg" : "max") != "avg" ||
-      IsExcluded(options, pool)) {
-    return false;
-  }
-  // 2-D only: a global pooling's kernel and layout say how many dimensions
-  // it pools (GlobalAvgPool1D/3D), which ParsePoolingAttrs does not check.
-  const std::string kernel = Attr(pool, "kernel", "()");
-  const std::string layout = Attr(pool, "layout", "None");
-  if (std::count(kernel.begin(), kernel.end(), ',') != 1 ||
-      (layout != "None" && layout != "NCHW")) {
-    return false;
-  }
-  // MXNet's fp32 pooling (its own kernel there, not oneDNN) averages the
-  // windows that the full convention adds at the edge over fewer values than
-  // oneDNN's padded ones; its int8 pooling and the plugin's agree with oneDNN.
-  if (pool->op == "Pooling" && Attr(pool, "pooling_convention", "valid") != "valid") return false;
-  PoolingAttrs parsed;
-  std::string why;
-  return ParsePoolingAttrs(pool->attrs, &parsed, &why);
-}
-
 // The quantized BatchNorm ops that may take an average pooling in.
 bool TakesAvgPooling(const Node* bn) {
   const bool quantized = bn->op == kQuantizedBatchNormOp || bn->op == kQuantizedBatchNormReluOp ||
@@ -1066,12 +1143,33 @@ bool TakesAvgPooling(const Node* bn) {
   return (quantized && bn->inputs.size() == 7) || (float_input && bn->inputs.size() == 5);
 }
 
+// The quantized parts of the concat that the average pooling `pool` reads:
+// an fp32 Concat of dequantizes (an fp32 pooling), or MXNet's quantized
+// concat, whose range the pooling passes on.  False if it reads neither.
+bool PooledConcatParts(const Node* pool, std::vector<QuantizedPart>* parts) {
+  const NodeEntry& in = pool->inputs[0];
+  if (in.entry != 0) return false;
+  if (pool->op == "Pooling") return DequantizedConcatParts(in.node, parts);
+  int n = 0;
+  if (pool->inputs.size() != 3 || !IsChannelConcat(in.node, kQuantizedConcat, &n) ||
+      pool->inputs[1].node != in.node || pool->inputs[1].entry != 1 ||
+      pool->inputs[2].node != in.node || pool->inputs[2].entry != 2) {
+    return false;
+  }
+  QuantizedConcatParts(in.node, parts);
+  return true;
+}
+
 // quantized avg pooling -> quantized_batch_norm (_relu, _act), or
 // dequantize -> fp32 avg Pooling -> batch_norm_quantize (_relu, _act)
 //   =>  quantized_avg_pool_batch_norm reading the pooling's quantized input
 // The BatchNorm reads the exact mean, rounded once with it, instead of the
 // mean rounded first (a BatchNorm amplifies that rounding) or kept fp32
 // behind a dequantize.  The pooling stays for its other readers.
+// An average pooling of a concat (MXNet's quantized one, or an fp32 Concat
+// of dequantizes, which smart mode leaves fp32 before a BatchNorm it leaves
+// fp32) pools each part instead, in its own range:
+//   =>  quantized_concat_avg_pool_batch_norm reading the concat's parts.
 void FuseAvgPoolingIntoBatchNorm(Graph* graph, const PassOptions& options) {
   for (Node* bn : NodesInOrder(graph)) {
     if (!TakesAvgPooling(bn) || IsExcluded(options, bn) || Attr(bn, "axis", "1") != "1") continue;
@@ -1079,8 +1177,11 @@ void FuseAvgPoolingIntoBatchNorm(Graph* graph, const PassOptions& options) {
     if (bn->inputs[0].entry != 0 || !IsAvgPoolingBeforeBatchNorm(options, pool)) continue;
     const bool float_input = bn->inputs.size() == 5;
     if (float_input != (pool->op == "Pooling")) continue;
+    std::vector<QuantizedPart> parts;
+    const bool of_concat =
+        !IsExcluded(options, pool->inputs[0].node) && PooledConcatParts(pool, &parts);
     Node* source = pool;  // what holds the quantized input: the pooling or its dequantize
-    if (float_input) {
+    if (float_input && !of_concat) {
       source = pool->inputs[0].node;
       if (source->op != kDequantize || source->inputs.size() != 3) continue;
     }
@@ -1091,15 +1192,15 @@ void FuseAvgPoolingIntoBatchNorm(Graph* graph, const PassOptions& options) {
     }
     // A head (BatchNorm + act + mean) keeps its mean and the pooled range.
     const bool head = IsQuantizedHead(bn) || bn->op == kBatchNormActPoolQuantizeOp;
-    for (const char* key : {"kernel", "stride", "pad", "global_pool", "pooling_convention",
-                            "count_include_pad", "layout"}) {
-      const std::string value = Attr(pool, key);
-      if (!value.empty()) bn->attrs[key] = value;
-    }
-    bn->attrs["pool_type"] = "avg";
-    bn->op = head ? kQuantizedAvgPoolBatchNormPoolOp : kQuantizedAvgPoolBatchNormOp;
-    for (int i = 0; i < 3; ++i) {
-      SetInput(bn, i == 0 ? 0 : 4 + i, quantized[i].node, quantized[i].entry);
+    TakePoolingAttrs(bn, pool);
+    if (of_concat) {
+      BecomeConcatBatchNorm(bn, parts);
+      bn->op = head ? kQuantizedConcatAvgPoolBatchNormPoolOp : kQuantizedConcatAvgPoolBatchNormOp;
+    } else {
+      bn->op = head ? kQuantizedAvgPoolBatchNormPoolOp : kQuantizedAvgPoolBatchNormOp;
+      for (int i = 0; i < 3; ++i) {
+        SetInput(bn, i == 0 ? 0 : 4 + i, quantized[i].node, quantized[i].entry);
+      }
     }
     NoteRewrite(bn, "avg_pool_in");
     DetachIfUnused(graph, pool);
@@ -1190,6 +1291,7 @@ mxnet::ext::MXReturnValue QuantizeBatchNormPass(
       ReportError(kPassName, error);
       return mxnet::ext::MX_FAIL;
     }
+    PoolBeforeQuantizedConcat(graph, options);
     if (options.quantize_fp32_bn) {
       PoolConcatParts(graph, options);
       QuantizeAfterFloatConcat(graph, options);

@@ -17,7 +17,8 @@ std::string SharedNamesJson() {
         bnq::kBatchNormReluQuantizeOp, bnq::kQuantizedBatchNormActOp, bnq::kBatchNormActQuantizeOp,
         bnq::kQuantizedBatchNormActPoolOp, bnq::kBatchNormActPoolQuantizeOp,
         bnq::kQuantizedAvgPoolBatchNormOp, bnq::kQuantizedConcatBatchNormOp,
-        bnq::kQuantizedConcatBatchNormPoolOp, bnq::kQuantizedAvgPoolBatchNormPoolOp}) {
+        bnq::kQuantizedConcatBatchNormPoolOp, bnq::kQuantizedAvgPoolBatchNormPoolOp,
+        bnq::kQuantizedConcatAvgPoolBatchNormOp, bnq::kQuantizedConcatAvgPoolBatchNormPoolOp}) {
     ops += (ops.empty() ? "" : ", ") + Quoted(op);
   }
   return "{\"batch_norm_ops\": [" + ops + "], \"region_op\": " + Quoted(bnq::kRegionOp) +

@@ -153,13 +153,22 @@ def pooled_batch_norm(q, gamma, beta, mean, var, min_data, max_data, eps=1e-3, f
 
 
 def concat_batch_norm(parts, gamma, beta, mean, var, eps=1e-3, fix_gamma=True,
-                      min_calib_range=None, max_calib_range=None, act=None):
+                      min_calib_range=None, max_calib_range=None, act=None, pooling=None,
+                      head=False):
     """BatchNorm [+ act] over the concatenation along axis 1 of quantized
     `parts` ((q, min_data, max_data) each, in its own range), quantized once.
-    Without a calibrated range: the union of the ranges derived for each part
-    (with its channels' parameters).  Returns (q_out, min_output, max_output)."""
+    With `pooling` (avg_pool's keywords) an average pooling of the real
+    concatenation before the BatchNorm; with `head` the mean over H and W
+    after the activation.  Without a calibrated range: the union of the
+    ranges derived for each part (with its channels' parameters; every
+    window mean lies within its part's range).  Returns (q_out, min_output,
+    max_output)."""
     x = np.concatenate([dequantize(q, lo, hi) for q, lo, hi in parts], axis=1)
+    if pooling is not None:
+        x = avg_pool(x, **pooling)
     y = activate(batch_norm(x, gamma, beta, mean, var, eps, fix_gamma, axis=1), act)
+    if head:
+        y = y.mean(axis=(2, 3), keepdims=True)
     if min_calib_range is not None:
         min_out, max_out = min_calib_range, max_calib_range
         if nonnegative(act):
@@ -175,3 +184,23 @@ def concat_batch_norm(parts, gamma, beta, mean, var, eps=1e-3, fix_gamma=True,
             begin += q.shape[1]
     out_dtype = 'uint8' if nonnegative(act) else 'int8'
     return quantize(y, out_dtype, min_out, max_out), min_out, max_out
+
+
+def avg_pool(x, kernel, stride=(1, 1), pad=(0, 0), count_include_pad=True,
+            global_pool=False):
+    """Average pooling (valid convention) of real NCHW `x` in float64."""
+    if global_pool:
+        return x.mean(axis=(2, 3), keepdims=True)
+    n, c, h, w = x.shape
+    padded = np.pad(x, ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])))
+    inside = np.pad(np.ones((h, w)), ((pad[0], pad[0]), (pad[1], pad[1])))
+    oh = (h + 2 * pad[0] - kernel[0]) // stride[0] + 1
+    ow = (w + 2 * pad[1] - kernel[1]) // stride[1] + 1
+    out = np.zeros((n, c, oh, ow))
+    for i in range(oh):
+        for j in range(ow):
+            rows = slice(i * stride[0], i * stride[0] + kernel[0])
+            cols = slice(j * stride[1], j * stride[1] + kernel[1])
+            count = kernel[0] * kernel[1] if count_include_pad else inside[rows, cols].sum()
+            out[:, :, i, j] = padded[:, :, rows, cols].sum(axis=(2, 3)) / count
+    return out

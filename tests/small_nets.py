@@ -64,9 +64,11 @@ def bn_after_concat(head='conv', quantized_concat=False, act_type='relu'):
     """A dense block as densenet's: stem conv -> ReLU (uint8), then twice
     concat(x, BN -> ReLU -> conv(x)) (int8 features), then BN -> ReLU -> a
     conv, or with head='pool' a global average pooling -> FC, or with
-    head='max_pool_mean' a max pooling before the BN and a mean over H and W
-    (F.mean) -> FC after the ReLU.  Every BN reads a concat of parts in their
-    own ranges (the second one a nested concat)."""
+    head='max_pool_mean' (or 'avg_pool_mean') a max (average) pooling before
+    the BN and a mean over H and W (F.mean) -> FC after the ReLU, or with
+    head='avg_pool' an average pooling before the BN -> ReLU -> conv.  Every
+    BN reads a concat of parts in their own ranges (the second one a nested
+    concat)."""
     data = mx.sym.var('data')
     x = mx.sym.Activation(_conv(data, 'stem', 6), act_type='relu', name='stem_relu')
     if quantized_concat:  # MXNet's smart mode then quantizes the concats (as in densenet121)
@@ -74,14 +76,14 @@ def bn_after_concat(head='conv', quantized_concat=False, act_type='relu'):
                            name='stem_pool')
     for i in range(2):
         x = mx.sym.concat(x, _dense_layer(x, 'layer%d' % i, 5), dim=1, name='concat%d' % i)
-    if head == 'max_pool_mean':
-        x = mx.sym.Pooling(x, kernel=(2, 2), stride=(2, 2), pool_type='max', name='head_pool')
+    if head in ('max_pool_mean', 'avg_pool_mean', 'avg_pool'):
+        x = mx.sym.Pooling(x, kernel=(2, 2), stride=(2, 2), pool_type=head[:3], name='head_pool')
     r = mx.sym.Activation(mx.sym.BatchNorm(x, fix_gamma=False, eps=1e-5, name='bn'),
                           act_type=act_type, name='act')
     if head == 'pool':
         p = mx.sym.Pooling(r, kernel=(1, 1), global_pool=True, pool_type='avg', name='pool')
         return mx.sym.FullyConnected(mx.sym.Flatten(p, name='flat'), num_hidden=5, name='fc')
-    if head == 'max_pool_mean':
+    if head in ('max_pool_mean', 'avg_pool_mean'):
         return mx.sym.FullyConnected(mx.sym.mean(r, axis=(2, 3), name='mean'), num_hidden=5,
                                      name='fc')
     return mx.sym.Flatten(_conv(r, 'conv_c', 4, kernel=1), name='flat')

@@ -35,26 +35,6 @@ def run(q, lo, hi, **attrs):
     return out[0].asnumpy(), float(out[1].asscalar()), float(out[2].asscalar())
 
 
-def reference_mean(x, kernel, stride=(1, 1), pad=(0, 0), count_include_pad=True,
-                   global_pool=False):
-    """Average pooling (valid convention) of real NCHW `x` in float64."""
-    if global_pool:
-        return x.mean(axis=(2, 3), keepdims=True)
-    n, c, h, w = x.shape
-    padded = np.pad(x, ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])))
-    inside = np.pad(np.ones((h, w)), ((pad[0], pad[0]), (pad[1], pad[1])))
-    oh = (h + 2 * pad[0] - kernel[0]) // stride[0] + 1
-    ow = (w + 2 * pad[1] - kernel[1]) // stride[1] + 1
-    out = np.zeros((n, c, oh, ow))
-    for i in range(oh):
-        for j in range(ow):
-            rows = slice(i * stride[0], i * stride[0] + kernel[0])
-            cols = slice(j * stride[1], j * stride[1] + kernel[1])
-            count = kernel[0] * kernel[1] if count_include_pad else inside[rows, cols].sum()
-            out[:, :, i, j] = padded[:, :, rows, cols].sum(axis=(2, 3)) / count
-    return out
-
-
 @pytest.mark.parametrize('pooling', POOLINGS, ids=str)
 @pytest.mark.parametrize('dtype', ['int8', 'uint8'])
 def test_without_a_range_it_is_mxnet_quantized_pooling(rng, pooling, dtype):
@@ -73,7 +53,7 @@ def test_the_mean_is_rounded_once_in_its_own_range(rng, pooling, dtype):
     q, lo, hi = quantized_input(rng, dtype)
     out_lo, out_hi = (-1.1 if dtype == 'int8' else 0.0), 1.3
     got, glo, ghi = run(q, lo, hi, min_calib_range=out_lo, max_calib_range=out_hi, **pooling)
-    mean = reference_mean(ref.dequantize(q, lo, hi), **pooling)
+    mean = ref.avg_pool(ref.dequantize(q, lo, hi), **pooling)
     expected = ref.quantize(mean, dtype, out_lo, out_hi)
     assert (glo, ghi) == pytest.approx((out_lo, out_hi))
     assert_within_one_step(got, expected, levels=mean / ref.step(dtype, out_lo, out_hi))
@@ -177,7 +157,7 @@ def run_pool_bn(case, act, pooling, head=False, **attrs):
 
 def reference_pool_bn(case, act, pooling):
     """BN(+act) of the real window means of the real inputs, in float64."""
-    mean = reference_mean(ref.dequantize(case['q'], case['min_data'], case['max_data']), **pooling)
+    mean = ref.avg_pool(ref.dequantize(case['q'], case['min_data'], case['max_data']), **pooling)
     return ref.activate(ref.batch_norm(mean, case['gamma'], case['beta'], case['mean'],
                                        case['var'], 1e-5, False, 1), act)
 

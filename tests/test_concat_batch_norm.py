@@ -34,15 +34,16 @@ def make_parts(rng, channels, dtypes, spatial=(5, 3), batch=2):
     return parts, params
 
 
-def run_concat_op(parts, params, act=None, **attrs):
+def run_concat_op(parts, params, act=None, op=None, **attrs):
+    """The op (by default _contrib_quantized_concat_batch_norm) on `parts`."""
     args = [mx.nd.array(q, dtype=q.dtype) for q, _, _ in parts]
     args += [mx.nd.array(params[k], dtype='float32') for k in ('gamma', 'beta', 'mean', 'var')]
     for _, lo, hi in parts:
         args += [mx.nd.array([lo]), mx.nd.array([hi])]
     if act is not None:
         attrs = dict(attrs, **act_attrs(act))
-    out = mx.nd.contrib.quantized_concat_batch_norm(
-        *args, num_args=len(parts), **{k: str(v) for k, v in attrs.items()})
+    op = op or mx.nd.contrib.quantized_concat_batch_norm
+    out = op(*args, num_args=len(parts), **{k: str(v) for k, v in attrs.items()})
     return out[0].asnumpy(), float(out[1].asscalar()), float(out[2].asscalar())
 
 
@@ -165,6 +166,99 @@ def test_bad_inputs_are_clear_errors(rng):
     assert_within_one_step(q, expected)
 
 
+# _contrib_quantized_concat_avg_pool_batch_norm (_global_avg_pool): an
+# average pooling between the concat and the BatchNorm, each part pooled in
+# its own range.
+AVG_POOLINGS = [dict(kernel=(2, 2), stride=(2, 2)),
+                dict(kernel=(3, 3), stride=(2, 2), pad=(1, 1), count_include_pad=False),
+                dict(kernel=(3, 2), stride=(1, 2))]
+
+
+def run_concat_avg_pool_op(parts, params, act, pooling, head=False, **attrs):
+    op = (mx.nd.contrib.quantized_concat_avg_pool_batch_norm_global_avg_pool if head
+          else mx.nd.contrib.quantized_concat_avg_pool_batch_norm)
+    return run_concat_op(parts, params, act, op=op, **dict(attrs, **pooling))
+
+
+# The head op takes the mean in levels: no curve (its refusal is tested below).
+HEAD_AND_ACTS = [(False, act) for act in ACTS] + [
+    (True, act) for act in ACTS if act is None or act[0] not in ('tanh', 'sigmoid')]
+
+
+@pytest.mark.parametrize('head,act', HEAD_AND_ACTS, ids=str)
+@pytest.mark.parametrize('calibrated', [True, False])
+@pytest.mark.parametrize('pooling', AVG_POOLINGS, ids=str)
+@pytest.mark.parametrize('channels,dtypes', [
+    ((3,), ('uint8',)),
+    ((16, 5), ('uint8', 'int8')),
+    ((7, 32, 17), ('int8', 'int8', 'uint8')),
+])
+def test_avg_pool_forms_match_the_numpy_reference(rng, head, act, calibrated, pooling, channels,
+                                                  dtypes):
+    """BN(+act) of the real window means of the real concatenation (then,
+    head, their mean over H and W), quantized once; uint8 where the
+    activation cannot be negative."""
+    parts, params = make_parts(rng, channels, dtypes, spatial=(7, 9))
+    attrs = dict(fix_gamma=False)
+    if calibrated:
+        attrs.update(min_calib_range=-2.0, max_calib_range=3.0)
+    q, lo, hi = run_concat_avg_pool_op(parts, params, act, pooling, head, **attrs)
+    expected, elo, ehi = run_reference(parts, params, act, pooling=pooling, head=head, **attrs)
+    assert q.shape == expected.shape and q.dtype == expected.dtype
+    assert (lo, hi) == pytest.approx((elo, ehi), rel=1e-5, abs=1e-6)
+    assert_within_one_step(q, expected)
+
+
+@pytest.mark.parametrize('head', [False, True])
+@pytest.mark.parametrize('act', [None, ('relu',), ('clip', -1.0, 1.5), ('leaky', 0.2)], ids=str)
+@pytest.mark.parametrize('dtype', ['int8', 'uint8'])
+def test_one_part_avg_pool_is_the_single_input_op_bit_for_bit(rng, head, act, dtype):
+    """One input: the bits of _contrib_quantized_avg_pool_batch_norm (_global_avg_pool)."""
+    case = make_case(rng, (2, 19, 8, 6), in_dtype=dtype)
+    params = {k: case[k] for k in ('gamma', 'beta', 'mean', 'var')}
+    pooling = dict(kernel=(2, 2), stride=(2, 2))
+    attrs = dict(min_calib_range=-1.5, max_calib_range=2.5, **pooling)
+    ours = run_concat_avg_pool_op([(case['q'], case['min_data'], case['max_data'])], params, act,
+                                  pooling, head, min_calib_range=-1.5, max_calib_range=2.5)
+    op = (mx.nd.contrib.quantized_avg_pool_batch_norm_global_avg_pool if head
+          else mx.nd.contrib.quantized_avg_pool_batch_norm)
+    args = [mx.nd.array(case['q'], dtype=dtype)]
+    args += [mx.nd.array(params[k]) for k in ('gamma', 'beta', 'mean', 'var')]
+    args += [mx.nd.array([case['min_data']]), mx.nd.array([case['max_data']])]
+    single = op(*args, **{k: str(v) for k, v in dict(attrs, **act_attrs(act) if act else {})
+                          .items()})
+    np.testing.assert_array_equal(ours[0], single[0].asnumpy())
+    assert ours[1:] == (float(single[1].asscalar()), float(single[2].asscalar()))
+
+
+@pytest.mark.parametrize('attrs,match', [
+    (dict(pool_type='max'), "pool_type must be 'avg'"),
+    (dict(axis='2', dim='2'), 'axis and dim must be 1'),
+    (dict(kernel=(9, 9)), 'kernel is larger than the padded input'),
+    (dict(act_type='tanh', head=True), "act_type 'tanh' cannot be fused with global average"),
+])
+def test_avg_pool_forms_bad_attributes_are_clear_errors(rng, attrs, match):
+    parts, params = make_parts(rng, (3, 4), ('int8', 'uint8'))
+    attrs = dict(attrs)
+    head = attrs.pop('head', False)
+    pooling = dict(kernel=attrs.pop('kernel', (2, 2)), stride=(2, 2))
+    act = (attrs.pop('act_type'),) if 'act_type' in attrs else None
+    with pytest.raises(mx.MXNetError, match=match):
+        run_concat_avg_pool_op(parts, params, act, pooling, head, **attrs)
+
+
+def test_avg_pool_forms_bad_inputs_are_clear_errors_and_the_op_still_runs(rng):
+    parts, params = make_parts(rng, (3, 4), ('int8', 'uint8'), spatial=(6, 6, 2))
+    pooling = dict(kernel=(2, 2), stride=(2, 2))
+    with pytest.raises(mx.MXNetError, match='expects 4-D NCHW data'):
+        run_concat_avg_pool_op(parts, params, None, pooling)
+    parts, params = make_parts(rng, (3, 4), ('int8', 'uint8'), spatial=(6, 6))
+    with pytest.raises(mx.MXNetError, match='expected'):
+        run_concat_avg_pool_op(parts, {k: v[:5] for k, v in params.items()}, None, pooling)
+    q, _, _ = run_concat_avg_pool_op(parts, params, ('relu',), pooling, fix_gamma=False)
+    assert q.dtype == np.uint8 and q.shape == (2, 7, 3, 3)
+
+
 def quantize(sym, shape, **kwargs):
     args, aux = small_nets.random_params(sym, shape, 0)
     rng = np.random.default_rng(1)
@@ -180,8 +274,14 @@ def quantize(sym, shape, **kwargs):
     return nodes, small_nets.sqnr_db(truth, out)
 
 
+HEADS = ['conv', 'pool', 'max_pool_mean', 'avg_pool_mean', 'avg_pool']
+CONCAT_BATCH_NORM_OPS = (names.QUANTIZED_CONCAT_BATCH_NORM, names.QUANTIZED_CONCAT_BATCH_NORM_POOL,
+                         names.QUANTIZED_CONCAT_AVG_POOL_BATCH_NORM,
+                         names.QUANTIZED_CONCAT_AVG_POOL_BATCH_NORM_POOL)
+
+
 @pytest.mark.parametrize('quantized_concat', [False, True])
-@pytest.mark.parametrize('head', ['conv', 'pool', 'max_pool_mean'])
+@pytest.mark.parametrize('head', HEADS)
 @pytest.mark.parametrize('calib_mode', ['naive', 'none'])
 def test_dense_block_batchnorms_read_the_concat_parts(quantized_concat, head, calib_mode):
     """Every BatchNorm after a concat reads its parts (the second one the
@@ -192,21 +292,26 @@ def test_dense_block_batchnorms_read_the_concat_parts(quantized_concat, head, ca
     nodes, sqnr = quantize(sym, (4, 4, 8, 8), calib_mode=calib_mode)
     ops = [n['op'] for n in nodes]
     assert not {'Concat', '_contrib_quantized_concat', 'BatchNorm', 'Activation'} & set(ops), ops
-    concat_bns = [n for n in nodes if n['op'].startswith(names.QUANTIZED_CONCAT_BATCH_NORM)]
+    concat_bns = [n for n in nodes if n['op'] in CONCAT_BATCH_NORM_OPS]
     assert [n['attrs']['num_args'] for n in concat_bns] == ['2', '3']
-    pooled = names.QUANTIZED_CONCAT_BATCH_NORM_POOL
-    assert [n['op'] == pooled for n in concat_bns] == [False, head != 'conv']
+    last = {'conv': names.QUANTIZED_CONCAT_BATCH_NORM,
+            'pool': names.QUANTIZED_CONCAT_BATCH_NORM_POOL,
+            'max_pool_mean': names.QUANTIZED_CONCAT_BATCH_NORM_POOL,
+            'avg_pool_mean': names.QUANTIZED_CONCAT_AVG_POOL_BATCH_NORM_POOL,
+            'avg_pool': names.QUANTIZED_CONCAT_AVG_POOL_BATCH_NORM}[head]
+    assert [n['op'] for n in concat_bns] == [names.QUANTIZED_CONCAT_BATCH_NORM, last]
     if head == 'max_pool_mean':
         assert ops.count('_contrib_quantized_pooling') == 3 + quantized_concat, ops
     for n in concat_bns:
         assert 'concat_batch_norm' in n['attrs'][names.REWRITE_ATTR], n['attrs']
         assert n['attrs']['act_type'] == 'relu'
     assert ops.count('_contrib_quantize_v2') == 1
-    assert ops.count('_contrib_dequantize') == (head == 'conv' or calib_mode == 'none')
+    fp32_output = head in ('conv', 'avg_pool')  # the last conv's output is dequantized
+    assert ops.count('_contrib_dequantize') == (fp32_output or calib_mode == 'none')
 
 
 @pytest.mark.parametrize('quantized_concat', [False, True])
-@pytest.mark.parametrize('head', ['conv', 'pool', 'max_pool_mean'])
+@pytest.mark.parametrize('head', HEADS)
 def test_dense_block_logits_at_least_as_close_as_batchnorms_left_fp32(quantized_concat, head):
     sym = small_nets.bn_after_concat(head, quantized_concat)
     _, ours = quantize(sym, (4, 4, 8, 8))

@@ -273,34 +273,43 @@ def test_mean_head_becomes_the_pooled_op(act, attrs, calib_mode, keepdims):
                                atol=1e-6 * np.abs(expected).max())
 
 
-def bn_act_head_after_pooled_concat(act):
-    """conv, conv -> Concat -> average Pooling -> BN -> act -> mean -> FC:
-    smart mode leaves the concat, the pooling and the head fp32."""
+def bn_act_head_on_fp32_data(act, source):
+    """BN -> act -> mean -> FC on fp32 data: with source 'pooled_concat' conv,
+    conv -> Concat -> average Pooling (smart mode leaves the concat, the
+    pooling and the head fp32), with 'input' the network's input."""
     data = mx.sym.var('data')
-    c = mx.sym.concat(conv(data, 'conv_a', 8), conv(data, 'conv_b', 4), dim=1, name='concat')
-    p = mx.sym.Pooling(c, kernel=(2, 2), stride=(2, 2), pool_type='avg', name='pool')
-    bn = mx.sym.BatchNorm(p, fix_gamma=False, eps=1e-5, name='bn')
+    x = data
+    if source == 'pooled_concat':
+        c = mx.sym.concat(conv(data, 'conv_a', 8), conv(data, 'conv_b', 4), dim=1, name='concat')
+        x = mx.sym.Pooling(c, kernel=(2, 2), stride=(2, 2), pool_type='avg', name='pool')
+    bn = mx.sym.BatchNorm(x, fix_gamma=False, eps=1e-5, name='bn')
     return mx.sym.FullyConnected(mx.sym.mean(act(bn), axis=(2, 3), name='mean'),
                                  num_hidden=5, name='fc')
 
 
 @pytest.mark.parametrize('act,attrs', ACTIVATIONS[:3] + [RELU], ids=IDS[:3] + ['relu'])
 @pytest.mark.parametrize('calib_mode', ['naive', 'none'])
-def test_mean_head_on_fp32_data_becomes_one_op(act, attrs, calib_mode):
-    """A head whose BatchNorm reads fp32 data (an fp32 average pooling of an
-    fp32 concat): calibrated, one op from the fp32 values to the pooled int8
-    (the mean of the exact BN+act values, in the range calibrated on the
-    mean: the graph with the BatchNorm left fp32, rounded the same once);
-    uncalibrated, the input is quantized at run time for the quantized pooled
-    op.  No BatchNorm, activation or mean left, no more quantize/dequantize
-    nodes, and the same values inside regions."""
-    sym = bn_act_head_after_pooled_concat(act)
+@pytest.mark.parametrize('source', ['input', 'pooled_concat'])
+def test_mean_head_on_fp32_data_becomes_one_op(act, attrs, calib_mode, source):
+    """A head whose BatchNorm reads fp32 data (the network's input):
+    calibrated, one op from the fp32 values to the pooled int8 (the mean of
+    the exact BN+act values, in the range calibrated on the mean: the graph
+    with the BatchNorm left fp32, rounded the same once); uncalibrated, the
+    input is quantized at run time for the quantized pooled op.  After an
+    fp32 average pooling of an fp32 concat of dequantized tensors, the head
+    reads the concat's quantized parts instead, each pooled in its own range.
+    No BatchNorm, activation or mean left, no more quantize/dequantize nodes,
+    and the same values inside regions."""
+    sym = bn_act_head_on_fp32_data(act, source)
     args, aux = small_nets.random_params(sym, SHAPE)
     calib = data(1)
     qsym, qargs, qaux = quantize(sym, args, aux, calib, calib_mode=calib_mode)
     fp32_bn, fargs, faux = quantize(sym, args, aux, calib, calib_mode=calib_mode, bn_mode='fp32')
     bn = node(qsym, 'bn')
-    if calib_mode == 'naive':
+    if source == 'pooled_concat':
+        expected_op = mxnet_bnq.names.QUANTIZED_CONCAT_AVG_POOL_BATCH_NORM_POOL
+        expected_attrs = dict(attrs or {'act_type': 'relu'})
+    elif calib_mode == 'naive':
         expected_op = '_contrib_batch_norm_act_global_avg_pool_quantize'
         expected_attrs = dict(attrs or {'act_type': 'relu'})
     else:

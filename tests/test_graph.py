@@ -144,3 +144,32 @@ def test_pooling_fuses_only_where_exact(pool, head_kwargs, options, fused):
     # Unfused: MXNet's max pooling, the plugin's average pooling.
     pooling_ops = {'_contrib_quantized_pooling', mxnet_bnq.names.QUANTIZED_AVG_POOLING}
     assert bool(pooling_ops & set(ops)) != fused, ops
+
+
+def max_pooled_quantized_concat():
+    """stem conv -> ReLU -> max pool (so that smart mode quantizes the
+    concat), concat(x, conv(x)) -> max Pooling -> conv: no BatchNorm."""
+    data = mx.sym.var('data')
+    x = mx.sym.Activation(small_nets._conv(data, 'stem', 6), act_type='relu', name='stem_relu')
+    x = mx.sym.Pooling(x, kernel=(3, 3), stride=(1, 1), pad=(1, 1), pool_type='max', name='p0')
+    x = mx.sym.concat(x, small_nets._conv(x, 'new', 5), dim=1, name='concat')
+    x = mx.sym.Pooling(x, kernel=(2, 2), stride=(2, 2), pool_type='max', name='pool')
+    return mx.sym.Flatten(small_nets._conv(x, 'head', 4, kernel=1), name='flat')
+
+
+def test_max_pooling_of_an_int8_concat_pools_each_part_with_the_same_bits():
+    """MXNet's int8 max pooling of its int8 concat becomes the int8 concat of
+    each part's max pooling (PoolBeforeQuantizedConcat): the concat's
+    rescaling is a monotone rounding, so the bits do not change."""
+    _, _, _, native, nargs, naux = quantized_graph(max_pooled_quantized_concat)
+    ops = [n['op'] for n in json.loads(native.tojson())['nodes']]
+    assert '_contrib_quantized_concat' in ops and ops.count('_contrib_quantized_pooling') == 2, ops
+    ours = native.optimize_for('BNQ_QUANTIZE', nargs, naux, skip_infer=True)
+    nodes = json.loads(ours.tojson())['nodes']
+    concat = next(n for n in nodes if n['op'] == '_contrib_quantized_concat')
+    producers = [nodes[i]['op'] for i, _, _ in concat['inputs'][:2]]
+    assert producers == ['_contrib_quantized_pooling'] * 2, producers
+    x = np.random.default_rng(3).normal(0, 1, DATA_SHAPE).astype('f')
+    (expected,) = small_nets.forward(native, nargs, naux, x)
+    (got,) = small_nets.forward(ours, nargs, naux, x)
+    np.testing.assert_array_equal(got, expected)

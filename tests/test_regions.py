@@ -570,6 +570,22 @@ def test_concat_batch_norm_with_a_curve_gives_the_same_bits_inside_a_region(act_
     assert ops.count('_contrib_quantized_concat_batch_norm') == 2, ops
 
 
+@pytest.mark.parametrize('head', ['avg_pool', 'avg_pool_mean'])
+@pytest.mark.parametrize('quantized_concat', [False, True])
+@pytest.mark.parametrize('calib_mode', ['naive', 'none'])
+def test_concat_avg_pool_batch_norm_gives_the_same_bits_inside_a_region(head, quantized_concat,
+                                                                        calib_mode):
+    """An average pooling between a concat and its BatchNorm (or head): each
+    part pooled with the BatchNorm of its channels in its own range, then
+    one concatenation, inside the region as outside."""
+    sym = small_nets.bn_after_concat(head, quantized_concat)
+    _, psym, _, _ = compare_with_mxnet(sym, (2, 4, 9, 7), calib_mode=calib_mode)
+    ops = [op for region in region_ops(psym).values() for op in region]
+    op = (mxnet_bnq.names.QUANTIZED_CONCAT_AVG_POOL_BATCH_NORM if head == 'avg_pool'
+          else mxnet_bnq.names.QUANTIZED_CONCAT_AVG_POOL_BATCH_NORM_POOL)
+    assert ops.count(op) == 1, ops
+
+
 @pytest.mark.parametrize('channels', [3, 16, 37, 70, 150])
 @pytest.mark.parametrize('source', ['int8 sum', 'uint8 pool'])
 @pytest.mark.parametrize('act', [None, 'relu', 'leaky', 'clip'])

@@ -198,6 +198,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   } else {
     Check(!error.empty());
   }
+  // The same with an average pooling between the concat and the BatchNorm.
+  error.clear();
+  if (bnq::ParseConcatBatchNormAttrs(options, &concat_attrs, &error, /*avg_pool=*/true)) {
+    Check(concat_attrs.avg_pool && !concat_attrs.pool.max && concat_attrs.bn.axis == 1 &&
+          concat_attrs.dim == 1);
+  } else {
+    Check(!error.empty());
+  }
 
   // The pooling + BatchNorm op's attributes: parsed or refused with a reason.
   bnq::AvgPoolBatchNormAttrs pool_bn;

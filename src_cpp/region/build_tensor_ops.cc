@@ -1,8 +1,8 @@
-// The region steps of pooling, relu, flatten, the plugin's BatchNorm ops,
+// The region steps of pooling, relu, flatten, the plugin's BatchNorm ops
+// (those with an average pooling in: build_avg_pool_batch_norm.cc),
 // elemwise_add and concat.
 #include <algorithm>
 
-#include "../avg_pool_batch_norm_kernel.h"
 #include "../avg_pooling_kernel.h"
 #include "../scale_shift_kernel.h"
 #include "region_builder.h"
@@ -283,96 +283,6 @@ void CompiledRegion::Builder::BatchNorm(const Node* node, const BatchNormOpAttrs
   SetOutputs(node, dst, out_lo, out_hi);
 }
 
-// The average pooling + BatchNorm op (avg_pool_batch_norm_kernel.h): the
-// pooling primitive with the per-channel post-ops that the op runs outside
-// regions, on channels-last data; through float32 (an exact reorder in, the
-// rounding reorder out) when the input and output types differ.
-void CompiledRegion::Builder::AvgPoolBatchNorm(const Node* node, const BatchNormOpAttrs& a) {
-  int data = Data(node->inputs[0]);
-  const dnnl::memory::desc in_md = r_.values_[data].md;
-  AvgPoolingShape pool;
-  std::string why;
-  if (!MakeAvgPoolingShape(a.avg_pool, in_md.get_dims(), in_md.get_data_type(), &pool, &why)) {
-    Fail(node, why);
-  }
-  const int64_t c = pool.src[1];
-  // Copies: a rescale hook folds them again at each forward.
-  const std::vector<float> gamma = Floats(Param(node->inputs[1], mxnet::ext::kFloat32, c));
-  const std::vector<float> beta = Floats(Param(node->inputs[2], mxnet::ext::kFloat32, c));
-  const std::vector<float> mean = Floats(Param(node->inputs[3], mxnet::ext::kFloat32, c));
-  const std::vector<float> var = Floats(Param(node->inputs[4], mxnet::ext::kFloat32, c));
-  const QuantType in_type = ToQuantType(in_md.get_data_type(), node);
-  const QuantType out_type = FusedOutputType(a.bn.act);
-  const RangeEnd in_lo = End(node->inputs[5]), in_hi = End(node->inputs[6]);
-  const bool run_time = AtRunTime({in_lo, in_hi});
-  const std::string name = node->name;
-  auto fold = [=](float min, float max) {
-    const ChannelParams params{gamma.data(), beta.data(), mean.data(), var.data(), c};
-    FoldedScaleShift folded;
-    std::string error;
-    if (!FoldScaleShift(a.bn, params, min, max, in_type, out_type, &folded, &error,
-                        a.global_avg_pool)) {
-      throw std::runtime_error(name + ": " + error);
-    }
-    return folded;
-  };
-  // At build time a measured range is not known yet: any valid one makes the step.
-  const FoldedScaleShift folded = fold(run_time ? 0.f : in_lo.value, run_time ? 1.f : in_hi.value);
-  if (a.global_avg_pool) {
-    // The exact window means (float32, channels-last), then BN+act and the
-    // mean over every position from them, as the op's AvgPoolMeanKernel.
-    const dnnl::pooling_forward::primitive_desc pd = FloatAvgPoolingDesc(r_.engine_, pool);
-    data = InLayout(node, data, pd.src_desc());
-    const int means = NewValue(pd.dst_desc());
-    PrimitiveStep* s = AddStep(node, "/window_means", dnnl::pooling_forward(pd));
-    s->Read(DNNL_ARG_SRC, data, pd.src_desc());
-    const float one = 1.f;
-    s->Constant(kAvgPoolingScaleArg, Owned(r_.engine_, ScalarDesc(4), &one));
-    s->Write(DNNL_ARG_DST, means, pd.dst_desc());
-    const MeanShape shape{pool.dst[0], c, pool.dst[2] * pool.dst[3], MeanLayout::kChannelsLast};
-    const dt dst_type = ToDnnl(out_type);
-    const int mean = NewValue(PlainDesc({pool.dst[0], c, 1, 1}, dst_type));
-    auto* step = new ActivationMeanStep(node->name, means, mean, folded, dt::f32, dst_type, shape,
-                                        MeanKernelIsa());
-    r_.steps_.emplace_back(step);
-    if (!run_time) {
-      SetOutputs(node, mean, folded.min_output, folded.max_output);
-      return;
-    }
-    const int slot = NewRangeSlots();
-    RefoldStepAtRunTime(step, fold, in_lo, in_hi, slot);
-    SetOutputs(node, mean, Slot(slot), Slot(slot + 1));
-    return;
-  }
-  const AvgPoolBatchNormShape shape = MakeAvgPoolBatchNormShape(pool, folded, out_type);
-  const dt pooled = shape.pooled_type();
-  const dnnl::memory::desc src_md(pool.src, pooled, tag::nhwc);
-  const dnnl::memory::desc pooled_md(pool.dst, pooled, tag::nhwc);
-  data = InLayout(node, data, src_md);
-  int output_scale_arg = 0;
-  const dnnl::pooling_forward::primitive_desc pd =
-      AvgPoolBatchNormDesc(r_.engine_, shape, src_md, pooled_md, &output_scale_arg);
-  const int pooled_value = NewValue(pooled_md);
-  PrimitiveStep* s = AddStep(node, "", dnnl::pooling_forward(pd));
-  s->Read(DNNL_ARG_SRC, data, src_md);
-  const dnnl::memory::desc channel_md = PoolBnChannelDesc(c);
-  s->Constant(kPoolBnScaleArg, Owned(r_.engine_, channel_md, folded.scale.data()));
-  s->Constant(kPoolBnShiftArg, Owned(r_.engine_, channel_md, folded.shift.data()));
-  if (output_scale_arg != 0) {
-    s->Constant(output_scale_arg, Owned(r_.engine_, ScalarDesc(4), &folded.output_scale));
-  }
-  s->Write(DNNL_ARG_DST, pooled_value, pooled_md);
-  const int dst = InLayout(node, pooled_value, WithType(pooled_md, ToDnnl(out_type)));
-  if (!run_time) {
-    SetOutputs(node, dst, folded.min_output, folded.max_output);
-    return;
-  }
-  const int slot = NewRangeSlots();
-  RefoldConstantsAtRunTime(s, fold, in_lo, in_hi, slot, kPoolBnScaleArg, kPoolBnShiftArg,
-                           output_scale_arg);
-  SetOutputs(node, dst, Slot(slot), Slot(slot + 1));
-}
-
 // The concat BatchNorm op (concat_batch_norm_op.cc): each input's channels
 // folded with that input's range and written to their place in the output,
 // one step per input, the same arithmetic as outside regions.
@@ -446,6 +356,20 @@ void CompiledRegion::Builder::ConcatBatchNorm(const Node* node, const BatchNormO
     });
   };
 
+  if (a.avg_pool_in) {
+    ConcatRefold refold;
+    if (run_time) {
+      refold = [=](Ranges& ranges) {
+        std::vector<FoldedScaleShift> f = fold(ranges, false);
+        ranges[range_slot] = f[0].min_output;
+        ranges[range_slot + 1] = f[0].max_output;
+        return f;
+      };
+    }
+    const int dst = ConcatAvgPoolBatchNorm(node, a, srcs, folded, out_type, refold);
+    SetOutputs(node, dst, out_lo, out_hi);
+    return;
+  }
   if (a.global_avg_pool) {
     // Each part's BN+act means (as the single-input op's step), then one
     // concatenation of the (N, c_i, 1, 1) results.

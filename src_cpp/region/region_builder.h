@@ -1,8 +1,8 @@
 // The region compiler's builder (private to src_cpp/region): the state of
 // one build of a CompiledRegion, and the layout helpers its parts share.
 // region_compiler.cc holds its core (values, ranges, parameters, outputs);
-// build_conv_fc.cc, build_tensor_ops.cc and build_quantize.cc build the
-// steps of each op kind.
+// build_conv_fc.cc, build_tensor_ops.cc, build_avg_pool_batch_norm.cc and
+// build_quantize.cc build the steps of each op kind.
 #pragma once
 
 #include <cmath>
@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "../avg_pooling_kernel.h"
 #include "../scale_shift_folding.h"
 #include "channel_affine_kernel.h"
 #include "quantized_conv_scales.h"
@@ -241,7 +242,31 @@ class CompiledRegion::Builder {
   void Flatten(const Node* node);
   void BatchNorm(const Node* node, const BatchNormOpAttrs& a);
   void ConcatBatchNorm(const Node* node, const BatchNormOpAttrs& a);
+
+  // The BatchNorm ops with an average pooling in (build_avg_pool_batch_norm.cc).
   void AvgPoolBatchNorm(const Node* node, const BatchNormOpAttrs& a);
+  // The steps of one input of them (the pooling with the BatchNorm's
+  // post-ops, or for a head the window means and the BN+act mean), and how
+  // to give them another fold.
+  struct PooledSteps {
+    int value = -1;                      // the output
+    Step* first = nullptr;               // the first step that reads the fold
+    PrimitiveStep* pool = nullptr;       // with the fold as constants, or
+    ActivationMeanStep* mean = nullptr;  // the head's step that holds it
+    int output_scale_arg = 0;            // of a curve in `pool`
+  };
+  PooledSteps AvgPoolBatchNormSteps(const Node* node, const std::string& what, int src,
+                                    const AvgPoolingShape& pool, const FoldedScaleShift& folded,
+                                    QuantType out_type, bool head);
+  static void SetFold(const PooledSteps& steps, FoldedScaleShift folded);
+  // The concat form: each input's steps, then one concatenation; returns the
+  // output value.  `refold` (for ranges measured at run time, else empty)
+  // gives every input's fold at each forward.
+  using ConcatRefold = std::function<std::vector<FoldedScaleShift>(Ranges&)>;
+  int ConcatAvgPoolBatchNorm(const Node* node, const BatchNormOpAttrs& a,
+                             const std::vector<int>& srcs,
+                             const std::vector<FoldedScaleShift>& folded, QuantType out_type,
+                             const ConcatRefold& refold);
 
   // `md` if strided (plain, NHWC, ...), else the plain layout of its dims.
   static dnnl::memory::desc StridedOrPlain(const dnnl::memory::desc& md) {

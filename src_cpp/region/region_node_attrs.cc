@@ -365,7 +365,9 @@ bool ParseFullyConnected(const Node* node, FullyConnectedAttrs* fc, std::string*
 
 bool ParseConcatBatchNormOp(const Node* node, BatchNormOpAttrs* bn, std::string* why) {
   ConcatBatchNormAttrs parsed;
-  if (!ParseConcatBatchNormAttrs(node->attrs, &parsed, why)) return false;
+  if (!ParseConcatBatchNormAttrs(node->attrs, &parsed, why, IsConcatAvgPoolBatchNormOp(node->op))) {
+    return false;
+  }
   if (parsed.bn.axis != 1 || parsed.dim != 1) {  // regions hold NCHW-ordered tensors
     *why = "BatchNorm over a concat along axis " + std::to_string(parsed.bn.axis) +
            " (regions need axis 1)";
@@ -381,13 +383,16 @@ bool ParseConcatBatchNormOp(const Node* node, BatchNormOpAttrs* bn, std::string*
     *why = "clip with a_min != 0 without a calibrated range";
     return false;
   }
-  bn->global_avg_pool = node->op == kQuantizedConcatBatchNormPoolOp;
+  bn->global_avg_pool = node->op == kQuantizedConcatBatchNormPoolOp ||
+                        node->op == kQuantizedConcatAvgPoolBatchNormPoolOp;
   if (bn->global_avg_pool && IsCurve(act)) {
     *why = "global average pooling after a curve (the op refuses it)";
     return false;
   }
   bn->bn = parsed.bn;
   bn->num_concat = parsed.num_args;
+  bn->avg_pool_in = parsed.avg_pool;
+  bn->avg_pool = parsed.pool;
   return true;
 }
 

@@ -104,7 +104,8 @@ struct BatchNormOpAttrs {
   bool float_input = false;
   // The concatenated inputs of _contrib_quantized_concat_batch_norm (0: one data input).
   int num_concat = 0;
-  // _contrib_quantized_avg_pool_batch_norm: the average pooling before the BatchNorm.
+  // _contrib_quantized_avg_pool_batch_norm and the concat forms with it: the
+  // average pooling before the BatchNorm.
   bool avg_pool_in = false;
   PoolingAttrs avg_pool;
 };
