@@ -551,6 +551,19 @@ bool BetterLeftFloat(const Graph* graph, const PassOptions& options, const Node*
   return any;
 }
 
+// MXNet's int8 pooling with the attributes of `pool`, of concatenated part
+// `i` (its quantized data, min, max).
+Node* PoolingOfPart(Graph* graph, const Node* pool, size_t i, const QuantizedPart& part) {
+  Node* node = graph->addNode(pool->name + "_part" + std::to_string(i), kQuantizedPooling);
+  node->attrs = pool->attrs;
+  node->attrs.erase(kRewriteAttr);
+  NoteRewrite(node, "pooled_concat_part");
+  SetInput(node, 0, part.data.node, part.data.entry);
+  SetInput(node, 1, part.min.node, part.min.entry);
+  SetInput(node, 2, part.max.node, part.max.entry);
+  return node;
+}
+
 // dequantize.. -> Concat -> max Pooling (-> BatchNorm ...)
 //   =>  quantized_pooling.. -> dequantize.. -> Concat (-> BatchNorm ...)
 // Max pooling commutes with the concat (it pools each channel) and with
@@ -584,13 +597,7 @@ bool PoolEachConcatPart(Graph* graph, const PassOptions& options, Node* pool) {
   const std::unordered_map<std::string, std::string> dequantize_attrs = dequantizes[0]->attrs;
   DetachNode(concat);
   for (size_t i = 0; i < parts.size(); ++i) {
-    Node* part = graph->addNode(pool->name + "_part" + std::to_string(i), kQuantizedPooling);
-    part->attrs = pool->attrs;
-    part->attrs.erase(kRewriteAttr);
-    NoteRewrite(part, "pooled_concat_part");
-    SetInput(part, 0, parts[i].data.node, parts[i].data.entry);
-    SetInput(part, 1, parts[i].min.node, parts[i].min.entry);
-    SetInput(part, 2, parts[i].max.node, parts[i].max.entry);
+    Node* part = PoolingOfPart(graph, pool, i, parts[i]);
     Node* dequantize = graph->addNode(part->name + "_dequantize", kDequantize);
     dequantize->attrs = dequantize_attrs;
     for (int k = 0; k < 3; ++k) SetInput(dequantize, k, part, k);
@@ -627,13 +634,7 @@ void PoolBeforeQuantizedConcat(Graph* graph, const PassOptions& options) {
     if (!sole_reader) continue;
     const std::vector<NodeEntry> in = concat->inputs;  // copy: data.., then (min, max) pairs
     for (int i = 0; i < n; ++i) {
-      Node* part = graph->addNode(pool->name + "_part" + std::to_string(i), kQuantizedPooling);
-      part->attrs = pool->attrs;
-      part->attrs.erase(kRewriteAttr);
-      NoteRewrite(part, "pooled_concat_part");
-      SetInput(part, 0, in[i].node, in[i].entry);
-      SetInput(part, 1, in[n + 2 * i].node, in[n + 2 * i].entry);
-      SetInput(part, 2, in[n + 2 * i + 1].node, in[n + 2 * i + 1].entry);
+      Node* part = PoolingOfPart(graph, pool, i, {in[i], in[n + 2 * i], in[n + 2 * i + 1]});
       SetInput(concat, i, part, 0);
       SetInput(concat, n + 2 * i, part, 1);
       SetInput(concat, n + 2 * i + 1, part, 2);
