@@ -35,6 +35,7 @@ venv: $(VENV)/.installed-deps
 # Build against the MXNet and oneDNN of .venv, so no build isolation.  Only
 # when a source changed since the last install (the stamp file).
 PACKAGE_SOURCES := $(wildcard src_cpp/*.cc src_cpp/*.h src_cpp/region/*.cc src_cpp/region/*.h \
+                              src_cpp/pass/*.cc src_cpp/pass/*.h \
                               mxnet_bnq/*.py) setup.py pyproject.toml MANIFEST.in README.md
 $(VENV)/.installed-package: $(VENV)/.installed-deps $(PACKAGE_SOURCES)
 	$(PIP) install --no-build-isolation --no-deps --force-reinstall .
@@ -60,6 +61,7 @@ bench-e2e: install
 # ruff (ruff.toml) for Python, clang-format (.clang-format) for C++; both pinned
 # in requirements-dev.txt.  `make format` applies clang-format's changes.
 CXX_SOURCES := $(wildcard src_cpp/*.cc src_cpp/*.h src_cpp/region/*.cc src_cpp/region/*.h \
+                          src_cpp/pass/*.cc src_cpp/pass/*.h \
                           src_cpp/fuzz/*.cc)
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -76,7 +76,8 @@ def compile_library(output):
         flags = ['-O1', '-g', '-fno-omit-frame-pointer',
                  '-fsanitize=address,undefined', '-fno-sanitize-recover=undefined']
     sources = sorted(glob.glob(os.path.join(HERE, 'src_cpp', '*.cc')) +
-                     glob.glob(os.path.join(HERE, 'src_cpp', 'region', '*.cc')))
+                     glob.glob(os.path.join(HERE, 'src_cpp', 'region', '*.cc')) +
+                     glob.glob(os.path.join(HERE, 'src_cpp', 'pass', '*.cc')))
     sources.append(os.path.join(mx_root, 'src', 'lib_api.cc'))
     os.makedirs(os.path.dirname(output), exist_ok=True)
     # -ffp-contract=off: no fused multiply-add, so float steps round as MXNet's do.
