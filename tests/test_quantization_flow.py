@@ -291,11 +291,14 @@ def test_fused_head_range_is_calibrated_on_the_pooled_output(calib_mode):
 
 @pytest.mark.parametrize('ndim', [4, 5])
 @pytest.mark.parametrize('quantize_mode', ['smart', 'full'])
-def test_a_mean_over_h_and_w_is_a_head_only_of_4d_data(ndim, quantize_mode):
+@pytest.mark.parametrize('calib_mode', ['naive', 'none'])
+def test_a_mean_over_h_and_w_is_a_head_only_of_4d_data(ndim, quantize_mode, calib_mode):
     """BN -> ReLU -> mean(axis=(2, 3)) -> FC: of 4-D data the pooled head op;
     of 5-D data the mean is no global pooling (the op would pool the last
     axis too, and the FC would refuse the shape): the flow gives the pass
-    the data shapes, and the mean stays MXNet's, the output close to fp32."""
+    the data shapes, and the mean stays MXNet's, the output close to fp32.
+    Uncalibrated there are no data shapes: the FC's weight (one column per
+    channel or not) tells the pass the same."""
     data = mx.sym.var('data')
     kernel, pad = ((3, 3), (1, 1)) if ndim == 4 else ((1, 3, 3), (0, 1, 1))
     y = mx.sym.Convolution(data, num_filter=4, kernel=kernel, pad=pad, name='conv') + data
@@ -306,9 +309,9 @@ def test_a_mean_over_h_and_w_is_a_head_only_of_4d_data(ndim, quantize_mode):
     args, aux = small_nets.random_params(y, shape)
     calib = np.random.default_rng(1).normal(0, 1, (16,) + shape[1:]).astype('f')
     qsym, qargs, qaux = mxnet_bnq.quantize_model_mkldnn(
-        y, args, aux, calib_mode='naive', label_names=None, quantized_dtype='auto',
-        quantize_mode=quantize_mode, calib_data=mx.io.NDArrayIter(calib, batch_size=8),
-        regions=False)
+        y, args, aux, calib_mode=calib_mode, label_names=None, quantized_dtype='auto',
+        quantize_mode=quantize_mode, regions=False,
+        calib_data=mx.io.NDArrayIter(calib, batch_size=8) if calib_mode == 'naive' else None)
     ops = [n['op'] for n in nodes(qsym)]
     pooled = '_contrib_quantized_batch_norm_relu_global_avg_pool'
     assert (pooled in ops) == (ndim == 4), ops

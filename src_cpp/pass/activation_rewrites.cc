@@ -30,7 +30,8 @@ void FuseDequantizedActivation(Graph* graph, const PassOptions& options) {
     if (quantize == nullptr || IsExcluded(options, quantize)) continue;
     bool keepdims = false;
     if (options.fuse_pooling && PoolsOverSpatialAxes(bn) &&
-        (IsGlobalAvgPooling(quantize, "Pooling") || IsSpatialMean(quantize, &keepdims))) {
+        (IsGlobalAvgPooling(quantize, "Pooling") ||
+         IsSpatialMean(graph, bn, quantize, &keepdims))) {
       Node* mean = quantize;
       Node* after = SoleConsumer(graph, mean, 1);
       std::unordered_map<std::string, std::string> fused;

@@ -65,7 +65,7 @@ Node* MeanHeadAfterFp32BatchNorm(const Graph* graph, const PassOptions& options,
   if (*mean == nullptr || IsExcluded(options, *mean)) return nullptr;
   if (IsGlobalAvgPooling(*mean, "Pooling")) {
     *keepdims = true;
-  } else if (!IsSpatialMean(*mean, keepdims)) {
+  } else if (!IsSpatialMean(graph, bn, *mean, keepdims)) {
     return nullptr;
   }
   Node* quantize = SoleConsumer(graph, *mean, 1);
@@ -115,7 +115,7 @@ void FuseMeanHead(Graph* graph, const PassOptions& options) {
     if (mean == nullptr || IsExcluded(options, mean)) continue;
     if (IsGlobalAvgPooling(mean, "Pooling")) {  // gluon's GlobalAvgPool2D
       keepdims = true;
-    } else if (!IsSpatialMean(mean, &keepdims)) {
+    } else if (!IsSpatialMean(graph, bn, mean, &keepdims)) {
       continue;
     }
     Node* quantize = SoleConsumer(graph, mean, 1);

@@ -1,6 +1,8 @@
 #include "pooling_match.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <vector>
 
 #include "../number_parsing.h"
 #include "../op_names.h"
@@ -31,6 +33,53 @@ int KnownNdim(const Node* node, int entry, int depth = 0) {
   if (shape.size() < 2 || shape.find("None") != std::string::npos) return -1;
   if (shape == "[]") return 0;
   return static_cast<int>(std::count(shape.begin(), shape.end(), ',')) + 1;
+}
+
+// The number of channels of the BatchNorm `bn` (fp32 or a plugin op) from
+// its gamma array handed to the pass; -1 if unknown.
+int64_t ChannelsOf(const Node* bn) {
+  int gamma = 1;  // the concat ops' parameters follow their num_args parts
+  if (IsConcatBatchNormOp(bn->op) && !ParseInteger(Attr(bn, "num_args"), &gamma)) return -1;
+  if (gamma < 1 || static_cast<size_t>(gamma) >= bn->inputs.size()) return -1;
+  const Node* param = bn->inputs[gamma].node;
+  if (param->op != "null" || param->tensor == nullptr || param->tensor->shape.size() != 1) {
+    return -1;
+  }
+  return param->tensor->shape[0];
+}
+
+// The number of values per sample that the classifier reading output 0 of
+// `node` alone (through quantizes and flattens) takes: the second dimension
+// of the weight of a fully connected op that flattens its input; -1 if no
+// such op reads it, or its weight is unknown.
+int64_t ClassifierInputs(const Graph* graph, const Node* node, int depth = 0) {
+  const std::vector<NodeEntry> uses = ConsumersOf(node, 0);
+  if (depth > 4 || uses.size() != 1 || IsGraphOutput(graph, node, 0)) return -1;
+  const Node* next = uses[0].node;
+  if (next->op == kQuantize || next->op == kQuantizedFlatten || next->op == "Flatten" ||
+      next->op == "flatten") {
+    return ClassifierInputs(graph, next, depth + 1);
+  }
+  const Node* fc = next;  // the node with the FullyConnected attributes
+  if (next->op == "_sg_mkldnn_fully_connected") {
+    fc = nullptr;
+    for (size_t i = 0; next->subgraphs.size() == 1 && i < next->subgraphs[0]->size(); ++i) {
+      const Node* inner = next->subgraphs[0]->getNode(i);
+      if (inner->op == "FullyConnected") fc = inner;
+    }
+  } else if (next->op != "FullyConnected" && next->op != "_contrib_quantized_fully_connected") {
+    return -1;
+  }
+  bool flatten = true;
+  if (fc == nullptr || uses[0].entry != 0 || next->inputs.size() < 2 ||
+      !ParseBool(Attr(fc, "flatten", "true"), &flatten) || !flatten) {
+    return -1;
+  }
+  const Node* weight = next->inputs[1].node;
+  if (weight->op != "null" || weight->tensor == nullptr || weight->tensor->shape.size() != 2) {
+    return -1;
+  }
+  return weight->tensor->shape[1];
 }
 
 }  // namespace
@@ -71,10 +120,16 @@ bool IsGlobalAvgPooling(const Node* node, const char* op) {
          (layout == "None" || layout == "NCW" || layout == "NCHW" || layout == "NCDHW");
 }
 
-bool IsSpatialMean(const Node* node, bool* keepdims) {
+bool IsSpatialMean(const Graph* graph, const Node* bn, const Node* node, bool* keepdims) {
   if (node->op != "mean" || node->inputs.size() != 1) return false;
   const int ndim = KnownNdim(node->inputs[0].node, node->inputs[0].entry);
   if (ndim != -1 && ndim != 4) return false;
+  if (ndim == -1) {
+    // Without the shapes: where the classifier after it takes one value per
+    // channel, the mean leaves nothing but the channels, as the pooled op.
+    const int64_t channels = ChannelsOf(bn);
+    if (channels <= 0 || ClassifierInputs(graph, node) != channels) return false;
+  }
   std::string axis = Attr(node, "axis");
   axis.erase(std::remove(axis.begin(), axis.end(), ' '), axis.end());
   bool exclude = false;

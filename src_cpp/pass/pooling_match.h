@@ -31,11 +31,13 @@ bool PoolsOverSpatialAxes(const Node* bn);
 // dimensions as 1.
 bool IsGlobalAvgPooling(const Node* node, const char* op = kQuantizedPooling);
 
-// A mean over axes 2 and 3 only, keeping or dropping them, of 4-D data:
-// global average pooling of NCHW data (gluon's heads, F.mean(x, axis=(2, 3))).
-// Of 5-D data it would not be (the pooled ops pool every axis after the
-// channels): where the shapes are known the data must be 4-D.
-bool IsSpatialMean(const Node* node, bool* keepdims);
+// A mean over axes 2 and 3 only, keeping or dropping them, of 4-D data after
+// the BatchNorm `bn`: global average pooling of NCHW data (gluon's heads,
+// F.mean(x, axis=(2, 3))).  Of 5-D data it would not be (the pooled ops pool
+// every axis after the channels): where the shapes are known the data must
+// be 4-D, and where they are not (calib_mode='none' without data shapes) the
+// classifier after the mean must take one value per channel of `bn`.
+bool IsSpatialMean(const Graph* graph, const Node* bn, const Node* node, bool* keepdims);
 
 // An average pooling of planar NCHW data a BatchNorm can take in
 // (MXNet's quantized pooling, the plugin's, or an fp32 Pooling).
