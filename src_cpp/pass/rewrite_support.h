@@ -94,11 +94,12 @@ struct FusedOps {
   const char* act;
 };
 
-inline constexpr FusedOps kQuantizedOps{kQuantizedBatchNormOp, kQuantizedBatchNormReluOp,
-                                        kQuantizedBatchNormActOp};
+// One copy per file (not inline): the names they point to have internal linkage.
+constexpr FusedOps kQuantizedOps{kQuantizedBatchNormOp, kQuantizedBatchNormReluOp,
+                                 kQuantizedBatchNormActOp};
 
-inline constexpr FusedOps kFloatInputOps{kBatchNormQuantizeOp, kBatchNormReluQuantizeOp,
-                                         kBatchNormActQuantizeOp};
+constexpr FusedOps kFloatInputOps{kBatchNormQuantizeOp, kBatchNormReluQuantizeOp,
+                                  kBatchNormActQuantizeOp};
 
 // Makes `bn` the op of `ops` for the activation `act_node` (nullptr: none),
 // copying an activation's attributes.
