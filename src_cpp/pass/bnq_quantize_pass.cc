@@ -189,12 +189,8 @@ void MarkPluginNodes(Graph* graph) {
 void HintParameterShapes(Graph* graph) {
   for (Node* node : NodesInOrder(graph)) {
     if (!IsPluginOp(node->op)) continue;
-    // gamma, beta, moving_mean, moving_var follow the data (num_args inputs
-    // of the concat op).
     int first = 1;
-    if (IsConcatBatchNormOp(node->op) && !ParseInteger(Attr(node, "num_args"), &first)) {
-      continue;
-    }
+    if (!GammaInput(node, &first)) continue;
     for (size_t i = first; i < static_cast<size_t>(first) + 4 && i < node->inputs.size(); ++i) {
       Node* param = node->inputs[i].node;
       if (param->op != "null" || param->tensor == nullptr) continue;

@@ -38,9 +38,9 @@ int KnownNdim(const Node* node, int entry, int depth = 0) {
 // The number of channels of the BatchNorm `bn` (fp32 or a plugin op) from
 // its gamma array handed to the pass; -1 if unknown.
 int64_t ChannelsOf(const Node* bn) {
-  int gamma = 1;  // the concat ops' parameters follow their num_args parts
-  if (IsConcatBatchNormOp(bn->op) && !ParseInteger(Attr(bn, "num_args"), &gamma)) return -1;
-  if (gamma < 1 || static_cast<size_t>(gamma) >= bn->inputs.size()) return -1;
+  int gamma = 1;
+  if (!GammaInput(bn, &gamma) || gamma < 1 || static_cast<size_t>(gamma) >= bn->inputs.size())
+    return -1;
   const Node* param = bn->inputs[gamma].node;
   if (param->op != "null" || param->tensor == nullptr || param->tensor->shape.size() != 1) {
     return -1;

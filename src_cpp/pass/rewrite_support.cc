@@ -192,5 +192,10 @@ bool IsQuantizedHead(const Node* bn) {
   return bn->op == kQuantizedBatchNormReluPoolOp || bn->op == kQuantizedBatchNormActPoolOp;
 }
 
+bool GammaInput(const Node* bn, int* index) {
+  *index = 1;
+  return !IsConcatBatchNormOp(bn->op) || ParseInteger(Attr(bn, "num_args"), index);
+}
+
 }  // namespace pass
 }  // namespace bnq

@@ -121,6 +121,11 @@ void TakeOverQuantize(Graph* graph, Node* bn, Node* act, Node* quantize, const F
 void QuantizeBatchNorm(Graph* graph, Node* bn, Node* act, const NodeEntry data, const NodeEntry min,
                        const NodeEntry max, Node* quantize, const char* rewrite);
 
+// The input index of gamma, the first of the parameters (gamma, beta,
+// moving_mean, moving_var) of a BatchNorm or plugin BatchNorm op: after the
+// data (num_args parts of the concat ops); false if num_args is unreadable.
+bool GammaInput(const Node* bn, int* index);
+
 // The quantized head ops: BatchNorm + ReLU or act + global average pooling.
 bool IsQuantizedHead(const Node* bn);
 
